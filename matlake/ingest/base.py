@@ -1,0 +1,138 @@
+"""The ingest contract: a parser is a pure function from bytes to Arrow tables.
+
+A parser module never touches Parquet files, the object store or the catalog.
+It gets the (decompressed) bytes of one source file and a :class:`ParseContext`
+and returns a :class:`ParseResult`: rows for one or more science tables (with
+``record_id`` computed through :meth:`ParseContext.record_id`) and any large
+arrays it wants kept as objects.  The platform hashes, dedups, stores the raw
+bytes, commits, and records provenance and the ingest ledger.
+
+Bad input raises :class:`ParseError` naming the field, what was expected and
+what was found; the platform adds the file name and parser version and records
+a ``failed`` ledger row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+RECORD_ID_ALGO = "sha256-32:v1"  # stored with ids so a future formula change is detectable
+
+
+class ParseError(Exception):
+    """Input that a parser cannot turn into records.
+
+    ``field`` is the thing that was wrong (a tag, column, header line, byte
+    offset...), ``expected`` what the format requires, ``found`` what the file
+    had.  The platform prefixes the file name when it records the failure.
+    """
+
+    def __init__(self, field: str, expected: str, found: str, *, file: str | None = None) -> None:
+        self.field = field
+        self.expected = expected
+        self.found = found
+        self.file = file
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        return f"{where}field {self.field}: expected {self.expected}, found {self.found}"
+
+    def with_file(self, file: str) -> "ParseError":
+        return ParseError(self.field, self.expected, self.found, file=file)
+
+
+@dataclass
+class ParseContext:
+    """What a parser knows about the source besides its bytes."""
+
+    source_sha256: str
+    filename: str
+    parser: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    def record_id(self, locator: str) -> str:
+        """Stable id of the record found at ``locator`` inside this source.
+
+        It depends on the raw bytes, the parser *name* and the locator, not on
+        the parser version, so a re-parse with a newer parser adds a version
+        of the same record.
+        """
+        return record_id(self.source_sha256, self.parser, locator)
+
+    def put_object(self, data: bytes) -> str:
+        """Keep ``data`` as a content-addressed object; returns its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        self.objects[sha] = data
+        return sha
+
+    def put_array(self, array: np.ndarray) -> str:
+        """Keep a numpy array exactly (dtype, shape, bytes) as an object."""
+        return self.put_object(encode_array(array))
+
+
+def record_id(source_sha256: str, parser: str, locator: str) -> str:
+    return hashlib.sha256(f"{source_sha256}\x00{parser}\x00{locator}".encode()).hexdigest()[:32]
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    """Compact, exact array format: a zip-deflated ``.npz`` with key ``data``."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, data=np.ascontiguousarray(array))
+    return buf.getvalue()
+
+
+def decode_array(data: bytes) -> np.ndarray:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return npz["data"]
+
+
+@dataclass
+class ParseResult:
+    """Rows per table (Arrow tables or lists of dicts) plus objects to keep."""
+
+    tables: dict[str, pa.Table | list[dict[str, Any]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def add_rows(self, table: str, rows: list[dict[str, Any]] | pa.Table) -> None:
+        if isinstance(rows, pa.Table):
+            existing = self.tables.get(table)
+            if existing is None:
+                self.tables[table] = rows
+            else:
+                if not isinstance(existing, pa.Table):
+                    existing = pa.Table.from_pylist(existing)
+                self.tables[table] = pa.concat_tables([existing, rows], promote_options="default")
+        else:
+            existing = self.tables.setdefault(table, [])
+            if isinstance(existing, pa.Table):
+                self.tables[table] = pa.concat_tables(
+                    [existing, pa.Table.from_pylist(rows)], promote_options="default"
+                )
+            else:
+                existing.extend(rows)
+
+
+@dataclass(frozen=True)
+class Parser:
+    """A declared parser: name + version, the kind it belongs to, and two pure functions.
+
+    ``detect(head, filename)`` looks at the first 8 KiB of the decompressed
+    content (and the name) and says whether this parser reads it.
+    ``parse(data, ctx)`` turns the whole decompressed content into rows.
+    """
+
+    name: str
+    version: str
+    kind: str
+    detect: Callable[[bytes, str], bool]
+    parse: Callable[[bytes, ParseContext], ParseResult]
+    description: str = ""
