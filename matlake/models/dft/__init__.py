@@ -1,0 +1,1 @@
+"""Model modules on DFT data."""

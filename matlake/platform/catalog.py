@@ -1,0 +1,246 @@
+"""The SQL catalog: SQLAlchemy models and engine set-up.
+
+The catalog holds everything small and transactional: the table registry, the
+manifest of Parquet data files per snapshot, tags, objects, provenance
+(activities and ``used`` links; ``generated`` links are the ``activity_id``
+column of every row), the ingest ledger and the model registry.  The schema is
+created and evolved only by the Alembic migrations in ``matlake/migrations``;
+these models describe the head revision and are checked against it in tests.
+
+Stored rows are frozen except: ``data_files.retired_snapshot`` (set once, by
+compaction), ``lake_state.last_snapshot`` (the commit counter), ``tags``
+(moved only by an explicit re-tag) and ``leases``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class LakeSetting(Base):
+    """Key/value facts about the lake (root directory, creation time)."""
+
+    __tablename__ = "lake_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class LakeState(Base):
+    """One row; its lock serialises commits so snapshot ids are visible in order."""
+
+    __tablename__ = "lake_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_snapshot: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TableEntry(Base):
+    __tablename__ = "table_registry"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), default="")
+    schema_version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")
+    schema_json: Mapped[str] = mapped_column(Text, default="")
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class DataFile(Base):
+    __tablename__ = "data_files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(128), index=True)
+    path: Mapped[str] = mapped_column(String(512), unique=True)  # relative to the lake root
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    max_version: Mapped[int] = mapped_column(Integer, default=1)
+    tombstones: Mapped[int] = mapped_column(Integer, default=0)
+    added_snapshot: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"), index=True)
+    retired_snapshot: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"), nullable=True)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class StoredObject(Base):
+    """A content-addressed file in objects/ (raw inputs, arrays, model artifacts)."""
+
+    __tablename__ = "objects"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash_algo: Mapped[str] = mapped_column(String(32), default="sha256:v1")
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(64), default="application/octet-stream")
+    original_name: Mapped[str] = mapped_column(Text, default="")
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
+
+
+class Activity(Base):
+    """A W3C PROV activity: ingest, featurize, train, predict, compact, ..."""
+
+    __tablename__ = "activities"
+    activity_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    parameters_json: Mapped[str] = mapped_column(Text, default="{}")
+    matlake_version: Mapped[str] = mapped_column(String(32), default="")
+    git_commit: Mapped[str] = mapped_column(String(64), default="")
+    user: Mapped[str] = mapped_column(String(128), default="")
+    host: Mapped[str] = mapped_column(String(256), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    error: Mapped[str] = mapped_column(Text, default="")
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"), index=True)
+
+
+class Link(Base):
+    """Activity *used* entity (or *generated* a non-row entity such as a model or object)."""
+
+    __tablename__ = "links"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    activity_id: Mapped[str] = mapped_column(String(40), ForeignKey("activities.activity_id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # used | generated
+    entity_kind: Mapped[str] = mapped_column(String(16))  # record | object | model | snapshot
+    entity_id: Mapped[str] = mapped_column(String(128), index=True)
+    entity_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    table_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class LedgerEntry(Base):
+    """One source file seen by one parser version: ok, failed, or (for files no parser reads) unknown."""
+
+    __tablename__ = "ingest_ledger"
+    __table_args__ = (UniqueConstraint("sha256", "parser", "parser_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    parser: Mapped[str] = mapped_column(String(64))
+    parser_version: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # ok | failed
+    message: Mapped[str] = mapped_column(Text, default="")
+    record_ids_json: Mapped[str] = mapped_column(Text, default="[]")
+    n_records: Mapped[int] = mapped_column(Integer, default=0)
+    activity_id: Mapped[str] = mapped_column(String(40), ForeignKey("activities.activity_id"))
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained model: dataset version (view SQL + snapshot), metrics, artifact object."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    module: Mapped[str] = mapped_column(String(256))
+    module_version: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(128))
+    view_sql: Mapped[str] = mapped_column(Text)
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    n_train: Mapped[int] = mapped_column(Integer)
+    activity_id: Mapped[str] = mapped_column(String(40), ForeignKey("activities.activity_id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("ix_ingest_ledger_status_created", LedgerEntry.status, LedgerEntry.created_at)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the catalog.  SQLite: WAL, a long busy timeout, and
+    ``BEGIN IMMEDIATE`` for write transactions so two writers queue instead of
+    failing on a lock upgrade."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 120}, poolclass=None)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=120000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover
+            mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Lock and serialization errors worth retrying."""
+    if not isinstance(exc, OperationalError):
+        text = str(getattr(exc, "orig", exc)).lower()
+        return "could not serialize" in text or "deadlock detected" in text
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text or "could not serialize" in text or "deadlock" in text
+
+
+def retrying(fn, *, attempts: int = 20, first_delay: float = 0.05):
+    """Run ``fn()``; retry transient lock errors with exponential back-off."""
+    delay = first_delay
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - filtered by is_transient
+            if i == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")

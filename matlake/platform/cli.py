@@ -1,0 +1,405 @@
+"""The ``matlake`` command line.
+
+Every command takes ``--lake PATH_OR_URL`` (default ``$MATLAKE_LAKE``, else the
+current directory), has ``--help``, and fails with a one-line message and a
+non-zero exit code (set ``MATLAKE_DEBUG=1`` for the traceback).  Other
+packages add commands through :data:`EXTENSIONS`: modules with a
+``register(subparsers, common)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli")
+
+
+class CliError(Exception):
+    """A user error reported as one line."""
+
+
+def _lake(args: argparse.Namespace):
+    from matlake.platform.lake import Lake
+
+    return Lake.open(args.lake)
+
+
+def _kv(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for it in items or []:
+        key, sep, val = it.partition("=")
+        if not sep or not key:
+            raise CliError(f"option {it!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+
+def print_frame(df, max_rows: int = 50) -> None:
+    import pandas as pd
+
+    if df.empty:
+        print("(no rows)" if len(df.columns) else "(no result)")
+        return
+    with pd.option_context("display.max_rows", max_rows, "display.max_columns", 30, "display.width", 200,
+                           "display.max_colwidth", 60):
+        print(df.to_string(max_rows=max_rows, index=False))
+    if len(df) > max_rows:
+        print(f"({len(df)} rows)")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from matlake.platform.lake import Lake
+
+    lake = Lake.init(args.dir, catalog=args.catalog)
+    print(f"created lake at {lake.root} (catalog {lake.config.catalog_url.split('@')[-1]})")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from matlake.platform import catalog, migrate
+    from matlake.platform.config import default_location, is_url, read_config
+
+    where = default_location(args.lake)
+    url = where if is_url(where) else read_config(Path(where)).catalog_url
+    engine = catalog.make_engine(url)
+    try:
+        if args.action == "upgrade":
+            migrate.upgrade(engine, args.revision or "head")
+        elif args.action == "downgrade":
+            if not args.revision:
+                raise CliError("db downgrade: expected a revision (e.g. -1 or base)")
+            migrate.downgrade(engine, args.revision)
+        elif args.action == "history":
+            cur = migrate.current(engine)
+            for rev, doc in migrate.history():
+                print(f"{'*' if rev == cur else ' '} {rev}  {doc}")
+            return 0
+        print(f"catalog revision: {migrate.current(engine) or 'base (empty)'} (head {migrate.head()})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    options = _kv(args.option)
+    paths = list(args.paths)
+    if paths[:1] == ["mp"]:
+        return _ingest_mp(lake, args, options)
+    report = lake.ingest(paths, kind=args.kind, options=options, workers=args.workers, batch_size=args.batch_size,
+                         progress=None if args.progress else False, dask=args.dask)
+    for o in report.outcomes:
+        if o.status == "failed":
+            print(f"FAILED {o.message}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed and args.strict else 0
+
+
+def _ingest_mp(lake, args: argparse.Namespace, options: dict[str, Any]) -> int:
+    import tempfile
+
+    from matlake.ingest import mp
+
+    if not args.query:
+        raise CliError("ingest mp: expected --query '{\"chemsys\": \"Ga-N\"}' (JSON criteria)")
+    try:
+        criteria = json.loads(args.query)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--query: expected JSON criteria, found {args.query!r} ({exc.msg})") from exc
+    blob = mp.fetch(criteria, api_key=args.api_key or os.environ.get("MP_API_KEY"), endpoint=args.endpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The API response is the raw object: it is kept byte for byte like any file.
+        path = Path(tmp) / f"mp-query-{abs(hash(args.query)) % 10**8}.json"
+        path.write_bytes(blob)
+        report = lake.ingest([path], kind="mp-json", options=options, progress=False)
+    print(report.summary())
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    from matlake.platform.query import check_read_only
+
+    if not args.write:
+        check_read_only(args.query)
+    result = lake.sql(args.query, as_of=args.as_of)
+    if args.csv or args.parquet:
+        table = result.arrow()
+        if args.csv:
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, args.csv)
+            print(f"wrote {table.num_rows} rows to {args.csv}")
+        if args.parquet:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, args.parquet)
+            print(f"wrote {table.num_rows} rows to {args.parquet}")
+        return 0
+    print_frame(result.df(), args.max_rows)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    sid = lake.tag(args.name, as_of=args.as_of, note=args.note, move=args.move)
+    print(f"tag {args.name} -> snapshot {sid}")
+    return 0
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    print_frame(pd.DataFrame(_lake(args).tags()))
+    return 0
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    print_frame(lake.sql(f"select * from snapshots order by snapshot_id desc limit {int(args.limit)}").df(), args.limit)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from matlake import schemas
+
+    lake = _lake(args)
+    qe = lake.query_engine(args.as_of)
+    rows = []
+    for name, t in schemas.TABLES.items():
+        n = qe.sql(f"select count(*) from {name}").fetchone()[0]
+        n_all = qe.sql(f"select count(*) from {name}_all").fetchone()[0]
+        rows.append({"table": name, "domain": t.domain, "schema_version": t.version, "records": n, "rows (all versions)": n_all})
+    print(f"snapshot {qe.snapshot}")
+    print_frame(pd.DataFrame(rows))
+    print("views: " + ", ".join(sorted(set(qe.names()) - set(schemas.TABLES))))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from matlake import schemas
+
+    names = [args.table] if args.table else list(schemas.TABLES)
+    for n in names:
+        print(schemas.get(n).docs())
+        print()
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from matlake.platform.provenance import lineage, render_tree, write_dot
+
+    lake = _lake(args)
+    direction = "both" if args.both else ("down" if args.down else "up")
+    g = lineage(lake, args.id, direction=direction, depth=args.depth, max_fanout=args.max_fanout)
+    if direction in ("up", "both"):
+        print(render_tree(g, "up"))
+    if direction in ("down", "both"):
+        if direction == "both":
+            print()
+        print(render_tree(g, "down"))
+    if args.dot:
+        png = write_dot(g, args.dot)
+        print(f"wrote {args.dot}" + (f" and {png}" if png else " (install graphviz for a PNG)"))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    out = _lake(args).gc(grace_seconds=args.grace, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for p in out["removed"]:
+        print(f"{verb} {p}")
+    print(f"{verb} {len(out['removed'])} unregistered files ({out['bytes']} bytes)")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    cond = "where status = 'failed'" if args.failed else ""
+    df = lake.sql(f"select id, status, parser, parser_version, n_records, source_path, message from ledger {cond} "
+                  f"order by id desc limit {int(args.limit)}").df()
+    if args.failed and not df.empty:
+        for _, r in df.iterrows():
+            print(f"#{r['id']} {r['parser']} {r['parser_version']}: {r['message']}")
+        return 0
+    print_frame(df, args.limit)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    module = args.module if ":" in args.module else KNOWN_MODELS.get(args.module, args.module)
+    info = lake.train(module, as_of=args.as_of, params=_kv(args.param))
+    print(f"trained {info.name} v{info.version} ({info.model_id}) on snapshot {info.snapshot_id} "
+          f"with {info.n_train} rows; metrics: {json.dumps(info.metrics)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    out = _lake(args).predict(args.model, as_of=args.as_of, where=args.where)
+    print(f"{out['n']} predictions by {out['model_id']} committed in snapshot {out['snapshot']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from matlake.platform.modeling import list_models
+
+    rows = [{"model_id": m.model_id, "name": m.name, "version": m.version, "target": m.target,
+             "snapshot": m.snapshot_id, "n_train": m.n_train, "metrics": json.dumps(m.metrics)} for m in list_models(_lake(args))]
+    print_frame(pd.DataFrame(rows))
+    return 0
+
+
+KNOWN_MODELS = {"composition-regressor": "matlake.models.dft.composition:CompositionRegressor"}
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from matlake import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lake", default=None, metavar="PATH_OR_URL",
+                        help="lake directory or catalog URL (default: $MATLAKE_LAKE, else the current directory)")
+    p = argparse.ArgumentParser(prog="matlake", description="Versioned materials-science data lake with provenance.")
+    p.add_argument("--version", action="version", version=f"matlake {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("init", parents=[common], help="create a lake")
+    s.add_argument("dir")
+    s.add_argument("--catalog", help="SQLAlchemy URL of the catalog (e.g. postgresql://host/db); default SQLite in DIR")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("db", parents=[common], help="catalog migrations: upgrade, downgrade, current, history")
+    s.add_argument("action", choices=["upgrade", "downgrade", "current", "history"])
+    s.add_argument("revision", nargs="?", help="target revision (upgrade: default head; downgrade: e.g. -1, base)")
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive); `ingest mp --query JSON`")
+    s.add_argument("paths", nargs="+", help="files or folders; or the word mp with --query")
+    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, ... (default: detect)")
+    s.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
+    s.add_argument("--batch-size", type=int, default=64, help="files per commit (default 64)")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="parser option (repeatable)")
+    s.add_argument("--dask", metavar="ADDRESS", help="parse on a Dask cluster (scheduler address)")
+    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    s.add_argument("--strict", action="store_true", help="exit 1 when any file failed")
+    s.add_argument("--query", help="mp: JSON search criteria for the Materials Project")
+    s.add_argument("--api-key", help="mp: API key (default $MP_API_KEY)")
+    s.add_argument("--endpoint", help="mp: API endpoint (default: the public one)")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("sql", parents=[common], help="run DuckDB SQL over the lake (read-only by default)")
+    s.add_argument("query")
+    s.add_argument("--as-of", help="snapshot id or tag (default: latest)")
+    s.add_argument("--csv", metavar="FILE")
+    s.add_argument("--parquet", metavar="FILE")
+    s.add_argument("--write", action="store_true", help="allow non-SELECT statements (in-memory only)")
+    s.add_argument("--max-rows", type=int, default=50)
+    s.set_defaults(func=cmd_sql)
+
+    s = sub.add_parser("tag", parents=[common], help="name a snapshot")
+    s.add_argument("name")
+    s.add_argument("--as-of", help="snapshot id or tag (default: latest)")
+    s.add_argument("--note", default="")
+    s.add_argument("--move", action="store_true", help="re-point an existing tag")
+    s.set_defaults(func=cmd_tag)
+
+    s = sub.add_parser("tags", parents=[common], help="list tags")
+    s.set_defaults(func=cmd_tags)
+
+    s = sub.add_parser("snapshots", parents=[common], help="list recent snapshots")
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(func=cmd_snapshots)
+
+    s = sub.add_parser("tables", parents=[common], help="tables with record counts, and views")
+    s.add_argument("--as-of")
+    s.set_defaults(func=cmd_tables)
+
+    s = sub.add_parser("schema", parents=[common], help="columns, units and descriptions of the tables")
+    s.add_argument("table", nargs="?")
+    s.set_defaults(func=cmd_schema)
+
+    s = sub.add_parser("lineage", parents=[common], help="provenance of a record, activity, object or model")
+    s.add_argument("id")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--down", action="store_true", help="what was derived from it")
+    g.add_argument("--both", action="store_true", help="upstream and downstream")
+    s.add_argument("--depth", type=int, default=12)
+    s.add_argument("--max-fanout", type=int, default=25)
+    s.add_argument("--dot", metavar="FILE", help="write Graphviz DOT (and a PNG when graphviz is installed)")
+    s.set_defaults(func=cmd_lineage)
+
+    s = sub.add_parser("gc", parents=[common], help="remove files no snapshot registers")
+    s.add_argument("--grace", type=float, default=3600.0, help="keep files younger than this many seconds (default 3600)")
+    s.add_argument("--dry-run", action="store_true")
+    s.set_defaults(func=cmd_gc)
+
+    s = sub.add_parser("ledger", parents=[common], help="the ingest ledger")
+    s.add_argument("--failed", action="store_true", help="only failures, with their messages")
+    s.add_argument("--limit", type=int, default=50)
+    s.set_defaults(func=cmd_ledger)
+
+    s = sub.add_parser("train", parents=[common], help="train a model module (name or package.module:Class)")
+    s.add_argument("module")
+    s.add_argument("--as-of", help="snapshot id or tag of the training data (default: latest)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", parents=[common], help="predict with a model version into `predictions`")
+    s.add_argument("model", help="model_... id, NAME (latest version) or NAME:VERSION")
+    s.add_argument("--as-of")
+    s.add_argument("--where", help="extra SQL condition on the predict view")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("models", parents=[common], help="list model versions")
+    s.set_defaults(func=cmd_models)
+
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        mod.register(sub, common)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("matlake: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line
+        if os.environ.get("MATLAKE_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"matlake: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,600 @@
+"""The lake: commit protocol, snapshots, tags, time travel and garbage collection.
+
+Commit protocol (ARCHITECTURE, "Commits, snapshots, time travel"):
+
+1. Parquet files (one per touched table, named by content hash) and objects are
+   written and fsynced first.
+2. One catalog transaction takes the ``lake_state`` row lock, allocates the
+   next snapshot id and registers files, objects, activities, links, ledger
+   rows and model versions together.
+
+A crash between 1 and 2 leaves only unregistered files, which ``gc`` removes;
+a crash inside 2 rolls back.  Readers never lock anything: they read the
+catalog rows of a snapshot and the immutable files it lists.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import matlake
+from matlake import schemas
+from matlake.platform import catalog as cat
+from matlake.platform import migrate
+from matlake.platform.config import (
+    LakeConfig,
+    LakeNotFound,
+    default_location,
+    is_url,
+    read_config,
+    sqlite_url,
+    write_config,
+)
+from matlake.platform.objects import HASH_ALGO, ObjectStore, sha256_bytes, write_atomic
+
+
+class LakeError(Exception):
+    """A user-facing error about the lake (unknown tag, bad id, ...)."""
+
+
+class DuplicateSource(LakeError):
+    """Another process committed the same (sha256, parser, parser version) first."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+@lru_cache(maxsize=1)
+def code_identity() -> tuple[str, str]:
+    """(matlake version, git commit of the running code or '')."""
+    commit = ""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return matlake.__version__, commit
+
+
+@lru_cache(maxsize=1)
+def _who() -> tuple[str, str]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        user = str(os.getuid())
+    return user, socket.gethostname()
+
+
+# --------------------------------------------------------------------------- change sets
+
+
+@dataclass
+class PendingActivity:
+    activity_id: str
+    kind: str
+    name: str
+    agent_version: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=cat.utcnow)
+    ended_at: datetime | None = None
+    status: str = "ok"
+    error: str = ""
+    # (role, entity_kind, entity_id, entity_version, table_name)
+    links: list[tuple[str, str, str, int | None, str | None]] = field(default_factory=list)
+
+    def used(self, kind: str, entity_id: str, version: int | None = None, table: str | None = None) -> None:
+        self.links.append(("used", kind, entity_id, version, table))
+
+    def generated(self, kind: str, entity_id: str, version: int | None = None, table: str | None = None) -> None:
+        self.links.append(("generated", kind, entity_id, version, table))
+
+
+@dataclass
+class _Rows:
+    table: str
+    data: pa.Table  # conformed to the data schema (record_id + data columns)
+    activity_id: str
+    version: int | None  # None: next version of each record, computed at commit
+    tombstone: bool
+
+
+class ChangeSet:
+    """Everything one commit registers.  Build it, then ``lake.commit(cs)``."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        self.kind = kind
+        self.message = message
+        self.activities: list[PendingActivity] = []
+        self.rows: list[_Rows] = []
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.ledger: list[dict[str, Any]] = []
+        self.models: list[dict[str, Any]] = []
+        self.retire: list[int] = []
+
+    def activity(self, kind: str, name: str, agent_version: str = "", parameters: dict | None = None,
+                 started_at: datetime | None = None, status: str = "ok", error: str = "") -> PendingActivity:
+        act = PendingActivity(
+            activity_id=new_id("act"), kind=kind, name=name, agent_version=agent_version,
+            parameters=dict(parameters or {}), started_at=started_at or cat.utcnow(), status=status, error=error,
+        )
+        self.activities.append(act)
+        return act
+
+    def add_rows(self, table: str, rows: pa.Table | list[dict], activity: PendingActivity,
+                 version: int | None = None, tombstone: bool = False, source: str = "") -> None:
+        """Rows for ``table`` generated by ``activity``.  ``version=None`` gives each
+        record the next version after what the lake holds (1 for a new record)."""
+        schema = schemas.get(table)
+        if not isinstance(rows, pa.Table):
+            rows = pa.Table.from_pylist(list(rows)) if rows else schema.data_schema().empty_table()
+        conformed = schema.conform(rows, source=source)
+        if conformed.num_rows:
+            self.rows.append(_Rows(table, conformed, activity.activity_id, version, tombstone))
+
+    def add_object(self, sha: str, size: int, media_type: str = "application/octet-stream",
+                   original_name: str = "") -> None:
+        """Register an object already written to the store."""
+        self.objects.setdefault(sha, {"sha256": sha, "size": size, "media_type": media_type,
+                                      "original_name": original_name, "hash_algo": HASH_ALGO})
+
+    def add_ledger(self, *, source_path: str, sha256: str, size: int, parser: str, parser_version: str,
+                   status: str, message: str, record_ids: Sequence[str], activity: PendingActivity) -> None:
+        self.ledger.append({
+            "source_path": source_path, "sha256": sha256, "size": size, "parser": parser,
+            "parser_version": parser_version, "status": status, "message": message,
+            "record_ids_json": json.dumps(list(record_ids)), "n_records": len(record_ids),
+            "activity_id": activity.activity_id,
+        })
+
+    def add_model(self, **fields: Any) -> None:
+        """A model version row; ``snapshot_id`` is the snapshot of its training data."""
+        self.models.append(fields)
+
+    def is_empty(self) -> bool:
+        return not (self.activities or self.rows or self.objects or self.ledger or self.models or self.retire)
+
+
+# --------------------------------------------------------------------------- the lake
+
+
+class Lake:
+    """A matlake lake: catalog + Parquet tables + objects.  Use :meth:`open` / :meth:`init`."""
+
+    def __init__(self, config: LakeConfig) -> None:
+        self.config = config
+        self.root = config.root
+        self.engine = cat.make_engine(config.catalog_url)
+        self.objects = ObjectStore(config.objects_dir)
+        self._query_engines: dict[int, Any] = {}
+
+    # ---- opening
+    @classmethod
+    def init(cls, path: str | os.PathLike, catalog: str | None = None) -> "Lake":
+        root = Path(path).resolve()
+        if (root / "matlake.toml").exists():
+            raise LakeError(f"a lake already exists at {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("tables", "objects"):
+            (root / sub).mkdir(exist_ok=True)
+        url = catalog or sqlite_url(root)
+        engine = cat.make_engine(url)
+        try:
+            migrate.upgrade(engine)
+            with engine.connect().execution_options(write=True) as conn, conn.begin():
+                existing = conn.execute(select(cat.LakeSetting.value).where(cat.LakeSetting.key == "root")).scalar()
+                if existing and Path(existing) != root:
+                    raise LakeError(f"catalog {url} already belongs to the lake at {existing}")
+                if not existing:
+                    conn.execute(insert(cat.LakeSetting), [
+                        {"key": "root", "value": str(root)},
+                        {"key": "created_at", "value": cat.utcnow().isoformat()},
+                    ])
+        finally:
+            engine.dispose()
+        write_config(root, url)
+        return cls(read_config(root))
+
+    @classmethod
+    def open(cls, path_or_url: str | os.PathLike | None = None, upgrade: bool = False) -> "Lake":
+        where = default_location(path_or_url)
+        if is_url(where):
+            engine = cat.make_engine(where)
+            try:
+                with engine.connect() as conn:
+                    root = conn.execute(select(cat.LakeSetting.value).where(cat.LakeSetting.key == "root")).scalar()
+            except Exception as exc:  # noqa: BLE001 - turned into a one-line message
+                raise LakeNotFound(f"no lake catalog at {where}: {str(exc).splitlines()[0]}") from exc
+            finally:
+                engine.dispose()
+            if not root:
+                raise LakeNotFound(f"no lake catalog at {where}: lake_settings.root not set")
+            config = read_config(Path(root))
+        else:
+            config = read_config(Path(where))
+        lake = cls(config)
+        if upgrade:
+            migrate.upgrade(lake.engine)
+        else:
+            lake._check_revision()
+        return lake
+
+    def _check_revision(self) -> None:
+        cur, head = migrate.current(self.engine), migrate.head()
+        if cur != head:
+            raise LakeError(f"catalog at revision {cur}, code expects {head}: run `matlake db upgrade`")
+
+    def close(self) -> None:
+        self._query_engines.clear()
+        self.engine.dispose()
+
+    def __enter__(self) -> "Lake":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r}, catalog={self.config.catalog_url.split('@')[-1]!r})"
+
+    # ---- snapshots and tags
+    def last_snapshot(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(cat.LakeState.last_snapshot).where(cat.LakeState.id == 1)).scalar_one())
+
+    def resolve_snapshot(self, as_of: int | str | None = None) -> int:
+        """A snapshot id from an id, a tag name, 'latest' or None (latest)."""
+        last = self.last_snapshot()
+        if as_of is None or as_of == "latest":
+            return last
+        if isinstance(as_of, int) or (isinstance(as_of, str) and as_of.isdigit()):
+            sid = int(as_of)
+            if sid < 0 or sid > last:
+                raise LakeError(f"snapshot {sid} does not exist (latest is {last})")
+            return sid
+        with self.engine.connect() as conn:
+            sid = conn.execute(select(cat.Tag.snapshot_id).where(cat.Tag.name == as_of)).scalar()
+            if sid is None:
+                known = conn.execute(select(cat.Tag.name).order_by(cat.Tag.name)).scalars().all()
+                raise LakeError(f"unknown tag or snapshot {as_of!r}; known tags: {list(known)}")
+        return int(sid)
+
+    def tag(self, name: str, as_of: int | str | None = None, note: str = "", move: bool = False) -> int:
+        """Name a snapshot (default: the latest).  Tags do not move unless ``move``."""
+        if not name or name.isdigit() or name == "latest":
+            raise LakeError(f"tag name: expected a non-numeric name other than 'latest', found {name!r}")
+        sid = self.resolve_snapshot(as_of)
+
+        def txn() -> None:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                old = conn.execute(select(cat.Tag.snapshot_id).where(cat.Tag.name == name)).scalar()
+                if old is not None and not move:
+                    raise LakeError(f"tag {name!r} already names snapshot {old}; use --move to re-point it")
+                if old is not None:
+                    conn.execute(update(cat.Tag).where(cat.Tag.name == name).values(snapshot_id=sid, note=note))
+                else:
+                    conn.execute(insert(cat.Tag).values(name=name, snapshot_id=sid, note=note, created_at=cat.utcnow()))
+
+        cat.retrying(txn)
+        return sid
+
+    def tags(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as conn:
+            rows = conn.execute(select(cat.Tag).order_by(cat.Tag.snapshot_id)).scalars().all()
+            return [{"name": t.name, "snapshot_id": t.snapshot_id, "created_at": t.created_at, "note": t.note} for t in rows]
+
+    def files_at(self, snapshot: int, table: str | None = None) -> list[dict[str, Any]]:
+        """Data files visible at ``snapshot``: registered at or before it, not retired at or before it."""
+        df = cat.DataFile
+        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id).where(
+            df.added_snapshot <= snapshot,
+            (df.retired_snapshot.is_(None)) | (df.retired_snapshot > snapshot),
+        )
+        if table is not None:
+            q = q.where(df.table_name == table)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(df.id))]
+
+    # ---- committing
+    def commit(self, cs: ChangeSet) -> int | None:
+        """Write the change set's files, then register everything in one transaction.
+
+        Returns the new snapshot id (None for an empty change set).  Raises
+        :class:`DuplicateSource` when another process already committed one of
+        its ledger keys; nothing of this change set is then visible.
+        """
+        if cs.is_empty():
+            return None
+        now = cat.utcnow()
+        files = self._write_tables(cs, now)
+        matlake_version, git_commit = code_identity()
+        user, host = _who()
+
+        def txn() -> int:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                last = conn.execute(
+                    select(cat.LakeState.last_snapshot).where(cat.LakeState.id == 1).with_for_update()
+                ).scalar_one()
+                sid = int(last) + 1
+                conn.execute(insert(cat.Snapshot).values(snapshot_id=sid, created_at=now, kind=cs.kind, message=cs.message))
+                self._register_tables(conn, {f["table_name"] for f in files})
+                if cs.objects:
+                    have = set(conn.execute(select(cat.StoredObject.sha256).where(
+                        cat.StoredObject.sha256.in_(list(cs.objects)))).scalars())
+                    new = [dict(o, snapshot_id=sid) for s, o in cs.objects.items() if s not in have]
+                    if new:
+                        conn.execute(insert(cat.StoredObject), new)
+                if cs.activities:
+                    conn.execute(insert(cat.Activity), [{
+                        "activity_id": a.activity_id, "kind": a.kind, "name": a.name,
+                        "agent_version": a.agent_version,
+                        "parameters_json": json.dumps(a.parameters, default=str, sort_keys=True),
+                        "matlake_version": matlake_version, "git_commit": git_commit,
+                        "user": user, "host": host, "started_at": a.started_at,
+                        "ended_at": a.ended_at or now, "status": a.status, "error": a.error, "snapshot_id": sid,
+                    } for a in cs.activities])
+                    links = [{"activity_id": a.activity_id, "role": r, "entity_kind": k, "entity_id": e,
+                              "entity_version": v, "table_name": t}
+                             for a in cs.activities for (r, k, e, v, t) in a.links]
+                    if links:
+                        conn.execute(insert(cat.Link), links)
+                if files:
+                    conn.execute(insert(cat.DataFile), [dict(f, added_snapshot=sid) for f in files])
+                if cs.retire:
+                    conn.execute(update(cat.DataFile).where(cat.DataFile.id.in_(cs.retire),
+                                                            cat.DataFile.retired_snapshot.is_(None))
+                                 .values(retired_snapshot=sid))
+                if cs.ledger:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(cat.LedgerEntry), [dict(r, snapshot_id=sid, created_at=now) for r in cs.ledger])
+                    except IntegrityError as exc:
+                        raise DuplicateSource(f"a source in this batch was committed by another process: {exc.orig}") from exc
+                if cs.models:
+                    conn.execute(insert(cat.ModelVersion), [dict({"created_at": now}, **m) for m in cs.models])
+                conn.execute(update(cat.LakeState).where(cat.LakeState.id == 1).values(last_snapshot=sid))
+                return sid
+
+        return cat.retrying(txn)
+
+    def _register_tables(self, conn, names: Iterable[str]) -> None:
+        if not names:
+            return
+        have = set(conn.execute(select(cat.TableEntry.name)).scalars())
+        for name in sorted(set(names) - have):
+            t = schemas.get(name)
+            conn.execute(insert(cat.TableEntry).values(
+                name=name, domain=t.domain, schema_version=t.version, description=t.description,
+                schema_json=t.arrow_schema().to_string(show_field_metadata=False), registered_at=cat.utcnow()))
+        for name in set(names) & have:
+            t = schemas.get(name)
+            conn.execute(update(cat.TableEntry).where(cat.TableEntry.name == name,
+                                                      cat.TableEntry.schema_version < t.version)
+                         .values(schema_version=t.version, schema_json=t.arrow_schema().to_string(show_field_metadata=False)))
+
+    def _write_tables(self, cs: ChangeSet, now: datetime) -> list[dict[str, Any]]:
+        by_table: dict[str, list[_Rows]] = {}
+        for r in cs.rows:
+            by_table.setdefault(r.table, []).append(r)
+        out = []
+        for table, parts in sorted(by_table.items()):
+            schema = schemas.get(table)
+            pieces = []
+            need_versions = [p for p in parts if p.version is None]
+            existing = self.max_versions(table, [rid for p in need_versions for rid in p.data.column("record_id").to_pylist()]) if need_versions else {}
+            for p in parts:
+                n = p.data.num_rows
+                rids = p.data.column("record_id").to_pylist()
+                if p.version is None:
+                    versions = [existing.get(r, 0) + 1 for r in rids]
+                else:
+                    versions = [p.version] * n
+                cols = {
+                    "record_id": p.data.column("record_id"),
+                    "version": pa.array(versions, pa.int32()),
+                    "activity_id": pa.array([p.activity_id] * n, pa.string()),
+                    "schema_version": pa.array([schema.version] * n, pa.int32()),
+                    "created_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                    "tombstone": pa.array([p.tombstone] * n, pa.bool_()),
+                }
+                for c in schema.data_columns:
+                    cols[c.name] = p.data.column(c.name)
+                pieces.append(pa.table(cols, schema=schema.arrow_schema()))
+            full = pa.concat_tables(pieces)
+            buf = io.BytesIO()
+            pq.write_table(full, buf, compression="zstd", row_group_size=256_000)
+            data = buf.getvalue()
+            sha = sha256_bytes(data)
+            rel = f"tables/{table}/{sha}.parquet"
+            path = self.root / rel
+            if not path.exists():
+                write_atomic(path, data)
+            vcol = full.column("version")
+            out.append({
+                "table_name": table, "path": rel, "sha256": sha, "rows": full.num_rows, "bytes": len(data),
+                "schema_version": schema.version, "max_version": int(pa.compute.max(vcol).as_py()),
+                "tombstones": int(pa.compute.sum(full.column("tombstone").cast(pa.int32())).as_py() or 0),
+            })
+        return out
+
+    def max_versions(self, table: str, record_ids: Sequence[str]) -> dict[str, int]:
+        """Highest stored version of each record id (all versions, latest snapshot)."""
+        if not record_ids:
+            return {}
+        files = [f for f in self.files_at(self.last_snapshot(), table)]
+        if not files:
+            return {}
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("ids", pa.table({"record_id": pa.array(sorted(set(record_ids)), pa.string())}))
+        paths = [str(self.root / f["path"]) for f in files]
+        rows = con.execute(
+            "select record_id, max(version) from read_parquet(?, union_by_name=true) "
+            "where record_id in (select record_id from ids) group by record_id", [paths]
+        ).fetchall()
+        con.close()
+        return {r: int(v) for r, v in rows}
+
+    def put_object(self, data: bytes) -> str:
+        """Write an object to the store (not yet registered: add it to a ChangeSet)."""
+        return self.objects.put(data)
+
+    # ---- deleting (tombstones)
+    def delete(self, table: str, record_ids: Sequence[str], reason: str = "") -> int | None:
+        """Tombstone records: a new version marks them deleted; older versions stay readable."""
+        schema = schemas.get(table)
+        rel = self.sql(f"select * from {table} where record_id in (select unnest(?))", params=[list(record_ids)])
+        current = rel.arrow()
+        missing = set(record_ids) - set(current.column("record_id").to_pylist())
+        if missing:
+            raise LakeError(f"table {table}: no live records with ids {sorted(missing)}")
+        cs = ChangeSet("delete", reason)
+        act = cs.activity("delete", f"delete:{table}", parameters={"reason": reason, "n": len(record_ids)})
+        for rid in record_ids:
+            act.used("record", rid, table=table)
+        data = current.select(["record_id"] + [c.name for c in schema.data_columns])
+        cs.add_rows(table, data, act, version=None, tombstone=True)
+        return self.commit(cs)
+
+    # ---- garbage collection
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> dict[str, Any]:
+        """Remove files that no snapshot registers (left by crashed or lost commits).
+
+        Files younger than ``grace_seconds`` are kept: they may belong to a
+        commit in flight in another process.
+        """
+        with self.engine.connect() as conn:
+            registered = set(conn.execute(select(cat.DataFile.path)).scalars())
+            objs = set(conn.execute(select(cat.StoredObject.sha256)).scalars())
+            models = set(conn.execute(select(cat.ModelVersion.artifact_sha256)).scalars())
+        keep_objects = objs | models
+        cutoff = time.time() - grace_seconds
+        removed: list[str] = []
+        freed = 0
+        tables_dir = self.config.tables_dir
+        if tables_dir.exists():
+            for path in tables_dir.rglob("*"):
+                if not path.is_file():
+                    continue
+                rel = path.relative_to(self.root).as_posix()
+                if rel in registered or path.stat().st_mtime > cutoff:
+                    continue
+                removed.append(rel)
+                freed += path.stat().st_size
+                if not dry_run:
+                    path.unlink()
+        for path in self.objects.iter_files():
+            sha = ObjectStore.sha_of_path(path)
+            if (sha is not None and sha in keep_objects) or path.stat().st_mtime > cutoff:
+                continue
+            removed.append(path.relative_to(self.root).as_posix())
+            freed += path.stat().st_size
+            if not dry_run:
+                path.unlink()
+        return {"removed": removed, "bytes": freed, "dry_run": dry_run}
+
+    # ---- querying (platform.query does the work)
+    def query_engine(self, as_of: int | str | None = None):
+        from matlake.platform.query import QueryEngine
+
+        sid = self.resolve_snapshot(as_of)
+        qe = self._query_engines.get(sid)
+        if qe is None:
+            qe = QueryEngine(self, sid)
+            if len(self._query_engines) > 8:
+                self._query_engines.clear()
+            self._query_engines[sid] = qe
+        return qe
+
+    def sql(self, query: str, as_of: int | str | None = None, params: Sequence[Any] | None = None):
+        """Run DuckDB SQL over the views at a snapshot; returns a DuckDB relation."""
+        return self.query_engine(as_of).sql(query, params=params)
+
+    def table(self, name: str, as_of: int | str | None = None, all_versions: bool = False):
+        """Table or view ``name`` at a snapshot (latest versions unless ``all_versions``)."""
+        return self.query_engine(as_of).table(name, all_versions=all_versions)
+
+    def structure(self, record_id: str, as_of: int | str | None = None):
+        """The pymatgen Structure of a `structures` record."""
+        from pymatgen.core import Structure
+
+        row = self.sql("select structure_json from structures where record_id = ?", as_of, [record_id]).fetchone()
+        if row is None:
+            raise LakeError(f"no structure with record_id {record_id!r}")
+        return Structure.from_dict(json.loads(row[0]))
+
+    def volumetric(self, record_id: str, as_of: int | str | None = None) -> "VolumetricGrid":
+        """The grid of a `volumetric` record, exactly as parsed, with its structure."""
+        from matlake.ingest.base import decode_array
+
+        row = self.sql("select kind, structure_id, array_sha256, diff_sha256, data_unit from volumetric "
+                       "where record_id = ?", as_of, [record_id]).fetchone()
+        if row is None:
+            raise LakeError(f"no volumetric record with record_id {record_id!r}")
+        kind, sid, arr, diff, unit = row
+        return VolumetricGrid(
+            record_id=record_id, kind=kind, data=decode_array(self.objects.get(arr)),
+            diff=decode_array(self.objects.get(diff)) if diff else None, unit=unit,
+            structure=self.structure(sid, as_of) if sid else None,
+        )
+
+    # ---- conveniences that delegate to their owners
+    def ingest(self, paths: Sequence[str | os.PathLike], **kwargs: Any):
+        from matlake.platform.ingestion import ingest
+
+        return ingest(self, paths, **kwargs)
+
+    def train(self, module: Any, as_of: int | str | None = None, **kwargs: Any):
+        from matlake.platform.modeling import train
+
+        return train(self, module, as_of=as_of, **kwargs)
+
+    def predict(self, model_id: str, **kwargs: Any):
+        from matlake.platform.modeling import predict
+
+        return predict(self, model_id, **kwargs)
+
+    def lineage(self, entity_id: str, **kwargs: Any):
+        from matlake.platform.provenance import lineage
+
+        return lineage(self, entity_id, **kwargs)
+
+
+@dataclass
+class VolumetricGrid:
+    record_id: str
+    kind: str
+    data: Any  # numpy array, shape = grid
+    diff: Any | None
+    unit: str
+    structure: Any
+
+
+__all__ = ["ChangeSet", "DuplicateSource", "Lake", "LakeError", "LakeNotFound", "PendingActivity", "VolumetricGrid"]

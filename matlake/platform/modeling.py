@@ -1,0 +1,174 @@
+"""Training and prediction around model modules (``matlake.models``).
+
+``train`` reads a module's view at one snapshot, fits, stores the artifact as
+an object and registers a model version whose dataset version is the pair
+(view SQL, snapshot id); the train activity *used* the snapshot and every
+training record.  ``predict`` loads a model version and writes rows to
+``predictions``; the predict activity *used* the model and every subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from matlake.models.base import ModelModule
+from matlake.platform import catalog as cat
+from matlake.platform.lake import ChangeSet, LakeError, new_id
+
+if TYPE_CHECKING:
+    from matlake.platform.lake import Lake
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    name: str
+    version: int
+    module: str
+    module_version: str
+    target: str
+    view_sql: str
+    snapshot_id: int
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    artifact_sha256: str
+    n_train: int
+    activity_id: str
+
+
+def load_module(qualified: str, params: dict[str, Any] | None = None) -> ModelModule:
+    """Instantiate ``package.module:Class``."""
+    mod_name, _, cls_name = qualified.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise LakeError(f"model module {qualified!r} cannot be loaded: {exc}") from exc
+    return cls(**(params or {}))
+
+
+def model_info(lake: "Lake", model: str) -> ModelInfo:
+    """A model version by id, or the latest version of a model name (``name`` or ``name:3``)."""
+    mv = cat.ModelVersion
+    with Session(lake.engine) as conn:
+        if model.startswith("model_"):
+            row = conn.execute(select(mv).where(mv.model_id == model)).scalar_one_or_none()
+        else:
+            name, _, ver = model.partition(":")
+            q = select(mv).where(mv.name == name)
+            q = q.where(mv.version == int(ver)) if ver else q.order_by(mv.version.desc()).limit(1)
+            row = conn.execute(q).scalars().first()
+        if row is None:
+            raise LakeError(f"no model version {model!r} (give a model_... id or a model name)")
+        return ModelInfo(row.model_id, row.name, row.version, row.module, row.module_version, row.target,
+                         row.view_sql, row.snapshot_id, json.loads(row.metrics_json), json.loads(row.params_json),
+                         row.artifact_sha256, row.n_train, row.activity_id)
+
+
+def list_models(lake: "Lake") -> list[ModelInfo]:
+    mv = cat.ModelVersion
+    with lake.engine.connect() as conn:
+        ids = conn.execute(select(mv.model_id).order_by(mv.name, mv.version)).scalars().all()
+    return [model_info(lake, i) for i in ids]
+
+
+def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = None,
+          view_sql: str | None = None, params: dict[str, Any] | None = None) -> ModelInfo:
+    """Fit ``module`` on its training view at snapshot ``as_of`` (id, tag or latest)."""
+    if isinstance(module, str):
+        module = load_module(module, params)
+    sid = lake.resolve_snapshot(as_of)
+    sql = view_sql or module.train_sql
+    started = cat.utcnow()
+    frame = lake.sql(sql, as_of=sid).df()
+    if "subject_id" not in frame.columns:
+        raise LakeError(f"{module.name}: training view must return a subject_id column; found {list(frame.columns)}")
+    artifact, metrics = module.fit(frame)
+    sha = lake.put_object(module.dumps(artifact))
+
+    def attempt() -> ModelInfo:
+        with lake.engine.connect() as conn:
+            last = conn.execute(select(func.max(cat.ModelVersion.version))
+                                .where(cat.ModelVersion.name == module.name)).scalar() or 0
+        version = int(last) + 1
+        model_id = new_id("model")
+        cs = ChangeSet("train", f"train {module.name} v{version} on snapshot {sid}")
+        act = cs.activity("train", module.name, module.version, started_at=started,
+                          parameters={"view_sql": sql, "snapshot_id": sid, "params": module.params,
+                                      "module": module.qualified_name()})
+        act.used("snapshot", str(sid))
+        for rid in frame["subject_id"].astype(str):
+            act.used("record", rid, table=module.subject_table)
+        act.generated("model", model_id)
+        act.generated("object", sha)
+        cs.add_object(sha, len(lake.objects.get(sha)), media_type="application/x-model", original_name=f"{module.name}-v{version}")
+        fields = dict(model_id=model_id, name=module.name, version=version, module=module.qualified_name(),
+                      module_version=module.version, target=module.target, view_sql=sql, snapshot_id=sid,
+                      metrics_json=json.dumps(metrics, sort_keys=True), params_json=json.dumps(module.params, sort_keys=True, default=str),
+                      artifact_sha256=sha, n_train=len(frame), activity_id=act.activity_id)
+        cs.add_model(**fields)  # snapshot_id: the dataset's snapshot, not the commit's
+        lake.commit(cs)
+        return model_info(lake, model_id)
+
+    for _ in range(5):  # two trainers of one name may race for a version number
+        try:
+            return attempt()
+        except Exception as exc:  # noqa: BLE001
+            if "unique" not in str(exc).lower():
+                raise
+    raise LakeError(f"could not allocate a version for model {module.name}")
+
+
+def prediction_record_id(model_id: str, subject_id: str, target: str) -> str:
+    return hashlib.sha256(f"{model_id}\x00{subject_id}\x00{target}".encode()).hexdigest()[:32]
+
+
+def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: str | None = None,
+            where: str | None = None) -> dict[str, Any]:
+    """Predict with a model version over its predict view at ``as_of``; commits to ``predictions``.
+
+    ``where`` is an extra SQL condition on the predict view's rows.
+    """
+    info = model_info(lake, model)
+    module = load_module(info.module, info.params)
+    sid = lake.resolve_snapshot(as_of)
+    sql = view_sql or module.predict_sql
+    if where:
+        sql = f"select * from ({sql}) where {where}"
+    started = cat.utcnow()
+    frame = lake.sql(sql, as_of=sid).df()
+    if frame.empty:
+        return {"model_id": info.model_id, "snapshot": None, "n": 0}
+    artifact = module.loads(lake.objects.get(info.artifact_sha256))
+    out = module.predict(artifact, frame)
+    missing = {"subject_id", "value"} - set(out.columns)
+    if missing:
+        raise LakeError(f"{module.name}.predict must return columns subject_id, value[, uncertainty]; missing {sorted(missing)}")
+    subject_table = getattr(module, "predict_subject_table", module.subject_table)
+    unc = out["uncertainty"] if "uncertainty" in out.columns else pd.Series([math.nan] * len(out))
+    rows = pd.DataFrame({
+        "record_id": [prediction_record_id(info.model_id, str(s), info.target) for s in out["subject_id"]],
+        "model_id": info.model_id, "model_name": info.name, "model_version": info.version,
+        "subject_id": out["subject_id"].astype(str).to_numpy(), "subject_table": subject_table,
+        "target": info.target, "value": out["value"].astype(float).to_numpy(),
+        "uncertainty": unc.astype(float).to_numpy(), "unit": module.unit,
+    })
+    cs = ChangeSet("predict", f"predict {info.name} v{info.version} on snapshot {sid}")
+    act = cs.activity("predict", info.name, info.module_version, started_at=started,
+                      parameters={"model_id": info.model_id, "view_sql": sql, "snapshot_id": sid})
+    act.used("model", info.model_id)
+    for s in rows["subject_id"]:
+        act.used("record", s, table=subject_table)
+    import pyarrow as pa
+
+    cs.add_rows("predictions", pa.Table.from_pandas(rows, preserve_index=False), act, version=None)
+    new_sid = lake.commit(cs)
+    return {"model_id": info.model_id, "snapshot": new_sid, "n": len(rows), "activity_id": act.activity_id}

@@ -1,0 +1,180 @@
+"""DuckDB views over one snapshot of the lake.
+
+Each process queries with an in-memory DuckDB connection: science tables are
+views over the Parquet files registered at the snapshot (``T_all`` holds every
+version, ``T`` the latest live version of each record), small catalog tables
+are handed over as Arrow when a query mentions them, and the domain views of
+:mod:`matlake.schemas` sit on top.  Nothing here takes a lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import text
+
+from matlake import schemas
+
+if TYPE_CHECKING:
+    from matlake.platform.lake import Lake
+
+# Catalog views: name -> SQL over the catalog (parameter :sid = the snapshot).
+CATALOG_VIEWS: dict[str, str] = {
+    "snapshots": "select snapshot_id, created_at, kind, message from snapshots where snapshot_id <= :sid",
+    "tags": "select name, snapshot_id, created_at, note from tags where snapshot_id <= :sid",
+    "activities": "select activity_id, kind, name, agent_version, parameters_json, matlake_version, git_commit, "
+                  "\"user\", host, started_at, ended_at, status, error, snapshot_id from activities "
+                  "where snapshot_id <= :sid",
+    "catalog_links": "select l.activity_id, l.role, l.entity_kind, l.entity_id, l.entity_version, l.table_name "
+                     "from links l join activities a on a.activity_id = l.activity_id where a.snapshot_id <= :sid",
+    "ledger": "select id, source_path, sha256, size, parser, parser_version, status, message, record_ids_json, "
+              "n_records, activity_id, snapshot_id, created_at from ingest_ledger where snapshot_id <= :sid",
+    "model_versions": "select model_id, name, version, module, module_version, target, view_sql, snapshot_id, "
+                      "metrics_json, params_json, artifact_sha256, n_train, activity_id, created_at "
+                      "from model_versions where snapshot_id <= :sid",
+    "objects": "select sha256, hash_algo, size, media_type, original_name, snapshot_id from objects "
+               "where snapshot_id <= :sid",
+    "data_files": "select id, table_name, path, sha256, rows, bytes, schema_version, max_version, tombstones, "
+                  "added_snapshot, retired_snapshot from data_files where added_snapshot <= :sid",
+}
+# Views derived from catalog views and tables; created on demand with their dependencies.
+DERIVED_VIEWS = ("links",)
+READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}  # PRAGMA: e.g. show_tables
+
+
+class QueryError(Exception):
+    """A query that cannot run (bad SQL, a write through a read-only channel)."""
+
+
+class QueryEngine:
+    def __init__(self, lake: "Lake", snapshot: int) -> None:
+        self.lake = lake
+        self.snapshot = snapshot
+        self.con = duckdb.connect(":memory:")
+        self._registered: set[str] = set()
+        files = lake.files_at(snapshot)
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for f in files:
+            by_table.setdefault(f["table_name"], []).append(f)
+        self.row_tables: list[str] = []
+        for name, schema in schemas.TABLES.items():
+            fs = by_table.get(name, [])
+            if fs:
+                paths = ", ".join("'" + str(lake.root / f["path"]).replace("'", "''") + "'" for f in fs)
+                self.con.execute(f"create view {name}_all as select * from read_parquet([{paths}], union_by_name=true)")
+                simple = all(f["max_version"] == 1 and f["tombstones"] == 0 for f in fs)
+            else:
+                self.con.register(f"_empty_{name}", schema.arrow_schema().empty_table())
+                self.con.execute(f"create view {name}_all as select * from _empty_{name}")
+                simple = True
+            if simple:  # no record has two versions: the latest view is the whole table
+                self.con.execute(f"create view {name} as select * exclude (tombstone) from {name}_all")
+            else:
+                self.con.execute(
+                    f"create view {name} as select * exclude (tombstone, _rn) from ("
+                    f" select *, row_number() over (partition by record_id order by version desc) as _rn"
+                    f" from {name}_all) where _rn = 1 and not tombstone"
+                )
+            self.row_tables.append(name)
+        for name, sql in schemas.VIEWS.items():
+            self.con.execute(f"create view {name} as {sql}")
+
+    # ---- catalog views, registered when first mentioned
+    def _ensure_catalog(self, query: str) -> None:
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
+        if "links" in words:
+            words |= {"catalog_links"}
+        for name in CATALOG_VIEWS:
+            if name in words and name not in self._registered:
+                self._register_catalog(name)
+        if "links" in words and "links" not in self._registered:
+            parts = ["select activity_id, role, entity_kind, entity_id, entity_version, table_name from catalog_links"]
+            for t in self.row_tables:
+                parts.append(f"select activity_id, 'generated', 'record', record_id, version, '{t}' from {t}_all")
+            self.con.execute("create view links as " + " union all ".join(parts))
+            self._registered.add("links")
+
+    def _register_catalog(self, name: str) -> None:
+        with self.lake.engine.connect() as conn:
+            result = conn.execute(text(CATALOG_VIEWS[name]), {"sid": self.snapshot})
+            cols = list(result.keys())
+            rows = result.fetchall()
+        arrays = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+        table = pa.table(arrays) if rows else pa.table({c: pa.array([], pa.string()) for c in cols})
+        self.con.register(f"_cat_{name}", table)
+        self.con.execute(f"create or replace view {name} as select * from _cat_{name}")
+        self._registered.add(name)
+
+    # ---- public
+    def sql(self, query: str, params: Sequence[Any] | None = None, read_only: bool = False):
+        if read_only:
+            check_read_only(query)
+        self._ensure_catalog(query)
+        try:
+            rel = self.con.sql(query, params=list(params)) if params else self.con.sql(query)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
+        return Result(rel)
+
+    def table(self, name: str, all_versions: bool = False):
+        known = set(self.row_tables) | set(schemas.VIEWS) | set(CATALOG_VIEWS) | set(DERIVED_VIEWS)
+        if name not in known:
+            raise QueryError(f"unknown table or view {name!r}; known: {sorted(known)}")
+        target = f"{name}_all" if all_versions and name in self.row_tables else name
+        return self.sql(f"select * from {target}")
+
+    def names(self) -> list[str]:
+        return sorted(set(self.row_tables) | set(schemas.VIEWS) | set(CATALOG_VIEWS) | set(DERIVED_VIEWS))
+
+
+class Result:
+    """A DuckDB relation with stable conveniences across DuckDB releases:
+    ``.df()`` (pandas), ``.arrow()`` (a pyarrow Table), ``.fetchall()``,
+    ``.fetchone()``; everything else is the relation's own API (``.relation``)."""
+
+    def __init__(self, relation: "duckdb.DuckDBPyRelation | None") -> None:
+        self.relation = relation
+
+    def arrow(self) -> pa.Table:
+        if self.relation is None:
+            return pa.table({})
+        out = self.relation.arrow()
+        return out.read_all() if isinstance(out, pa.RecordBatchReader) else out
+
+    def df(self):
+        import pandas as pd
+
+        return self.relation.df() if self.relation is not None else pd.DataFrame()
+
+    def fetchall(self) -> list[tuple]:
+        return self.relation.fetchall() if self.relation is not None else []
+
+    def fetchone(self) -> tuple | None:
+        rows = self.relation.limit(1).fetchall() if self.relation is not None else []
+        return rows[0] if rows else None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.relation.columns) if self.relation is not None else []
+
+    def __getattr__(self, name: str):
+        return getattr(self.relation, name)
+
+    def __repr__(self) -> str:
+        return repr(self.relation)
+
+
+def check_read_only(query: str) -> None:
+    """Refuse anything but SELECT-like statements (the CLI's default)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
+    for st in statements:
+        kind = st.type.name
+        if kind not in READ_ONLY_TYPES:
+            raise QueryError(f"read-only query expected, found a {kind} statement (use --write to allow it)")
