@@ -46,7 +46,7 @@ STRUCTURES = TableSchema(
 
 CALCULATIONS = TableSchema(
     name="calculations",
-    version=1,
+    version=1,  # descriptions clarified only; no column change
     domain="dft",
     description="DFT calculations (VASP runs and Materials Project entries)",
     hot=("reduced_formula", "run_type", "functional", "band_gap", "energy_per_atom", "is_metal"),
@@ -60,12 +60,14 @@ CALCULATIONS = TableSchema(
         C("code_version", pa.string(), "code version string"),
         C("material_id", pa.string(), "external id (Materials Project entry id) when known"),
         C("run_type", pa.string(), "run type: GGA, GGA+U, PBEsol, SCAN, HSE06, ..."),
-        C("functional", pa.string(), "exchange-correlation functional / POTCAR family"),
+        C("functional", pa.string(), "POTCAR family, e.g. 'PBE' (vasprun: from the POTCAR symbols; MP: "
+          "parameters.pseudo_potential.functional); the XC functional is run_type"),
         C("is_hubbard", pa.bool_(), "DFT+U"),
         C("hubbards_json", pa.string(), "U values per element (JSON)", "eV"),
-        C("potcar_symbols", pa.list_(pa.string()), "POTCAR symbols"),
+        C("potcar_symbols", pa.list_(pa.string()), "POTCAR symbols as the source writes them "
+          "('PAW_PBE Si 05Jan2001' in vasprun, 'PBE Si' in MP entries)"),
         C("encut", pa.float64(), "plane-wave cutoff ENCUT", "eV"),
-        C("kpoints_mesh", pa.list_(pa.int32()), "k-point subdivisions (automatic meshes)"),
+        C("kpoints_mesh", pa.list_(pa.int32()), "k-point subdivisions (Gamma/Monkhorst meshes; null otherwise)"),
         C("kpoints_style", pa.string(), "k-point generation style"),
         C("nkpoints", pa.int32(), "number of irreducible k-points"),
         C("ispin", pa.int32(), "ISPIN"),
@@ -76,15 +78,17 @@ CALCULATIONS = TableSchema(
         C("electronic_converged", pa.bool_(), "final ionic step's SCF converged"),
         C("ionic_converged", pa.bool_(), "relaxation converged (true for static runs)"),
         C("energy", pa.float64(), "final total energy (uncorrected)", "eV"),
-        C("energy_per_atom", pa.float64(), "final total energy per atom", "eV/atom"),
+        C("energy_per_atom", pa.float64(), "energy / nsites (uncorrected; add energy_correction / nsites for "
+          "MP-compatible energies)", "eV/atom"),
         C("energy_correction", pa.float64(), "energy correction (MP compatibility)", "eV"),
         C("band_gap", pa.float64(), "band gap from eigenvalues", "eV"),
         C("cbm", pa.float64(), "conduction band minimum", "eV"),
         C("vbm", pa.float64(), "valence band maximum", "eV"),
-        C("efermi", pa.float64(), "Fermi level", "eV"),
-        C("is_metal", pa.bool_(), "band gap is zero"),
+        C("efermi", pa.float64(), "Fermi level (vasprun: last <i name=\"efermi\">)", "eV"),
+        C("is_metal", pa.bool_(), "band gap is zero (occupation-based band edges overlap)"),
         C("is_direct", pa.bool_(), "band gap is direct"),
-        C("total_magnetization", pa.float64(), "total magnetization of the final step", "mu_B"),
+        C("total_magnetization", pa.float64(), "total magnetization of the final step, N_up - N_down from the "
+          "k-weighted occupations (ISPIN=2 only)", "mu_B"),
         C("incar_json", pa.string(), "INCAR parameters as JSON"),
         *_SOURCE,
     ),
@@ -92,7 +96,7 @@ CALCULATIONS = TableSchema(
 
 VOLUMETRIC = TableSchema(
     name="volumetric",
-    version=1,
+    version=2,  # v2: + channels
     domain="dft",
     description="Volumetric grids (CHGCAR, LOCPOT, AECCAR*); the grid itself is an object",
     hot=("kind", "reduced_formula"),
@@ -101,9 +105,14 @@ VOLUMETRIC = TableSchema(
         C("structure_id", pa.string(), "record_id of the cell's structure in `structures`"),
         C("reduced_formula", pa.string(), "reduced formula of the cell"),
         C("grid_shape", pa.list_(pa.int32()), "grid points along a, b, c"),
-        C("array_sha256", pa.string(), "object holding the 'total' grid exactly as pymatgen parses it (npz)"),
-        C("diff_sha256", pa.string(), "object holding the spin-difference grid, if present"),
-        C("data_unit", pa.string(), "unit of the stored grid values"),
+        C("channels", pa.list_(pa.string()), "pymatgen data keys of the stored grids: ['total'] or "
+          "['total', 'diff'] for charge files, ['spin_up', 'spin_down'] for a spin-polarized LOCPOT"),
+        C("array_sha256", pa.string(), "object holding the first channel ('total', or 'spin_up' for a "
+          "spin-polarized LOCPOT) exactly as pymatgen parses it (npz)"),
+        C("diff_sha256", pa.string(), "object holding the second channel ('diff' = spin difference for charge "
+          "files, 'spin_down' for LOCPOT), if present"),
+        C("data_unit", pa.string(), "unit of the stored grid values: charge files hold rho*V_cell (e), LOCPOT eV, "
+          "ELFCAR dimensionless"),
         C("min", pa.float64(), "minimum of the stored grid values", "data_unit"),
         C("max", pa.float64(), "maximum of the stored grid values", "data_unit"),
         C("mean", pa.float64(), "mean of the stored grid values", "data_unit"),
