@@ -66,6 +66,7 @@ class _Walker:
         self.lake = lake
         self.qe = lake.query_engine()
         self.max_fanout = max_fanout
+        self.focus: dict[str, set[str]] = {}  # activity -> the subject records a walk is about
 
     # ---- lookups
     def resolve(self, entity_id: str) -> Node:
@@ -85,10 +86,16 @@ class _Walker:
         raise LakeError(f"no record, activity (act_...), object (64 hex) or model (model_...) with id {entity_id!r}")
 
     def record_rows(self, rid: str) -> list[dict[str, Any]]:
-        parts = [f"select '{t}' as tbl, version, activity_id, tombstone from {t}_all where record_id = $rid"
-                 for t in self.qe.row_tables]
+        from matlake import schemas
+
+        parts = []
+        for t in self.qe.row_tables:
+            has_subject = any(c.name == "subject_id" for c in schemas.get(t).columns)
+            subject = "subject_id" if has_subject else "null::varchar"
+            parts.append(f"select '{t}' as tbl, version, activity_id, tombstone, {subject} as subject_id "
+                         f"from {t}_all where record_id = $rid")
         rel = self.qe.con.execute(" union all ".join(parts) + " order by version desc", {"rid": rid})
-        return [dict(zip(["table", "version", "activity_id", "tombstone"], r)) for r in rel.fetchall()]
+        return [dict(zip(["table", "version", "activity_id", "tombstone", "subject_id"], r)) for r in rel.fetchall()]
 
     def activity(self, aid: str) -> dict[str, Any] | None:
         with Session(self.lake.engine) as conn:
@@ -165,12 +172,21 @@ class _Walker:
         kind, nid = node
         if kind == "record":
             rows = self.record_rows(nid)
-            return [(("activity", rows[0]["activity_id"]), "wasGeneratedBy")] if rows else []
+            if not rows:
+                return []
+            act = rows[0]["activity_id"]
+            if rows[0]["subject_id"]:
+                # A derived row (prediction, feature) is about one subject: of everything
+                # its activity used, that subject is the record this row came from.
+                self.focus.setdefault(act, set()).add(rows[0]["subject_id"])
+            return [(("activity", act), "wasGeneratedBy")]
         if kind == "activity":
             out = []
+            focus = self.focus.get(nid)
             for l in self.links("activity_id", nid, "used"):
-                k = "snapshot" if l["kind"] == "snapshot" else l["kind"]
-                out.append(((k, l["id"]), "used"))
+                if focus is not None and l["kind"] == "record" and l["id"] not in focus:
+                    continue
+                out.append(((l["kind"], l["id"]), "used"))
             return out
         if kind == "model":
             m = self.model(nid)
