@@ -84,9 +84,13 @@ def record_id(source_sha256: str, parser: str, locator: str) -> str:
 
 
 def encode_array(array: np.ndarray) -> bytes:
-    """Compact, exact array format: a zip-deflated ``.npz`` with key ``data``."""
+    """Exact array format: an ``.npz`` with key ``data`` (dtype, shape and bytes kept).
+
+    Stored uncompressed: deflate saved under 10% on real charge densities
+    while costing several times pymatgen's own parse time.
+    """
     buf = io.BytesIO()
-    np.savez_compressed(buf, data=np.ascontiguousarray(array))
+    np.savez(buf, data=np.ascontiguousarray(array))
     return buf.getvalue()
 
 

@@ -1,0 +1,331 @@
+"""Materials Project documents → ``calculations`` (+ ``structures``), and the MP API client.
+
+Reads JSON holding one document or a list of them:
+
+* pymatgen ``ComputedEntry`` / ``ComputedStructureEntry`` (monty JSON, ``@class``);
+* MP API thermo documents (``material_id`` + ``entries`` keyed by run type);
+* MP API summary documents (``material_id``, ``structure``, energies, band gap...);
+* the blob written by :func:`fetch`: the exact API responses plus the query
+  that produced them, so a stored raw object carries its own provenance.
+
+Energies are in eV.  ``energy`` is the uncorrected total energy of the
+calculated cell, ``energy_correction`` the MP compatibility correction (eV).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+import warnings
+from typing import Any
+
+from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.structures import structure_row
+
+PARSER_VERSION = "1.0.0"
+BLOB_FORMAT = "matlake.mp-api/1"  # value of the "@matlake" key of a fetch() blob
+
+THERMO_FIELDS = [
+    "material_id", "thermo_type", "formula_pretty", "composition", "chemsys",
+    "energy_per_atom", "uncorrected_energy_per_atom", "formation_energy_per_atom",
+    "energy_above_hull", "is_stable", "entries",
+]
+SUMMARY_FIELDS = [
+    "material_id", "formula_pretty", "band_gap", "cbm", "vbm", "efermi", "is_gap_direct", "is_metal",
+    "total_magnetization",
+]
+
+_ENTRY_CLASSES = {"ComputedEntry", "ComputedStructureEntry", "GibbsComputedStructureEntry"}
+
+# --- detection ---------------------------------------------------------------------------
+
+_ENTRY_CLASS_RE = re.compile(rb'"@class"\s*:\s*"(Computed(Structure)?Entry|GibbsComputedStructureEntry)"')
+_BLOB_RE = re.compile(rb'^\s*\{\s*"@matlake"\s*:\s*"matlake\.mp-api/')
+_MPID_RE = re.compile(rb'"material_id"\s*:\s*"(mp|mvc|mol)-\d+')
+
+
+def detect(head: bytes, filename: str) -> bool:
+    s = head.lstrip()
+    if s[:1] not in (b"{", b"["):
+        return False
+    return bool(_BLOB_RE.match(head) or _ENTRY_CLASS_RE.search(head) or _MPID_RE.search(head))
+
+
+# --- documents → rows --------------------------------------------------------------------
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "as_dict"):
+        return obj.as_dict()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def _composition_fields(comp: Any) -> dict[str, Any]:
+    el = comp.element_composition
+    return {
+        "formula": el.formula,
+        "reduced_formula": el.reduced_formula,
+        "elements": sorted(e.symbol for e in el.elements),
+        "nsites": int(round(el.num_atoms)),
+    }
+
+
+def _entry_rows(
+    d: dict, locator: str, ctx: ParseContext, extra: dict[str, Any] | None = None
+) -> tuple[dict, dict | None]:
+    """One ComputedEntry-like dict → (calculations row, structures row or None)."""
+    from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+    cls = d.get("@class", "ComputedStructureEntry" if "structure" in d else "ComputedEntry")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            entry = (ComputedStructureEntry if "structure" in d else ComputedEntry).from_dict(d)
+    except Exception as exc:
+        raise ParseError(f"{locator}", f"a pymatgen {cls} dict (energy, composition, parameters)",
+                         f"{type(exc).__name__}: {exc}") from exc
+    params = entry.parameters or {}
+    material_id = (extra or {}).get("material_id") or (str(entry.entry_id) if entry.entry_id is not None else None)
+    srow = None
+    if isinstance(entry, ComputedStructureEntry):
+        srow = structure_row(entry.structure, ctx, f"{locator}/structure", material_id=material_id)
+    comp = _composition_fields(entry.composition)
+    energy = float(entry.uncorrected_energy)
+    pseudo = params.get("pseudo_potential") or {}
+    hubbards = params.get("hubbards") or {}
+    row = {
+        "record_id": ctx.record_id(locator),
+        "structure_id": srow["record_id"] if srow else None,
+        **comp,
+        "code": "VASP",
+        "material_id": material_id,
+        "run_type": params.get("run_type"),
+        "functional": pseudo.get("functional"),
+        "is_hubbard": bool(params["is_hubbard"]) if "is_hubbard" in params else bool(hubbards),
+        "hubbards_json": json.dumps(hubbards, default=_json_default),
+        "potcar_symbols": list(params["potcar_symbols"]) if params.get("potcar_symbols") else None,
+        "energy": energy,
+        "energy_per_atom": energy / comp["nsites"],
+        "energy_correction": float(entry.correction),
+        "incar_json": json.dumps(params["incar"], default=_json_default) if params.get("incar") else None,
+        "source_name": ctx.filename,
+        "source_sha256": ctx.source_sha256,
+        "source_locator": locator,
+    }
+    row.update(_electronic(entry.data or {}))
+    if extra:
+        row.update({k: v for k, v in _electronic(extra).items() if v is not None})
+    return row, srow
+
+
+def _electronic(doc: dict) -> dict[str, Any]:
+    """Band-structure fields of an MP summary doc (eV) mapped to our columns."""
+    out: dict[str, Any] = {}
+    for src, dst in (("band_gap", "band_gap"), ("cbm", "cbm"), ("vbm", "vbm"), ("efermi", "efermi"),
+                     ("total_magnetization", "total_magnetization")):
+        if doc.get(src) is not None:
+            out[dst] = float(doc[src])
+    if doc.get("is_metal") is not None:
+        out["is_metal"] = bool(doc["is_metal"])
+    if doc.get("is_gap_direct") is not None:
+        out["is_direct"] = bool(doc["is_gap_direct"])
+    return out
+
+
+def _summary_rows(d: dict, locator: str, ctx: ParseContext) -> tuple[dict, dict | None]:
+    """An MP summary doc (no entry inside) → calculations row (+ structure)."""
+    from pymatgen.core import Composition, Structure
+
+    mid = str(d["material_id"])
+    srow = None
+    comp_src: Any = None
+    if d.get("structure"):
+        try:
+            s = Structure.from_dict(d["structure"])
+        except Exception as exc:
+            found = f"{type(exc).__name__}: {exc}"
+            raise ParseError(f"{locator}.structure", "a pymatgen Structure dict", found) from exc
+        srow = structure_row(s, ctx, f"{locator}/structure", material_id=mid)
+        comp_src = s.composition
+    elif d.get("composition"):
+        comp_src = Composition(d["composition"])
+    if comp_src is None:
+        raise ParseError(f"{locator}", "a 'structure' or 'composition' in the MP document", f"keys {sorted(d)[:12]}")
+    comp = _composition_fields(comp_src)
+    n = comp["nsites"]
+    unc, corr_epa = d.get("uncorrected_energy_per_atom"), d.get("energy_per_atom")
+    energy = float(unc) * n if unc is not None else None
+    correction = (float(corr_epa) - float(unc)) * n if unc is not None and corr_epa is not None else None
+    row = {
+        "record_id": ctx.record_id(locator),
+        "structure_id": srow["record_id"] if srow else None,
+        **comp,
+        "code": "VASP",
+        "material_id": mid,
+        "energy": energy,
+        "energy_per_atom": float(unc) if unc is not None else None,
+        "energy_correction": correction,
+        **_electronic(d),
+        "source_name": ctx.filename,
+        "source_sha256": ctx.source_sha256,
+        "source_locator": locator,
+    }
+    return row, srow
+
+
+def _doc_rows(doc: Any, locator: str, ctx: ParseContext, extra: dict | None) -> list[tuple[dict, dict | None]]:
+    if not isinstance(doc, dict):
+        raise ParseError(locator, "a JSON object (MP document or ComputedEntry)", type(doc).__name__)
+    cls = doc.get("@class")
+    if cls in _ENTRY_CLASSES or (cls is None and "energy" in doc and "composition" in doc and "parameters" in doc):
+        return [_entry_rows(doc, locator, ctx, extra)]
+    if isinstance(doc.get("entries"), dict) and doc["entries"]:
+        # thermo document: one entry per run type (GGA, GGA+U, R2SCAN...)
+        mid = doc.get("material_id")
+        ttype = doc.get("thermo_type")
+        base = f"{mid}:{ttype}" if ttype else str(mid)
+        info = {**(extra or {}), "material_id": str(mid) if mid else None}
+        return [_entry_rows(e, f"{base}:{key}", ctx, info) for key, e in doc["entries"].items()]
+    if "material_id" in doc:
+        rows = [_summary_rows(doc, locator, ctx)]
+        if extra:
+            rows[0][0].update({k: v for k, v in _electronic(extra).items() if v is not None})
+        return rows
+    raise ParseError(locator, "@class ComputedEntry/ComputedStructureEntry, or an MP document with material_id",
+                     f"@class={cls!r}, keys {sorted(doc)[:12]}")
+
+
+def _locator(doc: Any, i: int | None) -> str:
+    if isinstance(doc, dict):
+        for key in ("entry_id", "thermo_id", "material_id"):
+            if doc.get(key):
+                return str(doc[key])
+    return f"[{i}]" if i is not None else "document"
+
+
+def _unique(locs: list[str]) -> list[str]:
+    """Suffix repeated locators with '#k': two documents with one entry_id must not share a record_id."""
+    counts = Counter(locs)
+    seen: Counter[str] = Counter()
+    out = []
+    for loc in locs:
+        if counts[loc] > 1:
+            out.append(f"{loc}#{seen[loc]}")
+            seen[loc] += 1
+        else:
+            out.append(loc)
+    return out
+
+
+def parse(data: bytes, ctx: ParseContext) -> ParseResult:
+    """JSON of MP documents / ComputedEntries / a :func:`fetch` blob → calculations (+ structures)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError("JSON", "a JSON document", f"{type(exc).__name__}: {exc}") from exc
+    extras: dict[str, dict] = {}
+    if isinstance(doc, dict) and str(doc.get("@matlake", "")).startswith("matlake.mp-api/"):
+        docs, extras = _from_blob(doc)
+    elif isinstance(doc, list):
+        docs = doc
+    elif isinstance(doc, dict):
+        docs = [doc]
+    else:
+        raise ParseError("JSON top level", "an object or a list of objects", type(doc).__name__)
+    locs = _unique([_locator(d, i if isinstance(doc, list) or len(docs) > 1 else None) for i, d in enumerate(docs)])
+    result = ParseResult()
+    calcs, structs = [], []
+    try:
+        for loc, d in zip(locs, docs):
+            mid = d.get("material_id") if isinstance(d, dict) else None
+            for row, srow in _doc_rows(d, loc, ctx, extras.get(str(mid)) if mid else None):
+                calcs.append(row)
+                if srow is not None:
+                    structs.append(srow)
+    except ParseError:
+        raise
+    except Exception as exc:
+        raise ParseError("MP document", "pymatgen/MP API documents", f"{type(exc).__name__}: {exc}") from exc
+    if not calcs:
+        raise ParseError("documents", "at least one MP document or ComputedEntry", "an empty list")
+    if structs:
+        result.add_rows("structures", structs)
+    result.add_rows("calculations", calcs)
+    return result
+
+
+def _from_blob(blob: dict) -> tuple[list, dict[str, dict]]:
+    """Documents to turn into rows, and per-material electronic data to merge in."""
+    responses = blob.get("responses")
+    if not isinstance(responses, list) or not responses:
+        raise ParseError("responses", "a non-empty list of {route, documents}", repr(responses)[:100])
+    by_route = {r.get("route"): r.get("documents") or [] for r in responses}
+    if "materials/thermo" in by_route:
+        docs = by_route["materials/thermo"]
+        extras = {str(d["material_id"]): d for d in by_route.get("materials/summary", []) if d.get("material_id")}
+        return docs, extras
+    first = responses[0].get("documents") or []
+    return first, {}
+
+
+# --- the Materials Project client --------------------------------------------------------
+
+
+def fetch(
+    criteria: dict[str, Any],
+    *,
+    api_key: str | None = None,
+    endpoint: str | None = None,
+    electronic: bool = True,
+) -> bytes:
+    """Query the Materials Project and return the responses as one JSON blob (bytes).
+
+    ``criteria`` are keyword arguments of mp-api's ``materials.thermo.search``
+    (e.g. ``{"chemsys": "Ga-N"}`` or ``{"material_ids": ["mp-804"]}``); the
+    thermo documents carry the ComputedStructureEntries (structure, uncorrected
+    energy, correction, run type, POTCARs).  With ``electronic`` a second query
+    to ``materials.summary`` adds band gap, band edges and Fermi level (eV) of
+    the same materials.  The blob keeps the documents exactly as the API
+    returned them, with the query, endpoint, client version and database
+    version, and is read back by the ``mp-json`` parser.
+    """
+    import os
+
+    os.environ.setdefault("MPRESTER_MUTE_PROGRESS_BARS", "true")
+    from importlib.metadata import version
+
+    from mp_api.client import MPRester
+
+    with MPRester(api_key=api_key, endpoint=endpoint, use_document_model=False, mute_progress_bars=True) as mpr:
+        thermo = mpr.materials.thermo.search(**criteria, fields=THERMO_FIELDS, all_fields=False)
+        responses = [{"route": "materials/thermo", "criteria": criteria, "fields": THERMO_FIELDS, "documents": thermo}]
+        ids = sorted({str(d["material_id"]) for d in thermo if d.get("material_id")})
+        if electronic and ids:
+            summary = mpr.materials.summary.search(material_ids=ids, fields=SUMMARY_FIELDS, all_fields=False)
+            responses.append({"route": "materials/summary", "criteria": {"material_ids": ids},
+                              "fields": SUMMARY_FIELDS, "documents": summary})
+        blob = {
+            "@matlake": BLOB_FORMAT,
+            "endpoint": mpr.endpoint,
+            "db_version": getattr(mpr, "db_version", None),
+            "client": f"mp-api {version('mp-api')}",
+            "responses": responses,
+        }
+    return json.dumps(blob, default=_json_default, sort_keys=False).encode()
+
+
+PARSERS = [
+    Parser(
+        name="mp-json",
+        version=PARSER_VERSION,
+        kind="mp-json",
+        detect=detect,
+        parse=parse,
+        description="Materials Project documents / ComputedEntry JSON / fetch() blobs → calculations (+ structures)",
+    )
+]

@@ -1,0 +1,289 @@
+"""Circuit-free features of an impedance spectrum (numerical complex analysis).
+
+After arXiv:2510.17835: rather than guessing an equivalent circuit, a real
+rational function is fitted to Z(s) (``rational.fit_rational``) and its limits,
+poles and zeros are read off:
+
+* R0 / R_inf: Re Z at s -> 0 (with a series capacitance removed: then R0 is an
+  extrapolation) and at s -> infinity;
+* series capacitance C (pole at the origin, only when log|Z| falls with slope
+  close to -1 per decade at the low end) and series inductance L (the s term,
+  only when Im Z > 0 is actually measured at the high end);
+* the order of poles (P) and zeros (Z) by distance from the origin.  For RC
+  circuits they are real, negative and interlace with a pole first ("PZPZ");
+  complex pairs are written lower-case ("p", "z");
+* a constant-phase signature: a run of >= 3 geometrically spaced, alternating
+  real poles and zeros.  Between a pole p_i and the next pole p_{i+1} the slope
+  of log|Z| is -1 from p_i to the zero z_i and 0 after it, so
+  alpha = log(z_i/p_i) / log(p_{i+1}/p_i) (median over the run);
+* the number of distinct time constants: in-band poles, with each CPE run
+  counted once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from matlake.models.eis.rational import RationalFit, fit_rational
+from matlake.models.eis.validity import check_spectrum
+
+__all__ = ["EisFeatures", "extract_features", "FEATURIZER_NAME", "FEATURIZER_VERSION"]
+
+FEATURIZER_NAME = "eis.rational_features"
+FEATURIZER_VERSION = "1"
+
+_BAND = 10.0  # poles/zeros within [omega_min/_BAND, _BAND*omega_max] are "in band"
+_CPE_MIN_POLES = 3
+_CPE_MAX_SPACING_DEC = 1.5  # a CPE needs dense poles; distinct RC arcs are further apart
+_DOUBLET_RTOL = 1e-2
+
+
+@dataclass
+class EisFeatures:
+    """Features of one spectrum.  Units: Ohm, F, H, rad/s, s, degrees."""
+
+    r0_ohm: float
+    r0_extrapolated: bool
+    r_inf_ohm: float
+    series_capacitance_f: float | None
+    series_inductance_h: float | None
+    slope_low_per_decade: float
+    slope_high_per_decade: float
+    phase_low_deg: float
+    phase_high_deg: float
+    poles_rad_s: list[complex]
+    zeros_rad_s: list[complex]
+    pattern: str
+    rc_interlacing: bool
+    inductive: bool
+    n_inductive_points: int
+    inductive_indices: list[int]
+    cpe_signature: bool
+    cpe_alpha: float | None
+    n_time_constants: int
+    time_constants_s: list[float]
+    fit_rel_error: float
+    fit: RationalFit | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (complex numbers as [re, im] pairs)."""
+        out = asdict(self)
+        out.pop("fit")
+        out["poles_rad_s"] = [[float(p.real), float(p.imag)] for p in self.poles_rad_s]
+        out["zeros_rad_s"] = [[float(z.real), float(z.imag)] for z in self.zeros_rad_s]
+        json.dumps(out)  # fail here, not in the caller, if something is not serialisable
+        return out
+
+    def to_rows(self) -> list[tuple[str, float, str]]:
+        """(name, value, unit) triples for a long-format features table.
+
+        Booleans are 0/1; absent quantities are NaN; poles and zeros appear as
+        ``pole_k_re``/``pole_k_im`` (k from 1, nearest the origin first).
+        """
+        nan = float("nan")
+
+        def opt(v: float | None) -> float:
+            return nan if v is None else float(v)
+
+        rows: list[tuple[str, float, str]] = [
+            ("r0", float(self.r0_ohm), "ohm"),
+            ("r0_extrapolated", float(self.r0_extrapolated), "1"),
+            ("r_inf", float(self.r_inf_ohm), "ohm"),
+            ("series_capacitance", opt(self.series_capacitance_f), "F"),
+            ("series_inductance", opt(self.series_inductance_h), "H"),
+            ("slope_low", float(self.slope_low_per_decade), "1/decade"),
+            ("slope_high", float(self.slope_high_per_decade), "1/decade"),
+            ("phase_low", float(self.phase_low_deg), "deg"),
+            ("phase_high", float(self.phase_high_deg), "deg"),
+            ("n_poles", float(len(self.poles_rad_s)), "1"),
+            ("n_zeros", float(len(self.zeros_rad_s)), "1"),
+            ("rc_interlacing", float(self.rc_interlacing), "1"),
+            ("inductive", float(self.inductive), "1"),
+            ("n_inductive_points", float(self.n_inductive_points), "1"),
+            ("cpe_signature", float(self.cpe_signature), "1"),
+            ("cpe_alpha", opt(self.cpe_alpha), "1"),
+            ("n_time_constants", float(self.n_time_constants), "1"),
+            ("fit_rel_error", float(self.fit_rel_error), "1"),
+        ]
+        for k, p in enumerate(self.poles_rad_s, 1):
+            rows += [(f"pole_{k}_re", float(p.real), "rad/s"), (f"pole_{k}_im", float(p.imag), "rad/s")]
+        for k, z in enumerate(self.zeros_rad_s, 1):
+            rows += [(f"zero_{k}_re", float(z.real), "rad/s"), (f"zero_{k}_im", float(z.imag), "rad/s")]
+        for k, t in enumerate(self.time_constants_s, 1):
+            rows.append((f"tau_{k}", float(t), "s"))
+        return rows
+
+
+def _end_slope(f: np.ndarray, mag: np.ndarray, low: bool) -> float:
+    """d log10|Z| / d log10 f over the outermost decade (at least 3 points)."""
+    lf = np.log10(f)
+    sel = lf <= lf[0] + 1.0 if low else lf >= lf[-1] - 1.0
+    if sel.sum() < 3:
+        sel = np.zeros(f.size, bool)
+        if low:
+            sel[:3] = True
+        else:
+            sel[-3:] = True
+    return float(np.polyfit(lf[sel], np.log10(mag[sel]), 1)[0])
+
+
+def _upper(values: np.ndarray) -> np.ndarray:
+    """One entry per real value or conjugate pair, sorted by magnitude."""
+    v = values[values.imag >= 0]
+    return v[np.argsort(np.abs(v), kind="stable")]
+
+
+def _cpe_runs(items: list[tuple[float, str]]) -> list[list[tuple[float, str]]]:
+    """Maximal runs of alternating real poles/zeros that look geometric."""
+    runs: list[list[tuple[float, str]]] = []
+    cur: list[tuple[float, str]] = []
+    for it in items:
+        if it[1] not in "PZ" or (cur and cur[-1][1] == it[1]):
+            if cur:
+                runs.append(cur)
+            cur = [it] if it[1] in "PZ" else []
+            continue
+        cur.append(it)
+    if cur:
+        runs.append(cur)
+    good = []
+    for run in runs:
+        if run and run[0][1] == "Z":
+            run = run[1:]
+        if run and run[-1][1] == "Z":
+            run = run[:-1]
+        poles = np.array([m for m, kind in run if kind == "P"])
+        if poles.size < _CPE_MIN_POLES:
+            continue
+        spacing = np.diff(np.log10(poles))
+        if spacing.max() > _CPE_MAX_SPACING_DEC:
+            continue
+        if spacing.std() > 0.5 * spacing.mean():
+            continue
+        good.append(run)
+    return good
+
+
+def extract_features(
+    frequency_hz: np.ndarray, z: np.ndarray, fit: RationalFit | None = None
+) -> EisFeatures:
+    """Features of one impedance spectrum.
+
+    ``frequency_hz`` in Hz, ``z`` complex impedance in Ohm (Z' + jZ'',
+    capacitive Z'' < 0).  ``fit`` may pass a precomputed rational fit.
+    """
+    f_in, z_in = check_spectrum(frequency_hz, z)
+    order = np.argsort(f_in)
+    f, zz = f_in[order], z_in[order]
+    if fit is None:
+        fit = fit_rational(f, zz)
+    w_lo, w_hi = 2 * np.pi * f[0], 2 * np.pi * f[-1]
+    mag = np.abs(zz)
+
+    slope_low = _end_slope(f, mag, low=True)
+    slope_high = _end_slope(f, mag, low=False)
+    z_ends = fit(np.array([f[0], f[-1]]))
+    phase_low, phase_high = (float(v) for v in np.degrees(np.angle(z_ends)))
+
+    # measured points with Im Z > 0, as indices into the caller's arrays
+    ind_idx = sorted(int(i) for i in np.flatnonzero(z_in.imag > 0))
+
+    # series capacitance: a pole at the origin that dominates the low end
+    cap = None
+    if fit.c0 > 0 and slope_low <= -0.9 and (fit.c0 / w_lo) > 0.5 * mag[0]:
+        cap = 1.0 / fit.c0
+    # series inductance: the s term, only with measured inductive points
+    ind = None
+    noise = max(fit.rel_error, 1e-4)
+    if fit.e > 0 and np.any(zz.imag[-3:] > 0) and fit.e * w_hi / mag[-1] > 3 * noise:
+        ind = float(fit.e)
+
+    poles = _upper(fit.poles)
+    zeros = _upper(fit.zeros)
+    lo, hi = w_lo / _BAND, w_hi * _BAND
+    items: list[tuple[float, str]] = []
+    if fit.c0 != 0:
+        items.append((0.0, "P"))
+    for p in poles:
+        if lo <= abs(p) <= hi:
+            items.append((float(abs(p)), "P" if p.imag == 0 else "p"))
+    for q in zeros:
+        if abs(q) <= hi and abs(q) > 0:
+            kind = "Z" if q.imag == 0 else "z"
+            items.append((float(abs(q)), kind))
+    items.sort(key=lambda t: t[0])
+    pattern = "".join(kind for _, kind in items)
+    real_lhp = all(
+        (kind in "PZ") for _, kind in items
+    ) and all(q.real <= 0 for q in zeros if abs(q) <= hi)
+    alternating = all(a != b for a, b in zip(pattern, pattern[1:]))
+    rc_interlacing = bool(pattern) and real_lhp and alternating and pattern[0] == "P"
+    zero_first = bool(pattern) and pattern[0] == "Z" and real_lhp
+
+    runs = _cpe_runs([it for it in items if it[0] > 0])
+    # local exponents from the zeros of Z - R_inf, so that a series resistor
+    # does not pull the zeros towards the poles at high frequency
+    zeros_sub = _upper(fit.zeros_minus(fit.d))
+    zeros_sub = np.sort(np.abs(zeros_sub[(zeros_sub.imag == 0) & (zeros_sub.real < 0)]))
+    alphas: list[float] = []
+    in_run: set[float] = set()
+    for run in runs:
+        pm = [m for m, kind in run if kind == "P"]
+        for p0, p1 in zip(pm, pm[1:]):
+            between = zeros_sub[(zeros_sub > p0) & (zeros_sub < p1)]
+            if between.size == 1:
+                alphas.append(float(np.log(between[0] / p0) / np.log(p1 / p0)))
+        in_run.update(pm)
+    cpe = bool(runs)
+    # the resistor-dominated flank of a ZARC slopes towards 0; the CPE exponent
+    # is the plateau of the steep side: median of the upper half
+    alpha = None
+    if alphas:
+        srt = np.sort(alphas)
+        alpha = float(np.median(srt[srt.size // 2 :]))
+
+    taus: list[float] = []
+    for run in runs:
+        pm = np.array([m for m, kind in run if kind == "P"])
+        taus.append(float(1.0 / np.exp(np.mean(np.log(pm)))))
+    for p in poles:
+        m = abs(p)
+        if not (lo <= m <= hi) or m in in_run:
+            continue
+        if fit.zeros.size and np.min(np.abs(fit.zeros - p)) < _DOUBLET_RTOL * m:
+            continue  # near-cancelling pair: no visible relaxation
+        taus.append(float(1.0 / m))
+    taus.sort()
+
+    # Im Z > 0 counts as inductive only beyond the noise (R-dominated high-frequency
+    # points of a capacitive spectrum scatter around Im Z = 0)
+    significant = np.any(zz.imag > 3 * noise * mag)
+    inductive = bool(significant) or ind is not None or zero_first
+    return EisFeatures(
+        r0_ohm=fit.limit_low,
+        r0_extrapolated=cap is not None,
+        r_inf_ohm=fit.limit_high,
+        series_capacitance_f=cap,
+        series_inductance_h=ind,
+        slope_low_per_decade=slope_low,
+        slope_high_per_decade=slope_high,
+        phase_low_deg=phase_low,
+        phase_high_deg=phase_high,
+        poles_rad_s=[complex(p) for p in poles],
+        zeros_rad_s=[complex(q) for q in zeros],
+        pattern=pattern,
+        rc_interlacing=rc_interlacing,
+        inductive=inductive,
+        n_inductive_points=len(ind_idx),
+        inductive_indices=ind_idx,
+        cpe_signature=cpe,
+        cpe_alpha=alpha,
+        n_time_constants=len(taus),
+        time_constants_s=taus,
+        fit_rel_error=fit.rel_error,
+        fit=fit,
+    )

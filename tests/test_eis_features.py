@@ -1,0 +1,211 @@
+"""Rational-fit features (poles, zeros, limits, CPE signature) on real and synthetic spectra."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from matlake.models.eis.features import extract_features
+from matlake.models.eis.rational import fit_rational
+
+F = np.logspace(-3, 5, 81)  # 1 mHz - 100 kHz, 10 points per decade
+S = 2j * np.pi * F
+
+
+def noisy(z: np.ndarray, level: float, seed: int) -> np.ndarray:
+    """Proportional complex Gaussian noise of relative size ``level``."""
+    rng = np.random.default_rng(seed)
+    return z + level * np.abs(z) * (rng.standard_normal(z.size) + 1j * rng.standard_normal(z.size)) / np.sqrt(2)
+
+
+def r_rc_rc() -> np.ndarray:
+    return 10 + 20 / (1 + S * 20 * 5e-6) + 100 / (1 + S * 100 * 1e-3)  # tau 1e-4 s and 0.1 s
+
+
+def r_cpe(alpha: float = 0.8) -> np.ndarray:
+    return 10 + 1 / (1e-3 * S**alpha)
+
+
+def r_l_rc() -> np.ndarray:
+    return 10 + S * 1e-5 + 100 / (1 + S * 1e-4)
+
+
+def r_rc() -> np.ndarray:
+    return 10 + 100 / (1 + S * 1e-2)
+
+
+def load_spectrum(name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = shared("eis", name)
+    try:
+        from matlake.ingest.eis import read_spectra
+    except ImportError:
+        read_spectra = None
+    if read_spectra is not None:
+        spec = read_spectra(path)[0]
+        return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)
+    if name.endswith(".csv"):
+        arr = np.loadtxt(path, delimiter=",")
+        return arr[:, 0], arr[:, 1] + 1j * arr[:, 2]
+    # Gamry DTA: ZCURVE table, 2 header lines, columns Pt Time Freq Zreal Zimag ...
+    lines = path.read_text(encoding="latin-1").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ZCURVE")) + 3
+    rows = []
+    for line in lines[start:]:
+        parts = line.split("\t")
+        if len(parts) < 6:
+            break
+        rows.append([float(parts[3]), float(parts[4]), float(parts[5])])
+    arr = np.array(rows)
+    return arr[:, 0], arr[:, 1] + 1j * arr[:, 2]
+
+
+# ------------------------------------------------------------------ rational fit
+
+
+def test_rational_fit_is_real_and_recovers_rc_poles():
+    fit = fit_rational(F, r_rc_rc())
+    np.testing.assert_allclose(np.sort(-fit.poles.real), [10.0, 1e4], rtol=1e-6)
+    assert np.all(fit.poles.imag == 0)
+    # real coefficients: Z(conj s) = conj Z(s)
+    s = np.array([0.3 + 2j, -5 + 40j])
+    np.testing.assert_allclose(fit.evaluate_s(np.conj(s)), np.conj(fit.evaluate_s(s)))
+    assert fit.limit_high == pytest.approx(10, rel=1e-6)
+    assert fit.limit_low == pytest.approx(130, rel=1e-6)
+    assert fit.rel_error < 1e-8
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rational_fit_removes_noise_poles_from_single_rc(seed):
+    fit = fit_rational(F, noisy(r_rc(), 0.005, seed))
+    assert fit.poles.size == 1
+    assert -fit.poles[0].real == pytest.approx(100, rel=0.02)
+    assert fit.rel_error < 0.0075  # at the noise level, not below it by overfitting
+    assert fit.rel_error > 0.003
+
+
+def test_rational_fit_is_deterministic():
+    z = noisy(r_cpe(), 0.003, 4)
+    a, b = fit_rational(F, z), fit_rational(F, z)
+    np.testing.assert_array_equal(a.poles, b.poles)
+    np.testing.assert_array_equal(a.zeros, b.zeros)
+
+
+# -------------------------------------------------------------- synthetic circuits
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("level", [0.001, 0.005])
+def test_two_separated_rc_give_two_time_constants_and_limits(seed, level):
+    ft = extract_features(F, noisy(r_rc_rc(), level, seed))
+    assert ft.n_time_constants == 2
+    np.testing.assert_allclose(ft.time_constants_s, [1e-4, 0.1], rtol=0.05)
+    assert not ft.cpe_signature
+    assert not ft.inductive
+    assert ft.series_inductance_h is None and ft.series_capacitance_f is None
+    assert ft.r0_ohm == pytest.approx(130, rel=0.01)
+    assert ft.r_inf_ohm == pytest.approx(10, rel=0.01)
+    assert ft.pattern == "PZPZ" and ft.rc_interlacing
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("level", [0.001, 0.003, 0.005])
+def test_r_cpe_shows_cpe_signature_with_alpha(seed, level):
+    ft = extract_features(F, noisy(r_cpe(0.8), level, seed))
+    assert ft.cpe_signature
+    assert ft.cpe_alpha == pytest.approx(0.8, abs=0.05)
+    assert ft.slope_low_per_decade == pytest.approx(-0.8, abs=0.03)
+    assert ft.series_capacitance_f is None  # slope -0.8 is a CPE, not a capacitor
+
+
+def test_cpe_alpha_tracks_the_exponent():
+    ft = extract_features(F, noisy(r_cpe(0.6), 0.002, 7))
+    assert ft.cpe_signature
+    assert ft.cpe_alpha == pytest.approx(0.6, abs=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_r_l_rc_is_inductive_and_recovers_l(seed):
+    ft = extract_features(F, noisy(r_l_rc(), 0.003, seed))
+    assert ft.inductive
+    assert ft.series_inductance_h == pytest.approx(1e-5, rel=0.05)
+    assert ft.n_inductive_points > 0
+    assert not ft.rc_interlacing
+    assert ft.n_time_constants == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_r_rc_has_one_time_constant(seed):
+    ft = extract_features(F, noisy(r_rc(), 0.003, seed))
+    assert ft.n_time_constants == 1
+    assert ft.time_constants_s[0] == pytest.approx(1e-2, rel=0.03)
+    assert ft.pattern == "PZ"
+    assert not ft.inductive and not ft.cpe_signature
+
+
+def test_series_capacitance_is_recovered_and_r0_extrapolated():
+    z = r_rc() + 1 / (S * 1e-2)
+    ft = extract_features(F, noisy(z, 0.003, 3))
+    assert ft.series_capacitance_f == pytest.approx(1e-2, rel=0.01)
+    assert ft.r0_extrapolated
+    assert ft.r0_ohm == pytest.approx(110, rel=0.01)
+    assert ft.slope_low_per_decade == pytest.approx(-1, abs=0.02)
+
+
+# ------------------------------------------------------------------- real files
+
+
+def test_example_data_flags_nine_inductive_high_frequency_points():
+    f, z = load_spectrum("impedancepy_exampleData.csv")
+    ft = extract_features(f, z)
+    assert ft.n_inductive_points == 9
+    top9 = set(np.argsort(f)[-9:].tolist())
+    assert set(ft.inductive_indices) == top9
+    assert ft.inductive
+    assert ft.phase_high_deg > 0
+
+
+def test_gamry_spectrum_reports_no_inductance():
+    f, z = load_spectrum("impedancepy_exampleDataGamry.DTA")
+    assert f.size == 72
+    ft = extract_features(f, z)
+    assert ft.series_inductance_h is None
+    assert ft.n_inductive_points == 0
+    assert not ft.inductive
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+def test_features_export_rows_and_json():
+    ft = extract_features(F, noisy(r_rc_rc(), 0.002, 0))
+    rows = ft.to_rows()
+    names = [r[0] for r in rows]
+    assert len(names) == len(set(names))
+    assert all(isinstance(v, float) and isinstance(u, str) for _, v, u in rows)
+    row = dict((n, (v, u)) for n, v, u in rows)
+    assert row["r0"] == (ft.r0_ohm, "ohm")
+    assert row["n_time_constants"][0] == 2.0
+    assert np.isnan(row["series_inductance"][0])
+    assert row["pole_1_re"][1] == "rad/s"
+    back = json.loads(json.dumps(ft.to_dict()))
+    assert back["pattern"] == "PZPZ"
+    assert len(back["poles_rad_s"]) == 2
+
+
+def test_features_take_under_200_ms():
+    spectra = [noisy(r_rc_rc(), 0.003, 0), noisy(r_cpe(), 0.003, 0), noisy(r_l_rc(), 0.003, 0)]
+    for z in spectra:
+        extract_features(F, z)
+    t0 = time.perf_counter()
+    for z in spectra:
+        extract_features(F, z)
+    assert (time.perf_counter() - t0) / len(spectra) < 0.2
+
+
+def test_features_reject_mismatched_input():
+    with pytest.raises(ValueError, match="z"):
+        extract_features(F, np.ones(3, complex))

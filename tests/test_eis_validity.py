@@ -1,0 +1,115 @@
+"""Lin-KK validity test: reference numbers from impedance.py and synthetic checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from matlake.models.eis.validity import lin_kk, time_constants
+
+
+def load_spectrum(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(f in Hz, Z in Ohm) of a shared sample file, via matlake's reader if present."""
+    path = shared("eis", name)
+    try:
+        from matlake.ingest.eis import read_spectra
+    except ImportError:
+        read_spectra = None
+    if read_spectra is not None:
+        spec = read_spectra(path)[0]
+        return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)
+    # ZPlot text: data rows after "End Comments", columns f, ..., Z', Z''
+    lines = path.read_text(encoding="latin-1").splitlines()
+    start = next(i for i, line in enumerate(lines) if "End Comments" in line) + 1
+    arr = np.array([[float(v) for v in line.replace(",", "\t").split("\t")[:6]] for line in lines[start:] if line.strip()])
+    return arr[:, 0], arr[:, 4] + 1j * arr[:, 5]
+
+
+def _rc_rc(f: np.ndarray) -> np.ndarray:
+    s = 2j * np.pi * f
+    return 10 + 20 / (1 + s * 1e-4) + 100 / (1 + s * 1e-1)
+
+
+def test_linkk_reproduces_impedancepy_m_and_mu_on_circuit3():
+    f, z = load_spectrum("impedancepy_Circuit3_EIS_1.z")
+    res = lin_kk(f, z, c=0.69, max_m=100)
+    assert res.m == 10
+    assert round(res.mu, 6) == 0.684382
+    assert res.residuals_real.shape == f.shape
+    assert res.pseudo_chi_square == pytest.approx(np.sum(res.residuals_real**2 + res.residuals_imag**2))
+
+
+@pytest.mark.parametrize("fit_type", ["real", "complex", "imag"])
+@pytest.mark.parametrize("add_cap", [False, True])
+def test_linkk_residuals_match_impedancepy(fit_type, add_cap, monkeypatch):
+    validation = pytest.importorskip("impedance.validation")
+    # impedance.py evaluates circuit strings that contain numpy-2 reprs (np.float64(...))
+    monkeypatch.setitem(validation.circuit_elements, "np", np)
+    f, z = load_spectrum("impedancepy_Circuit3_EIS_1.z")
+    m_ref, mu_ref, z_ref, rr_ref, ri_ref = validation.linKK(
+        f, z, c=0.69, max_M=100, fit_type=fit_type, add_cap=add_cap
+    )
+    res = lin_kk(f, z, c=0.69, max_m=100, fit_type=fit_type, add_cap=add_cap)
+    assert res.m == m_ref
+    assert res.mu == pytest.approx(mu_ref, abs=1e-8)
+    np.testing.assert_allclose(res.z_fit, z_ref, rtol=1e-7, atol=1e-6 * np.abs(z).max())
+    np.testing.assert_allclose(res.residuals_real, rr_ref, atol=1e-8)
+    np.testing.assert_allclose(res.residuals_imag, ri_ref, atol=1e-8)
+
+
+def test_linkk_separates_kk_consistent_from_drifting_spectrum():
+    f = np.logspace(-2, 5, 60)
+    z = _rc_rc(f)
+    good = lin_kk(f, z, fit_type="complex", c=None, max_m=30)
+    assert np.max(np.abs(good.residuals_real)) < 5e-3
+    assert np.max(np.abs(good.residuals_imag)) < 5e-3
+    # a real part that drifts by +30 % below 1 Hz (time variance) is not KK-consistent
+    bad_z = z.real * (1 + 0.3 / (1 + (f / 0.3) ** 2)) + 1j * z.imag
+    bad = lin_kk(f, bad_z, fit_type="complex", c=None, max_m=30)
+    assert bad.pseudo_chi_square > 20 * good.pseudo_chi_square
+    assert np.max(np.abs(bad.residuals_real)) > 0.01
+
+
+def test_linkk_fixed_m_uses_log_spaced_time_constants():
+    f = np.logspace(-1, 4, 40)
+    res = lin_kk(f, _rc_rc(f), c=None, max_m=7)
+    assert res.m == 7
+    np.testing.assert_allclose(res.tau[[0, -1]], [1 / (2 * np.pi * 1e4), 1 / (2 * np.pi * 0.1)])
+    assert np.allclose(np.diff(np.log(res.tau)), np.log(res.tau[1] / res.tau[0]))
+    np.testing.assert_allclose(time_constants(f, 7), res.tau)
+
+
+def test_linkk_with_series_capacitance_recovers_c():
+    f = np.logspace(-2, 4, 50)
+    s = 2j * np.pi * f
+    z = 5 + 50 / (1 + s * 1e-3) + 1 / (s * 2e-3)
+    res = lin_kk(f, z, fit_type="complex", add_cap=True, c=None, max_m=25)
+    assert res.capacitance == pytest.approx(2e-3, rel=0.02)
+    assert res.noise_estimate < 5e-3
+
+
+def test_linkk_auto_m_is_fast():
+    f, z = load_spectrum("impedancepy_Circuit3_EIS_1.z")
+    lin_kk(f, z, c=0.69, max_m=100)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        lin_kk(f, z, c=0.69, max_m=100)
+    assert (time.perf_counter() - t0) / 5 < 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"frequency_hz": np.array([1.0, 2.0, 3.0]), "z": np.ones(2, complex)}, "z"),
+        ({"frequency_hz": np.array([-1.0, 2.0, 3.0]), "z": np.ones(3, complex)}, "frequency_hz"),
+        ({"frequency_hz": np.array([1.0, 2.0, 3.0]), "z": np.ones(3)}, "z"),
+        ({"frequency_hz": np.array([1.0, 2.0, 3.0]), "z": np.ones(3, complex), "c": 1.5}, "c"),
+        ({"frequency_hz": np.array([1.0, 2.0, 3.0]), "z": np.ones(3, complex), "fit_type": "abs"}, "fit_type"),
+    ],
+)
+def test_linkk_rejects_bad_input_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        lin_kk(**kwargs)

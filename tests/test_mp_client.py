@@ -1,0 +1,73 @@
+"""matlake.ingest.mp.fetch through the real mp-api MPRester, against a local replay of the MP API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pyarrow as pa
+import pytest
+from conftest import shared
+from mp_replay import MPReplay, docs_from_entries
+
+import matlake.schemas
+from matlake.ingest import mp
+from matlake.ingest.base import ParseContext
+
+os.environ.setdefault("MPRESTER_MUTE_PROGRESS_BARS", "true")
+os.environ.setdefault("NO_PROXY", "127.0.0.1")
+API_KEY = "x" * 32
+
+
+@pytest.fixture(scope="module")
+def entries_path():
+    return shared("dft", "MP_stable_entries_Mg_Ga_N.json")
+
+
+@pytest.fixture(scope="module")
+def replay(entries_path):
+    with MPReplay(docs_from_entries(entries_path)) as server:
+        yield server
+
+
+def parse_blob(blob: bytes) -> dict[str, pa.Table]:
+    ctx = ParseContext(source_sha256=hashlib.sha256(blob).hexdigest(), filename="mp-fetch.json", parser="mp-json")
+    result = mp.parse(blob, ctx)
+    return {t: matlake.schemas.get(t).conform(pa.Table.from_pylist(rows)) for t, rows in result.tables.items()}
+
+
+def test_fetch_returns_the_ten_documents_and_they_parse_to_ten_calculations(replay, entries_path):
+    source = json.loads(entries_path.read_text())
+    ids = [e["entry_id"] for e in source]
+    blob = mp.fetch({"material_ids": ids}, api_key=API_KEY, endpoint=replay.endpoint)
+
+    doc = json.loads(blob)
+    thermo = next(r for r in doc["responses"] if r["route"] == "materials/thermo")
+    assert sorted(d["material_id"] for d in thermo["documents"]) == sorted(ids)
+    assert doc["endpoint"] == replay.endpoint and doc["db_version"] == "2025.09.25"
+    # the client really asked the API: heartbeat, then the thermo route with our ids and fields
+    paths = [p for _, p, _ in replay.requests]
+    assert "/heartbeat" in paths and "/materials/thermo/" in paths and not replay.unknown
+    thermo_query = next(q for _, p, q in replay.requests if p == "/materials/thermo/")
+    assert set(",".join(thermo_query["material_ids"]).split(",")) == set(ids)
+    assert "entries" in thermo_query["_fields"][0].split(",")
+
+    assert mp.detect(blob[:8192], "mp-fetch.json")
+    calcs = parse_blob(blob)["calculations"].to_pylist()
+    assert len(calcs) == 10
+    by_id = {c["material_id"]: c for c in calcs}
+    for e in source:
+        row = by_id[e["entry_id"]]
+        assert row["energy"] == e["energy"]
+        assert row["energy_correction"] == e["correction"]
+        assert row["potcar_symbols"] == e["parameters"]["potcar_symbols"]
+        assert row["run_type"] == "GGA"
+
+
+def test_fetch_passes_criteria_to_the_api(replay):
+    blob = mp.fetch({"chemsys": "Ga-N"}, api_key=API_KEY, endpoint=replay.endpoint, electronic=False)
+    calcs = parse_blob(blob)["calculations"].to_pylist()
+    # MP matches a chemical system exactly: only GaN (mp-804), not Ga or N2
+    assert [(c["material_id"], c["reduced_formula"]) for c in calcs] == [("mp-804", "GaN")]
+    assert [r["route"] for r in json.loads(blob)["responses"]] == ["materials/thermo"]
