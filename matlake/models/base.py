@@ -52,3 +52,33 @@ class ModelModule:
     @classmethod
     def qualified_name(cls) -> str:
         return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def derived_record_id(producer: str, subject_id: str, key: str = "") -> str:
+    """Stable id of a derived record: the same producer (by name, not version),
+    subject and key give the same id, so a newer producer version adds a version."""
+    import hashlib
+
+    return hashlib.sha256(f"{producer}\x00{subject_id}\x00{key}".encode()).hexdigest()[:32]
+
+
+class Featurizer:
+    """A pure per-subject step: one input row in, rows for one or more tables out.
+
+    ``input_sql`` returns one row per subject with a ``subject_id`` column.
+    ``featurize_one(row)`` returns ``{table: [row dict, ...]}``; each output
+    row carries ``record_id`` (use :func:`derived_record_id`) and normally a
+    ``subject_id``.  Raising for one subject records the error and the run
+    goes on with the others.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    subject_table: ClassVar[str]
+    input_sql: ClassVar[str]
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def featurize_one(self, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        raise NotImplementedError

@@ -172,3 +172,67 @@ def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: 
     cs.add_rows("predictions", pa.Table.from_pandas(rows, preserve_index=False), act, version=None)
     new_sid = lake.commit(cs)
     return {"model_id": info.model_id, "snapshot": new_sid, "n": len(rows), "activity_id": act.activity_id}
+
+
+@dataclass
+class FeaturizeReport:
+    snapshot: int | None
+    activity_id: str | None
+    n_subjects: int
+    n_rows: dict[str, int]
+    errors: dict[str, str]  # subject_id -> message
+
+
+def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, where: str | None = None,
+              input_sql: str | None = None, progress: bool = False) -> FeaturizeReport:
+    """Run a :class:`~matlake.models.base.Featurizer` over its input view and commit its rows.
+
+    One activity (kind ``featurize``) used every subject record and generated
+    every row; a subject that fails is reported in the activity's parameters
+    and in the returned errors, and the others are committed.
+    """
+    sid = lake.resolve_snapshot(as_of)
+    sql = input_sql or featurizer.input_sql
+    if where:
+        sql = f"select * from ({sql}) where {where}"
+    started = cat.utcnow()
+    frame = lake.sql(sql, as_of=sid).df()
+    if "subject_id" not in frame.columns:
+        raise LakeError(f"{featurizer.name}: input view must return a subject_id column; found {list(frame.columns)}")
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    errors: dict[str, str] = {}
+    done: list[str] = []
+    records = frame.to_dict("records")
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        records = tqdm(records, desc=featurizer.name, unit="subject", file=sys.stderr)
+    for row in records:
+        subject = str(row["subject_id"])
+        try:
+            result = featurizer.featurize_one(row)
+        except Exception as exc:  # noqa: BLE001 - one bad subject must not sink the run
+            errors[subject] = f"{type(exc).__name__}: {exc}"
+            continue
+        done.append(subject)
+        for table, rows in result.items():
+            outputs.setdefault(table, []).extend(rows)
+    if not done and not errors:
+        return FeaturizeReport(None, None, 0, {}, {})
+    cs = ChangeSet("featurize", f"{featurizer.name} {featurizer.version} on snapshot {sid}")
+    act = cs.activity("featurize", featurizer.name, featurizer.version, started_at=started,
+                      parameters={"input_sql": sql, "snapshot_id": sid, "params": featurizer.params,
+                                  "n_subjects": len(frame), "errors": errors},
+                      status="ok" if not errors else ("partial" if done else "failed"),
+                      error="; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5]))
+    for subject in done:
+        act.used("record", subject, table=featurizer.subject_table)
+    import pyarrow as pa
+
+    for table, rows in outputs.items():
+        if rows:
+            cs.add_rows(table, pa.Table.from_pylist(rows), act, version=None, source=featurizer.name)
+    new_sid = lake.commit(cs)
+    return FeaturizeReport(new_sid, act.activity_id, len(done), {t: len(r) for t, r in outputs.items()}, errors)
