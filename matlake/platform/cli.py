@@ -141,7 +141,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         if args.csv:
             import pyarrow.csv as pacsv
 
-            pacsv.write_csv(table, args.csv)
+            pacsv.write_csv(_flat_for_csv(table), args.csv)
             print(f"wrote {table.num_rows} rows to {args.csv}")
         if args.parquet:
             import pyarrow.parquet as pq
@@ -151,6 +151,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     print_frame(result.df(), args.max_rows)
     return 0
+
+
+def _flat_for_csv(table):
+    """CSV has no nested types: list/struct columns become JSON text."""
+    import pyarrow as pa
+
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_nested(col.type):
+            col = pa.array([None if v is None else json.dumps(v, default=str) for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
