@@ -244,3 +244,50 @@ def retrying(fn, *, attempts: int = 20, first_delay: float = 0.05):
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- jobs (revision 0002)
+
+
+class Lease(Base):
+    """A named, expiring lock held by one process (``host:pid:uuid``).
+
+    The holder renews ``expires_at`` (and ``heartbeat``) while it works and
+    deletes the row when done; a row whose ``expires_at`` has passed may be
+    taken over.  Times are UTC from the holders' clocks, so hosts sharing a
+    catalog need synchronised clocks (NTP) to well within the lease TTL.
+    """
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobRun(Base):
+    """One run of an ingestion job.  Written as ``running`` when the run
+    starts; ``ended_at``, ``status``, the counts, ``error`` and
+    ``activity_id`` are set once when it ends (``ok``, ``failed``,
+    ``interrupted``, ``lease-lost``), or to ``abandoned`` by the next run
+    when the process died."""
+
+    __tablename__ = "job_runs"
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_name: Mapped[str] = mapped_column(String(128))
+    activity_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("activities.activity_id"), nullable=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    n_new: Mapped[int] = mapped_column(Integer, default=0)
+    n_unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    n_deferred: Mapped[int] = mapped_column(Integer, default=0)
+    n_records: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+Index("ix_job_runs_job_name_started_at", JobRun.job_name, JobRun.started_at)

@@ -215,20 +215,29 @@ def _map_local(items: list[SourceItem], objects_root: str, known: frozenset, wor
     import multiprocessing as mp
 
     # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
         futures = [pool.submit(process_source, it, objects_root, known) for it in items]
         for f in futures:
             yield f.result()
+    finally:
+        # A consumer that stops early (``stop``, an error) must not wait for the whole queue.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _map_dask(items: list[SourceItem], objects_root: str, known: frozenset, address: str) -> Iterator[SourceOutcome]:
     from distributed import Client, as_completed
 
     with Client(address) as client:
-        known_f = client.scatter(known, broadcast=True)
+        # Scatter the ledger keys as one object: scatter() splits a bare set into
+        # one future per element (and fails outright on an empty set).
+        [known_f] = client.scatter([known], broadcast=True, hash=False)
         futures = client.map(process_source, items, objects_root=objects_root, known=known_f, pure=False)
-        for f in as_completed(futures):
-            yield f.result()
+        try:
+            for f in as_completed(futures):
+                yield f.result()
+        finally:
+            client.cancel(futures)  # no-op for finished ones; frees the cluster on an early stop
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -278,8 +287,14 @@ def ingest(
     dask: str | None = None,
     items: Sequence[SourceItem] | None = None,
     on_outcome: Callable[[SourceOutcome], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> IngestReport:
-    """Ingest files/folders (or prepared ``items``) into the lake; returns counts and outcomes."""
+    """Ingest files/folders (or prepared ``items``) into the lake; returns counts and outcomes.
+
+    ``stop`` is polled before each parsed file is taken: once it returns True no
+    further file is taken, the files taken so far are committed, and the rest
+    are left for a later run.
+    """
     if items is None:
         files = expand_paths(paths or [])
         items = [SourceItem(str(p.resolve()), kind, dict(options or {})) for p in files]
@@ -348,6 +363,8 @@ def ingest(
             on_outcome(o)
 
     for o in stream:
+        if stop is not None and stop():
+            break
         key = (o.sha256, o.parser, o.parser_version)
         if o.status == "unchanged" or key in batch_keys or (o.sha256 and key in known):
             _count(o, "unchanged")  # includes the same bytes twice in one batch
