@@ -162,3 +162,24 @@ def test_ledger_records_parser_and_record_ids(sqlite_lake, dft_dir):
     assert len(ids) == row[4] == 2  # the calculation and its final structure
     got = {r[0] for r in sqlite_lake.sql("select record_id from calculations union all select record_id from structures").fetchall()}
     assert got == set(ids)
+
+
+def test_uncompressed_files_parse_from_their_own_path_with_equal_values(sqlite_lake, tmp_path, dft_dir):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("Si_static_vasprun.xml.gz", "Si_static_CHGCAR.gz"):
+        (plain / name[:-3]).write_bytes(gzip.decompress((dft_dir / name).read_bytes()))
+    report = sqlite_lake.ingest([plain, dft_dir / "Si_static_vasprun.xml.gz", dft_dir / "Si_static_CHGCAR.gz"],
+                                progress=False)
+    assert (report.new, report.failed) == (4, 0)
+    rows = sqlite_lake.sql("select energy, band_gap, efermi from calculations order by source_name").fetchall()
+    assert rows[0] == rows[1]
+    grids = sqlite_lake.sql("select array_sha256, integral from volumetric").fetchall()
+    assert grids[0] == grids[1]  # the same grid bytes, whichever way the file came
+
+
+def test_content_head_reads_only_the_start_of_a_gzip_stream(dft_dir):
+    raw = (dft_dir / "Si_static_CHGCAR.gz").read_bytes()
+    assert ingestion.content_head(raw, 100) == gzip.decompress(raw)[:100]
+    with pytest.raises(ingestion.ParseError, match="gzip stream"):
+        ingestion.content_head(b"\x1f\x8b\x08\x00garbage", 100)

@@ -58,6 +58,10 @@ class ParseContext:
     parser: str
     options: Mapping[str, Any] = field(default_factory=dict)
     objects: dict[str, bytes] = field(default_factory=dict)
+    # A file on disk whose bytes are exactly the parser's input, when the platform
+    # has one (an uncompressed source): parsers of path-only libraries read it
+    # instead of writing a temporary copy.  Read-only; never required.
+    content_path: str | None = None
 
     def record_id(self, locator: str) -> str:
         """Stable id of the record found at ``locator`` inside this source.

@@ -31,8 +31,12 @@ _TMPDIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W
 
 
 @contextlib.contextmanager
-def _as_file(data: bytes, suffix: str) -> Iterator[str]:
-    """Path of a temporary file holding ``data`` (pymatgen's readers take paths)."""
+def _as_file(data: bytes, suffix: str, ctx: ParseContext | None = None) -> Iterator[str]:
+    """Path of a file holding ``data`` (pymatgen's readers take paths): the
+    platform's own copy when it has one (``ctx.content_path``), else a temporary file."""
+    if ctx is not None and ctx.content_path:
+        yield ctx.content_path
+        return
     fd, path = tempfile.mkstemp(suffix=suffix, prefix="matlake-", dir=_TMPDIR)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -157,7 +161,7 @@ def parse_vasprun(data: bytes, ctx: ParseContext) -> ParseResult:
 
     if not detect_vasprun(data[:8192], ctx.filename):
         raise ParseError("vasprun.xml root", "an XML document with <modeling> and <generator>", repr(data[:40]))
-    with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml") as path:
+    with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml", ctx) as path:
         warnings.simplefilter("always")
         try:
             vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
@@ -299,7 +303,7 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
         raise ParseError("grid line", "three positive integers after a blank line following the coordinates",
                          repr("\n".join(lines[end:end + 2])[:120]))
     cls = Locpot if kind == "LOCPOT" else Elfcar if kind == "ELFCAR" else Chgcar
-    with warnings.catch_warnings(record=True) as caught, _as_file(data, f"_{kind}") as path:
+    with warnings.catch_warnings(record=True) as caught, _as_file(data, f"_{kind}", ctx) as path:
         warnings.simplefilter("always")
         try:
             vol = cls.from_file(path)

@@ -91,14 +91,17 @@ class TableSchema:
         missing non-nullable column or an impossible cast raises ``ValueError``
         naming the table, column, expected and found type.
         """
-        where = f" (from {source})" if source else ""
         target = self.data_schema()
+        if table.schema.equals(target):  # already conformed (e.g. by the ingest worker)
+            return table
+        where = f" (from {source})" if source else ""
+        present = set(table.column_names)
         unknown = [n for n in table.column_names if target.get_field_index(n) < 0]
         if unknown:
             raise ValueError(f"table {self.name}{where}: unknown columns {unknown}; expected a subset of {target.names}")
         arrays = []
         for f in target:
-            if f.name in table.column_names:
+            if f.name in present:
                 col = table.column(f.name)
                 if not col.type.equals(f.type):
                     try:
