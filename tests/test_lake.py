@@ -127,3 +127,34 @@ def test_init_refuses_an_existing_lake(sqlite_lake):
 def test_open_missing_lake_says_how_to_create_one(tmp_path):
     with pytest.raises(Exception, match="matlake init"):
         matlake.open(tmp_path / "nowhere")
+
+
+def test_version_chain_time_travels_and_registers_only_replaced_rows(lake):
+    sids = [_commit_structures(lake, [{"record_id": "a", "formula": f"Si{n}"}, {"record_id": f"x{n}"}])[0]
+            for n in (1, 2, 3)]
+    for n, sid in enumerate(sids, start=1):
+        assert lake.sql("select version, formula from structures where record_id = 'a'", as_of=sid).fetchall() == [
+            (n, f"Si{n}")]
+        assert lake.sql("select count(*) from structures", as_of=sid).fetchone() == (1 + n,)
+    with lake.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        rows = conn.execute(sa.text("select record_id, version, snapshot_id from superseded order by version")).fetchall()
+    assert [tuple(r) for r in rows] == [("a", 1, sids[1]), ("a", 2, sids[2])]
+
+
+def test_superseded_backfill_rebuilds_the_entries(sqlite_lake):
+    import sqlalchemy as sa
+
+    from matlake.migrations.helpers import backfill_superseded
+
+    for n in (1, 2, 3):
+        _commit_structures(sqlite_lake, [{"record_id": "a", "formula": f"Si{n}"}])
+    q = "select record_id, version, snapshot_id, data_file_id from superseded order by version"
+    with sqlite_lake.engine.connect() as conn:
+        before = conn.execute(sa.text(q)).fetchall()
+    with sqlite_lake.engine.connect().execution_options(write=True) as conn, conn.begin():
+        conn.execute(sa.text("delete from superseded"))
+        backfill_superseded(conn)
+    with sqlite_lake.engine.connect() as conn:
+        assert conn.execute(sa.text(q)).fetchall() == before

@@ -291,3 +291,25 @@ class JobRun(Base):
 
 
 Index("ix_job_runs_job_name_started_at", JobRun.job_name, JobRun.started_at)
+
+
+# --------------------------------------------------------------------------- versions (revision 0003)
+
+
+class Superseded(Base):
+    """A stored row version replaced by a later version of its record, from ``snapshot_id`` on.
+
+    Latest-version views anti-join these entries on the files that hold them
+    instead of ranking every row of a table.
+    """
+
+    __tablename__ = "superseded"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(128))
+    data_file_id: Mapped[int] = mapped_column(Integer, ForeignKey("data_files.id"), index=True)
+    record_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
+
+
+Index("ix_superseded_table_name_snapshot_id", Superseded.table_name, Superseded.snapshot_id)

@@ -60,6 +60,26 @@ class DuplicateSource(LakeError):
     """Another process committed the same (sha256, parser, parser version) first."""
 
 
+def _fault(point: str) -> None:
+    """Crash-test hook: ``MATLAKE_FAULT=POINT`` (or ``POINT:N``, the N-th time this
+    process reaches POINT) kills the process with SIGKILL right there, so the
+    crash tests can stop a commit at its critical points.  Unset: no effect."""
+    spec = os.environ.get("MATLAKE_FAULT")
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != point:
+        return
+    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
+    if _FAULT_HITS[point] >= int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_HITS: dict[str, int] = {}
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
@@ -137,6 +157,8 @@ class ChangeSet:
         self.ledger: list[dict[str, Any]] = []
         self.models: list[dict[str, Any]] = []
         self.retire: list[int] = []
+        # Data files already written and fsynced by the caller (compaction): data_files rows minus added_snapshot.
+        self.files: list[dict[str, Any]] = []
 
     def activity(self, kind: str, name: str, agent_version: str = "", parameters: dict | None = None,
                  started_at: datetime | None = None, status: str = "ok", error: str = "") -> PendingActivity:
@@ -178,7 +200,8 @@ class ChangeSet:
         self.models.append(fields)
 
     def is_empty(self) -> bool:
-        return not (self.activities or self.rows or self.objects or self.ledger or self.models or self.retire)
+        return not (self.activities or self.rows or self.objects or self.ledger or self.models or self.retire
+                    or self.files)
 
 
 # --------------------------------------------------------------------------- the lake
@@ -332,7 +355,9 @@ class Lake:
         if cs.is_empty():
             return None
         now = cat.utcnow()
-        files = self._write_tables(cs, now)
+        written, superseded = self._write_tables(cs, now)
+        files = written + list(cs.files)
+        _fault("after_files")
         matlake_version, git_commit = code_identity()
         user, host = _who()
 
@@ -367,9 +392,15 @@ class Lake:
                 if files:
                     conn.execute(insert(cat.DataFile), [dict(f, added_snapshot=sid) for f in files])
                 if cs.retire:
-                    conn.execute(update(cat.DataFile).where(cat.DataFile.id.in_(cs.retire),
-                                                            cat.DataFile.retired_snapshot.is_(None))
-                                 .values(retired_snapshot=sid))
+                    res = conn.execute(update(cat.DataFile).where(cat.DataFile.id.in_(cs.retire),
+                                                                  cat.DataFile.retired_snapshot.is_(None))
+                                       .values(retired_snapshot=sid))
+                    if res.rowcount != len(set(cs.retire)):
+                        # A concurrent compaction retired some first: registering our merge would duplicate rows.
+                        raise LakeError(f"data files {sorted(cs.retire)}: expected all live, found "
+                                        f"{len(set(cs.retire)) - res.rowcount} already retired by another commit")
+                if superseded or cs.retire:
+                    self._register_superseded(conn, sid, superseded, list(cs.retire), files)
                 if cs.ledger:
                     try:
                         with conn.begin_nested():
@@ -379,9 +410,12 @@ class Lake:
                 if cs.models:
                     conn.execute(insert(cat.ModelVersion), [dict({"created_at": now}, **m) for m in cs.models])
                 conn.execute(update(cat.LakeState).where(cat.LakeState.id == 1).values(last_snapshot=sid))
+                _fault("in_transaction")
                 return sid
 
-        return cat.retrying(txn)
+        sid = cat.retrying(txn)
+        _fault("after_commit")
+        return sid
 
     def _register_tables(self, conn, names: Iterable[str]) -> None:
         if not names:
@@ -398,23 +432,37 @@ class Lake:
                                                       cat.TableEntry.schema_version < t.version)
                          .values(schema_version=t.version, schema_json=t.arrow_schema().to_string(show_field_metadata=False)))
 
-    def _write_tables(self, cs: ChangeSet, now: datetime) -> list[dict[str, Any]]:
+    def _write_tables(self, cs: ChangeSet, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Write one Parquet file per touched table.  Returns the data-file rows and
+        the row versions the new rows supersede (record id, version, file path)."""
         by_table: dict[str, list[_Rows]] = {}
         for r in cs.rows:
             by_table.setdefault(r.table, []).append(r)
         out = []
+        superseded: list[dict[str, Any]] = []
         for table, parts in sorted(by_table.items()):
             schema = schemas.get(table)
             pieces = []
-            need_versions = [p for p in parts if p.version is None]
-            existing = self.max_versions(table, [rid for p in need_versions for rid in p.data.column("record_id").to_pylist()]) if need_versions else {}
+            # Version 1 given explicitly (a never-seen source) needs no look-up; anything else does.
+            need_versions = [p for p in parts if p.version is None or p.version > 1]
+            existing = self.latest_versions(
+                table, [rid for p in need_versions for rid in p.data.column("record_id").to_pylist()]
+            ) if need_versions else {}
             for p in parts:
                 n = p.data.num_rows
                 rids = p.data.column("record_id").to_pylist()
-                if p.version is None:
-                    versions = [existing.get(r, 0) + 1 for r in rids]
-                else:
-                    versions = [p.version] * n
+                versions = []
+                for r in rids:
+                    prev = existing.get(r)
+                    if p.version is None:
+                        versions.append(prev[0] + 1 if prev else 1)
+                    elif prev and prev[0] >= p.version:
+                        raise LakeError(f"table {table}: record {r} already has version {prev[0]}; "
+                                        f"expected a version above it, found {p.version}")
+                    else:
+                        versions.append(p.version)
+                    if prev:
+                        superseded.append({"table_name": table, "path": prev[1], "record_id": r, "version": prev[0]})
                 cols = {
                     "record_id": p.data.column("record_id"),
                     "version": pa.array(versions, pa.int32()),
@@ -441,26 +489,72 @@ class Lake:
                 "schema_version": schema.version, "max_version": int(pa.compute.max(vcol).as_py()),
                 "tombstones": int(pa.compute.sum(full.column("tombstone").cast(pa.int32())).as_py() or 0),
             })
-        return out
+        return out, superseded
 
-    def max_versions(self, table: str, record_ids: Sequence[str]) -> dict[str, int]:
-        """Highest stored version of each record id (all versions, latest snapshot)."""
+    def latest_versions(self, table: str, record_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """Highest stored version of each record id at the latest snapshot, with the
+        lake-relative path of the data file holding it."""
         if not record_ids:
             return {}
-        files = [f for f in self.files_at(self.last_snapshot(), table)]
+        files = self.files_at(self.last_snapshot(), table)
         if not files:
             return {}
         import duckdb
 
         con = duckdb.connect()
         con.register("ids", pa.table({"record_id": pa.array(sorted(set(record_ids)), pa.string())}))
-        paths = [str(self.root / f["path"]) for f in files]
+        rel_of = {str(self.root / f["path"]): f["path"] for f in files}
         rows = con.execute(
-            "select record_id, max(version) from read_parquet(?, union_by_name=true) "
-            "where record_id in (select record_id from ids) group by record_id", [paths]
+            "select record_id, max(version), arg_max(filename, version) "
+            "from read_parquet(?, union_by_name=true, filename=true) "
+            "where record_id in (select record_id from ids) group by record_id", [list(rel_of)]
         ).fetchall()
         con.close()
-        return {r: int(v) for r, v in rows}
+        return {r: (int(v), rel_of[fname]) for r, v, fname in rows}
+
+    def max_versions(self, table: str, record_ids: Sequence[str]) -> dict[str, int]:
+        """Highest stored version of each record id (latest snapshot)."""
+        return {r: v for r, (v, _path) in self.latest_versions(table, record_ids).items()}
+
+    def _register_superseded(self, conn, sid: int, superseded: list[dict[str, Any]], retired: list[int],
+                             new_files: list[dict[str, Any]]) -> None:
+        """Record the row versions this commit replaces; when it retires files
+        (compaction), carry their entries over to the files that now hold those rows."""
+        paths = {e["path"] for e in superseded} | {f["path"] for f in new_files}
+        ids = dict(conn.execute(select(cat.DataFile.path, cat.DataFile.id).where(cat.DataFile.path.in_(paths)))
+                   .all()) if paths else {}
+        if superseded:
+            gone = conn.execute(select(cat.DataFile.path).where(
+                cat.DataFile.path.in_({e["path"] for e in superseded}),
+                cat.DataFile.retired_snapshot.is_not(None))).scalars().all()
+            if gone:
+                # A compaction merged the files holding the rows we replace after we looked.
+                raise LakeError(f"data files {sorted(gone)} were compacted while this commit was prepared; "
+                                "run it again")
+        rows = [{"table_name": e["table_name"], "data_file_id": ids[e["path"]], "record_id": e["record_id"],
+                 "version": e["version"], "snapshot_id": sid} for e in superseded]
+        if retired:
+            old = conn.execute(select(cat.Superseded).where(cat.Superseded.data_file_id.in_(retired))).all()
+            if old:
+                import duckdb
+
+                con = duckdb.connect()
+                targets = [str(self.root / f["path"]) for f in new_files]
+                rel_of = {str(self.root / f["path"]): f["path"] for f in new_files}
+                where = {}
+                if targets:
+                    for rid, ver, fname in con.execute(
+                            "select record_id, version, filename from read_parquet(?, union_by_name=true, "
+                            "filename=true)", [targets]).fetchall():
+                        where[(rid, ver)] = ids[rel_of[fname]]
+                con.close()
+                for e in old:
+                    target = where.get((e.record_id, e.version))
+                    if target is not None:
+                        rows.append({"table_name": e.table_name, "data_file_id": target, "record_id": e.record_id,
+                                     "version": e.version, "snapshot_id": e.snapshot_id})
+        if rows:
+            conn.execute(insert(cat.Superseded), rows)
 
     def put_object(self, data: bytes) -> str:
         """Write an object to the store (not yet registered: add it to a ChangeSet)."""

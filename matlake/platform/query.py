@@ -60,28 +60,47 @@ class QueryEngine:
         by_table: dict[str, list[dict[str, Any]]] = {}
         for f in files:
             by_table.setdefault(f["table_name"], []).append(f)
+        replaced = self._superseded()
         self.row_tables: list[str] = []
         for name, schema in schemas.TABLES.items():
             fs = by_table.get(name, [])
-            if fs:
-                paths = ", ".join("'" + str(lake.root / f["path"]).replace("'", "''") + "'" for f in fs)
-                self.con.execute(f"create view {name}_all as select * from read_parquet([{paths}], union_by_name=true)")
-                simple = all(f["max_version"] == 1 and f["tombstones"] == 0 for f in fs)
-            else:
+            if not fs:
                 self.con.register(f"_empty_{name}", schema.arrow_schema().empty_table())
                 self.con.execute(f"create view {name}_all as select * from _empty_{name}")
-                simple = True
-            if simple:  # no record has two versions: the latest view is the whole table
                 self.con.execute(f"create view {name} as select * exclude (tombstone) from {name}_all")
-            else:
-                self.con.execute(
-                    f"create view {name} as select * exclude (tombstone, _rn) from ("
-                    f" select *, row_number() over (partition by record_id order by version desc) as _rn"
-                    f" from {name}_all) where _rn = 1 and not tombstone"
-                )
+                self.row_tables.append(name)
+                continue
+            self.con.execute(f"create view {name}_all as select * from {_scan(lake, fs)}")
+            entries = replaced.get(name)
+            dirty_ids = set(entries.column("data_file_id").to_pylist()) if entries is not None else set()
+            clean = [f for f in fs if f["id"] not in dirty_ids]
+            dirty = [f for f in fs if f["id"] in dirty_ids]
+            live = "" if not any(f["tombstones"] for f in fs) else " where not tombstone"
+            parts = []
+            if clean:
+                parts.append(f"select * exclude (tombstone) from {_scan(lake, clean)}{live}")
+            if dirty:
+                # Only files holding replaced row versions pay for the anti-join.
+                self.con.register(f"_replaced_{name}", entries.select(["record_id", "version"]))
+                parts.append(f"select * exclude (tombstone) from {_scan(lake, dirty)} d{live} "
+                             f"{'and' if live else 'where'} not exists (select 1 from _replaced_{name} r "
+                             f"where r.record_id = d.record_id and r.version = d.version)")
+            self.con.execute(f"create view {name} as " + " union all by name ".join(parts))
             self.row_tables.append(name)
         for name, sql in schemas.VIEWS.items():
             self.con.execute(f"create view {name} as {sql}")
+
+    def _superseded(self) -> dict[str, pa.Table]:
+        """Row versions replaced at or before this snapshot, per table."""
+        with self.lake.engine.connect() as conn:
+            rows = conn.execute(text("select table_name, data_file_id, record_id, version from superseded "
+                                     "where snapshot_id <= :sid"), {"sid": self.snapshot}).fetchall()
+        out: dict[str, list] = {}
+        for t, fid, rid, ver in rows:
+            out.setdefault(t, []).append((fid, rid, ver))
+        return {t: pa.table({"data_file_id": pa.array([r[0] for r in v], pa.int64()),
+                             "record_id": pa.array([r[1] for r in v], pa.string()),
+                             "version": pa.array([r[2] for r in v], pa.int32())}) for t, v in out.items()}
 
     # ---- catalog views, registered when first mentioned
     def _ensure_catalog(self, query: str) -> None:
@@ -166,6 +185,11 @@ class Result:
 
     def __repr__(self) -> str:
         return repr(self.relation)
+
+
+def _scan(lake: "Lake", files: list[dict[str, Any]]) -> str:
+    paths = ", ".join("'" + str(lake.root / f["path"]).replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{paths}], union_by_name=true)"
 
 
 def check_read_only(query: str) -> None:
