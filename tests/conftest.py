@@ -104,3 +104,13 @@ def sqlite_lake(tmp_path):
     lk = matlake.init(tmp_path / "lake")
     yield lk
     lk.close()
+
+
+def eis_spectrum(name: str):
+    """(frequency in Hz, complex Z in ohm) of the first spectrum of a shared EIS sample file."""
+    import numpy as np
+
+    from matlake.ingest.eis import read_spectra
+
+    spec = read_spectra(shared("eis", name))[0]
+    return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)

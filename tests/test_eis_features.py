@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import eis_spectrum as load_spectrum
 
 from matlake.models.eis.features import extract_features
 from matlake.models.eis.rational import fit_rational
@@ -37,30 +37,6 @@ def r_l_rc() -> np.ndarray:
 def r_rc() -> np.ndarray:
     return 10 + 100 / (1 + S * 1e-2)
 
-
-def load_spectrum(name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = shared("eis", name)
-    try:
-        from matlake.ingest.eis import read_spectra
-    except ImportError:
-        read_spectra = None
-    if read_spectra is not None:
-        spec = read_spectra(path)[0]
-        return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)
-    if name.endswith(".csv"):
-        arr = np.loadtxt(path, delimiter=",")
-        return arr[:, 0], arr[:, 1] + 1j * arr[:, 2]
-    # Gamry DTA: ZCURVE table, 2 header lines, columns Pt Time Freq Zreal Zimag ...
-    lines = path.read_text(encoding="latin-1").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("ZCURVE")) + 3
-    rows = []
-    for line in lines[start:]:
-        parts = line.split("\t")
-        if len(parts) < 6:
-            break
-        rows.append([float(parts[3]), float(parts[4]), float(parts[5])])
-    arr = np.array(rows)
-    return arr[:, 0], arr[:, 1] + 1j * arr[:, 2]
 
 
 # ------------------------------------------------------------------ rational fit

@@ -6,26 +6,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import eis_spectrum as load_spectrum
 
 from matlake.models.eis.validity import lin_kk, time_constants
 
-
-def load_spectrum(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(f in Hz, Z in Ohm) of a shared sample file, via matlake's reader if present."""
-    path = shared("eis", name)
-    try:
-        from matlake.ingest.eis import read_spectra
-    except ImportError:
-        read_spectra = None
-    if read_spectra is not None:
-        spec = read_spectra(path)[0]
-        return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)
-    # ZPlot text: data rows after "End Comments", columns f, ..., Z', Z''
-    lines = path.read_text(encoding="latin-1").splitlines()
-    start = next(i for i, line in enumerate(lines) if "End Comments" in line) + 1
-    arr = np.array([[float(v) for v in line.replace(",", "\t").split("\t")[:6]] for line in lines[start:] if line.strip()])
-    return arr[:, 0], arr[:, 4] + 1j * arr[:, 5]
 
 
 def _rc_rc(f: np.ndarray) -> np.ndarray:

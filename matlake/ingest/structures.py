@@ -195,6 +195,12 @@ def _detect_cif(head: bytes, filename: str) -> bool:
     return bool(_CIF_BLOCK.search(head)) and (b"_cell_length_a" in head or b"_atom_site_" in head)
 
 
+def head_cut_in_coordinates(head: bytes, lines: list[str]) -> bool:
+    """True when a full 8 KiB head is a POSCAR header whose coordinates run past
+    its end (the last line of a cut head may itself be cut, so it is left out)."""
+    return len(head) >= 8192 and poscar_header_end(lines[:-1], partial=True) == -1
+
+
 def _detect_poscar(head: bytes, filename: str) -> bool:
     if _name_says_volumetric(filename):
         return False
@@ -204,12 +210,7 @@ def _detect_poscar(head: bytes, filename: str) -> bool:
     end = poscar_header_end(lines)
     if end is None:
         # A long POSCAR whose coordinates run past the 8 KiB head: trust the name.
-        # (the last line of a cut head may itself be cut)
-        return (
-            len(head) >= 8192
-            and bool(_POSCAR_NAME.search(filename))
-            and poscar_header_end(lines[:-1], partial=True) == -1
-        )
+        return bool(_POSCAR_NAME.search(filename)) and head_cut_in_coordinates(head, lines)
     return grid_after(lines, end) is None
 
 

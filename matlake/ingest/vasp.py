@@ -22,7 +22,7 @@ from xml.etree.ElementTree import ParseError as XMLParseError
 import numpy as np
 
 from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
-from matlake.ingest.structures import _head_lines, grid_after, poscar_header_end, structure_row
+from matlake.ingest.structures import _head_lines, grid_after, head_cut_in_coordinates, poscar_header_end, structure_row
 
 VASPRUN_VERSION = "1.0.0"
 VOLUMETRIC_VERSION = "1.0.0"
@@ -267,11 +267,7 @@ def detect_volumetric(head: bytes, filename: str) -> bool:
     end = poscar_header_end(lines)
     if end is None:
         # a big cell whose coordinates run past the 8 KiB head: the name decides
-        return (
-            len(head) >= 8192
-            and volumetric_kind_from_name(filename) is not None
-            and poscar_header_end(lines[:-1], partial=True) == -1  # last line may be cut
-        )
+        return volumetric_kind_from_name(filename) is not None and head_cut_in_coordinates(head, lines)
     return grid_after(lines, end) is not None
 
 
