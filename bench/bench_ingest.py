@@ -251,6 +251,7 @@ def install_probes(probe: Probe) -> None:
 
     probe.patch(ingestion, "process_source", "process_source")
     probe.patch(ingestion, "decompress", "gzip decompress")
+    probe.patch(ingestion, "content_head", "gzip decompress")
     probe.patch(ingestion, "detect", "detect")
     probe.patch(ingestion, "_ledger_keys", "ledger keys (catalog read)")
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
@@ -262,9 +263,9 @@ def install_probes(probe: Probe) -> None:
     orig_as_file = vasp._as_file
 
     @contextlib.contextmanager
-    def timed_as_file(data: bytes, suffix: str) -> Iterator[str]:
+    def timed_as_file(data: bytes, suffix: str, ctx=None) -> Iterator[str]:
         t0 = time.perf_counter()
-        cm = orig_as_file(data, suffix)
+        cm = orig_as_file(data, suffix, ctx)
         path = cm.__enter__()
         probe.t["temp-file copy for pymatgen"] += time.perf_counter() - t0
         probe.n["temp-file copy for pymatgen"] += 1
