@@ -128,6 +128,8 @@ def test_forced_kind_that_does_not_match_fails_clearly(sqlite_lake, dft_dir):
     report = sqlite_lake.ingest([dft_dir / "MAPbI3_mp-977013_symmetrized.cif"], kind="vasp", progress=False)
     assert report.failed == 1
     assert "expected a vasp file" in report.outcomes[0].message
+    params = json.loads(sqlite_lake.sql("select parameters_json from activities").fetchone()[0])
+    assert (params["kind"], params["options"]) == ("vasp", {})  # kept, so `matlake retry` reads it the same way
 
 
 def test_parallel_workers_give_the_same_records(tmp_path, dft_dir):

@@ -290,14 +290,19 @@ def _ledger_keys(lake: "Lake") -> frozenset[tuple[str, str, str]]:
         return frozenset((a, b, c) for a, b, c in rows)
 
 
-def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: frozenset, message: str) -> int | None:
+def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: frozenset, message: str,
+                  how: dict[str, tuple[str, dict[str, Any]]] | None = None) -> int | None:
+    """One commit for a batch of parsed sources.  ``how`` maps a source path to the
+    (kind, options) it was ingested with, kept in the activity so a retry can reuse them."""
     from matlake.platform.lake import ChangeSet
 
     seen_parsers = {(s, p) for (s, p, _v) in known}
     cs = ChangeSet("ingest", message)
     for o in batch:
+        kind, options = (how or {}).get(o.path, ("auto", {}))
         act = cs.activity("ingest", o.parser, o.parser_version,
-                          parameters={"source_path": o.path, "warnings": o.warnings[:20]},
+                          parameters={"source_path": o.path, "kind": kind, "options": options,
+                                      "warnings": o.warnings[:20]},
                           started_at=o.started_at, status="ok" if o.status == "ok" else "failed", error=o.message)
         act.ended_at = o.ended_at
         if o.sha256:
@@ -340,6 +345,7 @@ def ingest(
         files = expand_paths(paths or [])
         items = [SourceItem(str(p.resolve()), kind, dict(options or {})) for p in files]
     items = list(items)
+    how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
     known = _ledger_keys(lake)
     show = sys.stderr.isatty() if progress is None else progress
@@ -366,7 +372,7 @@ def ingest(
         # as new, the sources of a batch that lost the race three times (8-process stress test).
         while batch:
             try:
-                sid = _commit_batch(lake, batch, known, f"ingest {len(batch)} files")
+                sid = _commit_batch(lake, batch, known, f"ingest {len(batch)} files", how)
                 if sid is not None:
                     report.snapshots.append(sid)
                 known = known | {(o.sha256, o.parser, o.parser_version) for o in batch}

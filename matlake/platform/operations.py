@@ -452,26 +452,31 @@ def retry(lake: "Lake", parser: str | None = None, workers: int = 1) -> RetryRes
     it comes back ``unchanged`` (nothing new to try); after a parser fix
     (a new version) its records are committed by an ingest activity that
     *used* the same raw object.  ``parser`` limits the retry to failures of
-    that parser name.  Sources are detected automatically (``--kind auto``).
+    that parser name.  Each source is re-read with the ``--kind`` and parser
+options it was first ingested with (kept in its ingest activity).
     """
     from matlake.platform.ingestion import SourceItem, ingest
 
     le = cat.LedgerEntry
     with lake.engine.connect() as conn:
-        q = select(le.sha256, le.source_path, le.parser).where(le.status == "failed").order_by(le.id)
+        q = (select(le.sha256, le.source_path, le.parser, cat.Activity.parameters_json)
+             .join(cat.Activity, cat.Activity.activity_id == le.activity_id)
+             .where(le.status == "failed").order_by(le.id))
         if parser:
             q = q.where(le.parser == parser)
         failed = conn.execute(q).all()
         ok = set(conn.execute(select(le.sha256).where(le.status == "ok")).scalars())
     items: dict[str, SourceItem] = {}
     missing: list[str] = []
-    for sha, path, _p in failed:
+    for sha, path, _p, params_json in failed:
         if sha in ok or sha in items or not sha:
             continue
         if not lake.objects.exists(sha):
             missing.append(f"{path}: raw object {sha} is missing from objects/")
             continue
-        items[sha] = SourceItem(path, "auto", {}, object_sha=sha)
+        params = json.loads(params_json or "{}")
+        # the kind and options the file was first ingested with (older activities: auto)
+        items[sha] = SourceItem(path, params.get("kind", "auto"), params.get("options") or {}, object_sha=sha)
     if not items:
         return RetryResult(0, missing, None)
     report = ingest(lake, items=list(items.values()), workers=workers, progress=False)
