@@ -71,3 +71,28 @@ def test_fetch_passes_criteria_to_the_api(replay):
     # MP matches a chemical system exactly: only GaN (mp-804), not Ga or N2
     assert [(c["material_id"], c["reduced_formula"]) for c in calcs] == [("mp-804", "GaN")]
     assert [r["route"] for r in json.loads(blob)["responses"]] == ["materials/thermo"]
+
+
+def test_cli_ingest_mp_query_keeps_the_api_response_as_the_raw_object(replay, entries_path, tmp_path):
+    import subprocess
+    import sys
+
+    import matlake
+
+    ids = [e["entry_id"] for e in json.loads(entries_path.read_text())]
+    root = tmp_path / "lake"
+    matlake.init(root).close()
+    query = json.dumps({"material_ids": ids})
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "ingest", "mp", "--query", query,
+                           "--api-key", API_KEY, "--endpoint", replay.endpoint, "--lake", str(root)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 new" in proc.stdout
+    lake = matlake.open(root)
+    assert lake.sql("select count(*) from calculations where material_id is not null").fetchone() == (10,)
+    sha = lake.sql("select sha256 from ledger").fetchone()[0]
+    raw = json.loads(lake.objects.get(sha))
+    assert raw["endpoint"] == replay.endpoint  # the exact API response, byte for byte, is the provenance
+    bad = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "ingest", "mp", "--query", "{not json",
+                          "--lake", str(root)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "--query: expected JSON criteria" in bad.stderr
