@@ -80,17 +80,25 @@ def list_models(lake: "Lake") -> list[ModelInfo]:
     return [model_info(lake, i) for i in ids]
 
 
+def read_view(lake: "Lake", sql: str, as_of: int | str | None, where: str | None = None,
+              producer: str = "") -> tuple[int, str, pd.DataFrame]:
+    """(snapshot id, the SQL run, its rows) of a module's view; the rows must name their ``subject_id``."""
+    sid = lake.resolve_snapshot(as_of)
+    if where:
+        sql = f"select * from ({sql}) where {where}"
+    frame = lake.sql(sql, as_of=sid).df()
+    if "subject_id" not in frame.columns:
+        raise LakeError(f"{producer}: its view must return a subject_id column; found {list(frame.columns)}")
+    return sid, sql, frame
+
+
 def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = None,
           view_sql: str | None = None, params: dict[str, Any] | None = None) -> ModelInfo:
     """Fit ``module`` on its training view at snapshot ``as_of`` (id, tag or latest)."""
     if isinstance(module, str):
         module = load_module(module, params)
-    sid = lake.resolve_snapshot(as_of)
-    sql = view_sql or module.train_sql
     started = cat.utcnow()
-    frame = lake.sql(sql, as_of=sid).df()
-    if "subject_id" not in frame.columns:
-        raise LakeError(f"{module.name}: training view must return a subject_id column; found {list(frame.columns)}")
+    sid, sql, frame = read_view(lake, view_sql or module.train_sql, as_of, producer=module.name)
     artifact, metrics = module.fit(frame)
     sha = lake.put_object(module.dumps(artifact))
 
@@ -139,12 +147,8 @@ def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: 
     """
     info = model_info(lake, model)
     module = load_module(info.module, info.params)
-    sid = lake.resolve_snapshot(as_of)
-    sql = view_sql or module.predict_sql
-    if where:
-        sql = f"select * from ({sql}) where {where}"
     started = cat.utcnow()
-    frame = lake.sql(sql, as_of=sid).df()
+    sid, sql, frame = read_view(lake, view_sql or module.predict_sql, as_of, where, producer=module.name)
     if frame.empty:
         return {"model_id": info.model_id, "snapshot": None, "n": 0}
     artifact = module.loads(lake.objects.get(info.artifact_sha256))
@@ -191,14 +195,8 @@ def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, whe
     every row; a subject that fails is reported in the activity's parameters
     and in the returned errors, and the others are committed.
     """
-    sid = lake.resolve_snapshot(as_of)
-    sql = input_sql or featurizer.input_sql
-    if where:
-        sql = f"select * from ({sql}) where {where}"
     started = cat.utcnow()
-    frame = lake.sql(sql, as_of=sid).df()
-    if "subject_id" not in frame.columns:
-        raise LakeError(f"{featurizer.name}: input view must return a subject_id column; found {list(frame.columns)}")
+    sid, sql, frame = read_view(lake, input_sql or featurizer.input_sql, as_of, where, producer=featurizer.name)
     outputs: dict[str, list[dict[str, Any]]] = {}
     errors: dict[str, str] = {}
     done: list[str] = []
