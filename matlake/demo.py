@@ -119,7 +119,19 @@ def run(directory: str | os.PathLike, force: bool = False) -> dict:
     else:
         print(f"only {n_train} labelled calculations: not enough to train (add ../shared/data)")
 
-    _step("5. lineage of one prediction, down to the raw bytes")
+    if lake.sql("select count(*) from impedance").fetchone()[0]:
+        from matlake.models.eis.analysis import analyze
+
+        _step("5. impedance spectra: Kramers-Kronig validity, complex-analysis features, a circuit fit")
+        analyze(lake)  # every spectrum: lin-KK, rational-function features, DRT
+        analyze(lake, where="source_name = 'impedancepy_exampleData.csv'", circuit="R0-p(R1,C1)-p(R2-Wo1,C2)")
+        print(lake.sql("select source_name, n_points, kk_m, round(kk_mu, 3) as kk_mu, kk_valid, inductive, "
+                       "n_inductive_points, n_time_constants, round(cpe_alpha, 2) as cpe_alpha, circuit "
+                       "from eis_summary order by source_name").df().to_string(index=False))
+        print(lake.sql("select name, value, stderr, unit from eis_fit_parameters")
+              .df().to_string(index=False))
+
+    _step("6. lineage of one prediction, down to the raw bytes")
     pick = None
     if info is not None:
         pick = lake.sql("select p.record_id from predictions p join structures s on s.record_id = p.subject_id "
