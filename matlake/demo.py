@@ -126,7 +126,7 @@ def run(directory: str | os.PathLike, force: bool = False) -> dict:
         analyze(lake)  # every spectrum: lin-KK, rational-function features, DRT
         analyze(lake, where="source_name = 'impedancepy_exampleData.csv'", circuit="R0-p(R1,C1)-p(R2-Wo1,C2)")
         print(lake.sql("select source_name, n_points, kk_m, round(kk_mu, 3) as kk_mu, kk_valid, inductive, "
-                       "n_inductive_points, n_time_constants, round(cpe_alpha, 2) as cpe_alpha, circuit "
+                       "n_inductive_points, n_time_constants, round(cpe_alpha, 2) as cpe_alpha, fit_reliable, circuit "
                        "from eis_summary order by source_name").df().to_string(index=False))
         print(lake.sql("select name, value, stderr, unit from eis_fit_parameters")
               .df().to_string(index=False))

@@ -97,3 +97,26 @@ def test_linkk_auto_m_is_fast():
 def test_linkk_rejects_bad_input_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         lin_kk(**kwargs)
+
+
+def test_linkk_negative_mu_does_not_stop_at_an_under_resolved_m():
+    # noise-free R-RC-C: impedance.py stops at M = 3 with mu = -0.998 and 8 % residuals
+    f = np.logspace(-3, 5, 81)
+    s = 2j * np.pi * f
+    z = 10 + 100 / (1 + s * 1e-2) + 1 / (s * 1e-2)
+    res = lin_kk(f, z, c=0.85, max_m=100, fit_type="complex", add_cap=True)
+    assert res.mu_history[2] < 0  # the early dip is still recorded
+    assert res.m > 3 and 0 <= res.mu <= 0.85
+    assert res.noise_estimate < 0.05
+
+
+def test_linkk_min_m_holds_back_the_mu_test():
+    f = np.logspace(-3, 5, 81)
+    s = 2j * np.pi * f
+    z = 10 + 100 / (1 + s * 1e-2)
+    early = lin_kk(f, z, c=0.85, fit_type="complex", add_cap=True)
+    late = lin_kk(f, z, c=0.85, fit_type="complex", add_cap=True, min_m=9)
+    assert early.m == 3 and late.m >= 9
+    assert late.noise_estimate < early.noise_estimate
+    with pytest.raises(ValueError, match="min_m"):
+        lin_kk(f, z, min_m=0)

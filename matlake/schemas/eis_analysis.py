@@ -62,15 +62,17 @@ EIS_VALIDITY = TableSchema(
 
 EIS_FEATURES = TableSchema(
     name="eis_features",
-    version=1,
+    version=2,  # v2: r_inf_extrapolated, kk_rel_error, fit_reliable (additive)
     domain="eis_analysis",
     description="Circuit-free features of each impedance spectrum (rational fit, poles/zeros, CPE, DRT), wide form",
     hot=("subject_id", "r0", "r_inf", "inductive", "n_time_constants", "cpe_signature", "pattern"),
     columns=(
         _SUBJECT,
         C("r0", pa.float64(), "DC resistance Re Z(s->0) of the rational fit (extrapolated with a series C)", "ohm"),
-        C("r0_extrapolated", pa.bool_(), "r0 is an extrapolation (a series capacitance blocks DC)"),
+        C("r0_extrapolated", pa.bool_(), "r0 is an extrapolation (a series capacitance blocks DC, or the "
+          "low-frequency limit is not reached inside the measured band)"),
         C("r_inf", pa.float64(), "high-frequency resistance Re Z(s->infinity)", "ohm"),
+        C("r_inf_extrapolated", pa.bool_(), "r_inf is not reached inside the measured band"),
         C("series_capacitance", pa.float64(), "series capacitance (pole at the origin); null if none", "F"),
         C("series_inductance", pa.float64(), "series inductance (s term, with measured Im Z > 0); null if none", "H"),
         C("slope_low", pa.float64(), "d log10|Z| / d log10 f over the lowest decade", "1/decade"),
@@ -90,7 +92,12 @@ EIS_FEATURES = TableSchema(
         C("zeros_imag", _F64, "imaginary parts (>= 0) of the same zeros", "rad/s"),
         C("pattern", pa.string(), "in-band poles (P) and zeros (Z) by |s|, complex ones lower-case, e.g. 'PZPZ'"),
         C("rc_interlacing", pa.bool_(), "real poles and zeros interlace with a pole first (an R/C network)"),
-        C("fit_rel_error", pa.float64(), "RMS relative error of the rational fit", ""),
+        C("fit_rel_error", pa.float64(), "RMS relative error |dZ|/|Z| of the rational fit", ""),
+        C("kk_rel_error", pa.float64(), "RMS relative error of a lin-KK fit (3 RC per decade), same measure: "
+          "the data's own consistency level", ""),
+        C("fit_reliable", pa.bool_(), "the rational fit is at the data's level (fit_rel_error <= max(1.5 kk, "
+          "kk + 0.002)) and the data are KK-consistent (kk_rel_error <= 0.02); pole/zero features of "
+          "unreliable fits should not be trusted"),
         C("drt_lambda", pa.float64(), "DRT regularisation parameter (GCV-chosen)", ""),
         C("drt_r_pol", pa.float64(), "polarisation resistance = area under the DRT", "ohm"),
         C("drt_tau", _F64, "DRT grid of relaxation times", "s"),
@@ -177,7 +184,7 @@ VIEWS = {
         select i.record_id as spectrum_id, i.source_name, i.file_format, i.sample, i.n_points, i.f_min, i.f_max,
                v.m as kk_m, v.mu as kk_mu, v.rms_residual as kk_rms_residual, v.valid as kk_valid,
                f.r0, f.r_inf, f.inductive, f.n_inductive_points, f.series_inductance, f.series_capacitance,
-               f.n_time_constants, f.cpe_signature, f.cpe_alpha, f.pattern, f.drt_peaks,
+               f.n_time_constants, f.cpe_signature, f.cpe_alpha, f.pattern, f.fit_reliable, f.drt_peaks,
                ft.record_id as fit_id, ft.circuit, ft.weighting, ft.chi_square as fit_chi_square,
                ft.aic as fit_aic, ft.bic as fit_bic, ft.success as fit_success
         from impedance i

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["EisAnalyzer", "analyze", "auto_initial_guess", "ANALYZER_NAME", "ANALYZER_VERSION"]
 
 ANALYZER_NAME = "eis-analysis"
-ANALYZER_VERSION = "1"  # bump when the science (defaults, guess, feature set) changes
+ANALYZER_VERSION = "2"  # bump when the science (defaults, guess, feature set) changes
 _PER_DECADE = 20  # density of the eis_predicted grid
 
 
@@ -106,6 +106,12 @@ def auto_initial_guess(circuit: "Circuit | str", frequency_hz: np.ndarray, z: np
     branches = _top_branches(c)
     nested = [b for b in branches if not isinstance(b, Element)]
     taus = sorted(t for t in feats.time_constants_s if 1 / (10 * w_max) <= t <= 10 / w_min)
+    if len(taus) < len(nested):
+        # a CPE-like pole ladder counts as one time constant in the features; a circuit
+        # that models it with several branches starts from the ladder's in-band poles
+        ladder = sorted(1.0 / abs(p) for p in feats.poles_rad_s if w_min <= abs(p) <= w_max)
+        if len(ladder) >= len(nested):
+            taus = ladder
     if len(taus) < len(nested):
         taus = list(np.logspace(np.log10(1 / w_max), np.log10(1 / w_min), len(nested) + 2)[1:-1])
     elif len(taus) > len(nested) and nested:
@@ -259,6 +265,7 @@ class EisAnalyzer(Featurizer):
         wide = {
             "record_id": rid("features"), "subject_id": subject, "r0": _clean(feats.r0_ohm),
             "r0_extrapolated": feats.r0_extrapolated, "r_inf": _clean(feats.r_inf_ohm),
+            "r_inf_extrapolated": feats.r_inf_extrapolated,
             "series_capacitance": _clean(feats.series_capacitance_f),
             "series_inductance": _clean(feats.series_inductance_h),
             "slope_low": _clean(feats.slope_low_per_decade), "slope_high": _clean(feats.slope_high_per_decade),
@@ -272,7 +279,8 @@ class EisAnalyzer(Featurizer):
             "zeros_real": [float(v.real) for v in feats.zeros_rad_s],
             "zeros_imag": [float(v.imag) for v in feats.zeros_rad_s],
             "pattern": feats.pattern, "rc_interlacing": feats.rc_interlacing,
-            "fit_rel_error": _clean(feats.fit_rel_error),
+            "fit_rel_error": _clean(feats.fit_rel_error), "kk_rel_error": _clean(feats.kk_rel_error),
+            "fit_reliable": feats.fit_reliable,
             "features_method": f"{_features.FEATURIZER_NAME} {_features.FEATURIZER_VERSION}", **stamp,
         }
         long_rows = [(n, v, u) for n, v, u in feats.to_rows()]

@@ -29,17 +29,21 @@ from typing import Any
 import numpy as np
 
 from matlake.models.eis.rational import RationalFit, fit_rational
-from matlake.models.eis.validity import check_spectrum
+from matlake.models.eis.validity import check_spectrum, lin_kk
 
 __all__ = ["EisFeatures", "extract_features", "FEATURIZER_NAME", "FEATURIZER_VERSION"]
 
 FEATURIZER_NAME = "eis.rational_features"
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"  # 2: limits kept in the data's support, supported time constants, fit quality flag
 
 _BAND = 10.0  # poles/zeros within [omega_min/_BAND, _BAND*omega_max] are "in band"
 _CPE_MIN_POLES = 3
 _CPE_MAX_SPACING_DEC = 1.5  # a CPE needs dense poles; distinct RC arcs are further apart
 _DOUBLET_RTOL = 1e-2
+_TC_BAND = 10**0.5  # a time constant counts when its pole lies within half a decade of the band
+_FIT_QUALITY_RATIO = 1.5  # fit error up to this multiple of the lin-KK residual is "at the noise level"
+_FIT_QUALITY_FLOOR = 2e-3  # ... or this much above it (noise-free spectra have a KK residual ~ 0)
+_KK_VALID = 0.02  # RMS |Z - Z_KK|/|Z| above which the spectrum itself is not KK-consistent
 
 
 @dataclass
@@ -49,6 +53,7 @@ class EisFeatures:
     r0_ohm: float
     r0_extrapolated: bool
     r_inf_ohm: float
+    r_inf_extrapolated: bool
     series_capacitance_f: float | None
     series_inductance_h: float | None
     slope_low_per_decade: float
@@ -67,6 +72,8 @@ class EisFeatures:
     n_time_constants: int
     time_constants_s: list[float]
     fit_rel_error: float
+    kk_rel_error: float
+    fit_reliable: bool
     fit: RationalFit | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +100,7 @@ class EisFeatures:
             ("r0", float(self.r0_ohm), "ohm"),
             ("r0_extrapolated", float(self.r0_extrapolated), "1"),
             ("r_inf", float(self.r_inf_ohm), "ohm"),
+            ("r_inf_extrapolated", float(self.r_inf_extrapolated), "1"),
             ("series_capacitance", opt(self.series_capacitance_f), "F"),
             ("series_inductance", opt(self.series_inductance_h), "H"),
             ("slope_low", float(self.slope_low_per_decade), "1/decade"),
@@ -108,6 +116,8 @@ class EisFeatures:
             ("cpe_alpha", opt(self.cpe_alpha), "1"),
             ("n_time_constants", float(self.n_time_constants), "1"),
             ("fit_rel_error", float(self.fit_rel_error), "1"),
+            ("kk_rel_error", float(self.kk_rel_error), "1"),
+            ("fit_reliable", float(self.fit_reliable), "1"),
         ]
         for k, p in enumerate(self.poles_rad_s, 1):
             rows += [(f"pole_{k}_re", float(p.real), "rad/s"), (f"pole_{k}_im", float(p.imag), "rad/s")]
@@ -166,6 +176,109 @@ def _cpe_runs(items: list[tuple[float, str]]) -> list[list[tuple[float, str]]]:
             continue
         good.append(run)
     return good
+
+
+def _hf_crossing(f: np.ndarray, zz: np.ndarray) -> float | None:
+    """Re Z (Ohm) where measured Im Z turns from capacitive to inductive in the upper half of the band.
+
+    That intercept is the measured high-frequency resistance of an inductive
+    spectrum; ``f`` ascending.  None when there is no such crossing.
+    """
+    neg = zz.imag <= 0
+    idx = np.flatnonzero(neg[:-1] & ~neg[1:])
+    lf = np.log10(f)
+    idx = idx[lf[idx] >= 0.5 * (lf[0] + lf[-1])]
+    if idx.size == 0:
+        return None
+    i = int(idx[0])
+    t = zz.imag[i] / (zz.imag[i] - zz.imag[i + 1])
+    return float(zz.real[i] + t * (zz.real[i + 1] - zz.real[i]))
+
+
+def _limits(
+    f: np.ndarray, zz: np.ndarray, fit: RationalFit, has_cap: bool, noise: float
+) -> tuple[float, bool, float, bool]:
+    """(R0, R0 extrapolated, R_inf, R_inf extrapolated), Ohm.
+
+    The rational function's limits s -> 0 and s -> infinity are extrapolations:
+    a pole just outside the band (or noise at the band edge) can send them
+    anywhere, e.g. R_inf = -13 kOhm on a spectrum whose Re Z is 0.016-0.031 Ohm.
+    A limit is kept only when it is physical (>= 0) and within one measured span
+    of the data's Re Z; then it is flagged extrapolated when the fit has not
+    reached it inside the band.  Otherwise the in-band reading is reported: the
+    measured capacitive/inductive intercept at the high end when there is one,
+    else the fit's Re Z at the band edge (clipped to the measured range).
+    """
+    re = zz.real
+    re_min, re_max = float(re.min()), float(re.max())
+    span = re_max - re_min
+    edges = fit(np.array([f[0], f[-1]]))
+    reached = lambda lim, zedge: abs(lim - zedge.real) <= 3 * noise * abs(zedge)  # noqa: E731
+
+    cross = _hf_crossing(f, zz)
+    d = fit.limit_high
+    if cross is not None:
+        r_inf, r_inf_extrap = cross, False  # measured intercept: no extrapolation needed
+    elif 0.0 <= d <= re_max and d >= re_min - span:
+        r_inf, r_inf_extrap = d, not reached(d, edges[1])
+    else:
+        r_inf, r_inf_extrap = float(np.clip(edges[1].real, max(re_min, 0.0), re_max)), False
+
+    r0 = fit.limit_low
+    if max(0.0, re_min - span) <= r0 <= re_max + span:
+        r0_extrap = has_cap or not reached(r0, edges[0])
+    else:
+        r0, r0_extrap = float(np.clip(edges[0].real, max(re_min, 0.0), re_max)), has_cap
+    return float(r0), bool(r0_extrap), float(r_inf), bool(r_inf_extrap)
+
+
+def _kk_rel_error(f: np.ndarray, zz: np.ndarray) -> float:
+    """RMS |Z - Z_KK| / |Z| of a dense lin-KK fit: the level a stable model can reach.
+
+    Complex fit with series C (the analyzer's variant) but a fixed M of three RC
+    elements per decade (at most N/2): the mu rule can stop at an under-resolved
+    M whose residual measures the grid, not the data.
+    """
+    decades = float(np.log10(f[-1] / f[0]))
+    m = max(1, min(int(np.ceil(3 * decades)) + 1, f.size // 2))
+    kk = lin_kk(f, zz, c=None, max_m=m, fit_type="complex", add_cap=True)
+    return float(np.sqrt(np.mean(kk.residuals_real**2 + kk.residuals_imag**2)))
+
+
+def _supported_time_constants(
+    fit: RationalFit, poles: np.ndarray, w_lo: float, w_hi: float
+) -> list[float]:
+    """Time constants (s) that the data support, fastest first.
+
+    Only poles within half a decade of the band count (stray poles further out
+    model the continuation of a CPE beyond the data, not a relaxation that was
+    measured), near-cancelling pole-zero pairs are skipped, and a cluster of
+    >= 3 poles with gaps <= 1.5 decades - the geometric ladder by which a
+    rational function represents a CPE - counts once, at its geometric mean.
+    """
+    lo, hi = w_lo / _TC_BAND, w_hi * _TC_BAND
+    mags: list[float] = []
+    for p in poles:
+        m = float(abs(p))
+        if not (lo <= m <= hi):
+            continue
+        if fit.zeros.size and np.min(np.abs(fit.zeros - p)) < _DOUBLET_RTOL * m:
+            continue  # near-cancelling pair: no visible relaxation
+        mags.append(m)
+    mags.sort()
+    clusters: list[list[float]] = []
+    for m in mags:
+        if clusters and np.log10(m / clusters[-1][-1]) <= _CPE_MAX_SPACING_DEC:
+            clusters[-1].append(m)
+        else:
+            clusters.append([m])
+    taus: list[float] = []
+    for cl in clusters:
+        if len(cl) >= _CPE_MIN_POLES:
+            taus.append(float(1.0 / np.exp(np.mean(np.log(cl)))))
+        else:
+            taus += [1.0 / m for m in cl]
+    return sorted(taus)
 
 
 def extract_features(
@@ -230,14 +343,12 @@ def extract_features(
     zeros_sub = _upper(fit.zeros_minus(fit.d))
     zeros_sub = np.sort(np.abs(zeros_sub[(zeros_sub.imag == 0) & (zeros_sub.real < 0)]))
     alphas: list[float] = []
-    in_run: set[float] = set()
     for run in runs:
         pm = [m for m, kind in run if kind == "P"]
         for p0, p1 in zip(pm, pm[1:]):
             between = zeros_sub[(zeros_sub > p0) & (zeros_sub < p1)]
             if between.size == 1:
                 alphas.append(float(np.log(between[0] / p0) / np.log(p1 / p0)))
-        in_run.update(pm)
     cpe = bool(runs)
     # the resistor-dominated flank of a ZARC slopes towards 0; the CPE exponent
     # is the plateau of the steep side: median of the upper half
@@ -246,27 +357,23 @@ def extract_features(
         srt = np.sort(alphas)
         alpha = float(np.median(srt[srt.size // 2 :]))
 
-    taus: list[float] = []
-    for run in runs:
-        pm = np.array([m for m, kind in run if kind == "P"])
-        taus.append(float(1.0 / np.exp(np.mean(np.log(pm)))))
-    for p in poles:
-        m = abs(p)
-        if not (lo <= m <= hi) or m in in_run:
-            continue
-        if fit.zeros.size and np.min(np.abs(fit.zeros - p)) < _DOUBLET_RTOL * m:
-            continue  # near-cancelling pair: no visible relaxation
-        taus.append(float(1.0 / m))
-    taus.sort()
+    taus = _supported_time_constants(fit, poles, w_lo, w_hi)
 
     # Im Z > 0 counts as inductive only beyond the noise (R-dominated high-frequency
     # points of a capacitive spectrum scatter around Im Z = 0)
     significant = np.any(zz.imag > 3 * noise * mag)
     inductive = bool(significant) or ind is not None or zero_first
+    r0, r0_extrap, r_inf, r_inf_extrap = _limits(f, zz, fit, cap is not None, noise)
+    kk_rel = _kk_rel_error(f, zz)
+    reliable = (
+        fit.rel_error <= max(_FIT_QUALITY_RATIO * kk_rel, kk_rel + _FIT_QUALITY_FLOOR)
+        and kk_rel <= _KK_VALID
+    )
     return EisFeatures(
-        r0_ohm=fit.limit_low,
-        r0_extrapolated=cap is not None,
-        r_inf_ohm=fit.limit_high,
+        r0_ohm=r0,
+        r0_extrapolated=r0_extrap,
+        r_inf_ohm=r_inf,
+        r_inf_extrapolated=r_inf_extrap,
         series_capacitance_f=cap,
         series_inductance_h=ind,
         slope_low_per_decade=slope_low,
@@ -285,5 +392,7 @@ def extract_features(
         n_time_constants=len(taus),
         time_constants_s=taus,
         fit_rel_error=fit.rel_error,
+        kk_rel_error=kk_rel,
+        fit_reliable=bool(reliable),
         fit=fit,
     )

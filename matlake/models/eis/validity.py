@@ -11,6 +11,14 @@ problem.  M is raised from 1 until the under/over-fit measure
     mu = 1 - sum(|R_k|, R_k < 0) / sum(|R_k|, R_k >= 0)
 
 falls below the cut-off c.  Rows are weighted by 1/|Z| (relative residuals).
+mu is meant to fall from ~1 (under-fit) towards 0 as the RC elements start to
+fit noise.  A *negative* mu (negative resistances outweigh the positive ones) is
+outside that range: on smooth data it comes from a time-constant grid too
+coarse for the spectrum (typically next to a series capacitance), not from
+over-fitting, so it is not taken as a stop signal and M keeps growing.
+impedance.py stops there (e.g. at M = 3 on a noise-free R-RC-C spectrum);
+whenever mu >= 0 the rule is exactly impedance.py's.  ``min_m`` optionally
+withholds the mu test until M reaches a minimum, e.g. one RC per decade.
 
 Conventions follow matlake: Z = Z' + jZ'' with capacitive Z'' < 0, frequency in Hz,
 omega = 2 pi f.  The defaults (fit on the real part, then series L on the
@@ -175,6 +183,7 @@ def lin_kk(
     max_m: int = 50,
     fit_type: FitType = "real",
     add_cap: bool = False,
+    min_m: int = 1,
 ) -> LinKKResult:
     """Run the lin-KK test.
 
@@ -187,12 +196,15 @@ def lin_kk(
     fit_type: 'real' (default, as impedance.py), 'imag' or 'complex'.
     add_cap: also fit a series capacitance (for spectra without a low-frequency
         intercept, e.g. blocking electrodes).
+    min_m: the mu test applies only from M = ``min_m`` on (1: Schönleber's rule).
     """
     f, zz = check_spectrum(frequency_hz, z)
     if c is not None and not (0.0 < c <= 1.0):
         raise ValueError(f"c: expected a mu cut-off in (0, 1], found {c}")
     if max_m < 1:
         raise ValueError(f"max_m: expected >= 1, found {max_m}")
+    if not (1 <= min_m <= max_m):
+        raise ValueError(f"min_m: expected 1 <= min_m <= max_m = {max_m}, found {min_m}")
     w = 2 * np.pi * f
     history: list[float] = []
     if c is None:
@@ -203,13 +215,15 @@ def lin_kk(
         history.append(mu)
     else:
         m = 0
-        mu = 1.0
-        while mu > c and m < max_m:
+        while m < max_m:
             m += 1
             tau = time_constants(f, m)
             sol = _solve(w, zz, tau, fit_type, add_cap)
             mu = _mu(sol[1])
             history.append(mu)
+            # mu < 0 is under-resolution, not over-fitting (see the module notes)
+            if m >= min_m and 0.0 <= mu <= c:
+                break
     r0, rk, ind, inv_c = sol
     cap = (1.0 / inv_c if inv_c != 0 else np.inf) if add_cap else None
     result = LinKKResult(
