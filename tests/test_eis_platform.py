@@ -210,3 +210,27 @@ def test_plot_figures_show_data_fit_and_residual_panel():
     with pytest.raises(ValueError, match="z: expected the shape"):
         spectrum_figures(f, z[:-1])
 
+
+
+def test_rerun_with_same_version_and_options_skips_analysed_spectra_unless_forced(sqlite_lake):
+    lake = sqlite_lake
+    _ingest(lake, "impedancepy_Circuit3_EIS_1.z")
+    first = analyze(lake, drt=False)
+    assert first.n_subjects == 1 and first.skipped == 0
+    last = lake.last_snapshot()
+    again = analyze(lake, drt=False)
+    assert (again.snapshot, again.n_subjects, again.skipped) == (None, 0, 1)
+    assert lake.last_snapshot() == last  # nothing committed
+    other = analyze(lake, drt=True)  # other options: new work
+    assert other.n_subjects == 1
+    forced = analyze(lake, drt=False, force=True)
+    assert forced.n_subjects == 1 and forced.skipped == 0
+    assert lake.sql("select max(version) from eis_validity_all").fetchone()[0] == 3
+    # a new version of the spectrum (e.g. a re-parse) is new work again
+    from matlake.platform.lake import ChangeSet
+
+    row = lake.sql("select * exclude (version, activity_id, schema_version, created_at) from impedance").arrow()
+    cs = ChangeSet("correct")
+    cs.add_rows("impedance", row, cs.activity("correct", "test"))
+    lake.commit(cs)
+    assert analyze(lake, drt=False).n_subjects == 1

@@ -185,22 +185,51 @@ class FeaturizeReport:
     n_subjects: int
     n_rows: dict[str, int]
     errors: dict[str, str]  # subject_id -> message
+    skipped: int = 0  # subjects already featurized in this version with these parameters
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(json.loads(json.dumps(params, default=str)), sort_keys=True)
+
+
+def _already_done(lake: "Lake", featurizer: Any, versions: dict[str, int]) -> set[str]:
+    """Subjects whose current record version an earlier featurize activity of the same
+    name, version and parameters already used (and did not fail on)."""
+    want = _canonical(featurizer.params)
+    with lake.engine.connect() as conn:
+        acts = conn.execute(select(cat.Activity.activity_id, cat.Activity.parameters_json).where(
+            cat.Activity.kind == "featurize", cat.Activity.name == featurizer.name,
+            cat.Activity.agent_version == featurizer.version)).all()
+        same = [a for a, p in acts if _canonical(json.loads(p).get("params")) == want]
+        if not same:
+            return set()
+        used = conn.execute(select(cat.Link.entity_id, cat.Link.entity_version).where(
+            cat.Link.activity_id.in_(same), cat.Link.role == "used", cat.Link.entity_kind == "record")).all()
+    return {rid for rid, ver in used if ver is not None and versions.get(rid) == ver}
 
 
 def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, where: str | None = None,
-              input_sql: str | None = None, progress: bool = False) -> FeaturizeReport:
+              input_sql: str | None = None, progress: bool = False, force: bool = False) -> FeaturizeReport:
     """Run a :class:`~matlake.models.base.Featurizer` over its input view and commit its rows.
 
-    One activity (kind ``featurize``) used every subject record and generated
-    every row; a subject that fails is reported in the activity's parameters
-    and in the returned errors, and the others are committed.
+    One activity (kind ``featurize``) used every subject record (at its
+    version) and generated every row; a subject that fails is reported in the
+    activity's parameters and in the returned errors, and the others are
+    committed.  Subjects whose current version was already featurized by the
+    same featurizer version with the same parameters are skipped, so a
+    scheduled run only does new work; ``force`` re-runs them (adding versions).
     """
     started = cat.utcnow()
     sid, sql, frame = read_view(lake, input_sql or featurizer.input_sql, as_of, where, producer=featurizer.name)
+    subjects = [str(s) for s in frame["subject_id"]]
+    versions = dict(lake.sql(f"select record_id, version from {featurizer.subject_table} "
+                             "where record_id in (select unnest(?))", as_of=sid, params=[subjects]).fetchall()
+                    ) if subjects else {}
+    skip = set() if force else _already_done(lake, featurizer, versions)
     outputs: dict[str, list[dict[str, Any]]] = {}
     errors: dict[str, str] = {}
     done: list[str] = []
-    records = frame.to_dict("records")
+    records = [r for r in frame.to_dict("records") if str(r["subject_id"]) not in skip]
     if progress:
         import sys
 
@@ -218,19 +247,20 @@ def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, whe
         for table, rows in result.items():
             outputs.setdefault(table, []).extend(rows)
     if not done and not errors:
-        return FeaturizeReport(None, None, 0, {}, {})
+        return FeaturizeReport(None, None, 0, {}, {}, skipped=len(skip))
     cs = ChangeSet("featurize", f"{featurizer.name} {featurizer.version} on snapshot {sid}")
     act = cs.activity("featurize", featurizer.name, featurizer.version, started_at=started,
                       parameters={"input_sql": sql, "snapshot_id": sid, "params": featurizer.params,
-                                  "n_subjects": len(frame), "errors": errors},
+                                  "n_subjects": len(frame) - len(skip), "skipped": len(skip), "errors": errors},
                       status="ok" if not errors else ("partial" if done else "failed"),
                       error="; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5]))
     for subject in done:
-        act.used("record", subject, table=featurizer.subject_table)
+        act.used("record", subject, version=versions.get(subject), table=featurizer.subject_table)
     import pyarrow as pa
 
     for table, rows in outputs.items():
         if rows:
             cs.add_rows(table, pa.Table.from_pylist(rows), act, version=None, source=featurizer.name)
     new_sid = lake.commit(cs)
-    return FeaturizeReport(new_sid, act.activity_id, len(done), {t: len(r) for t, r in outputs.items()}, errors)
+    return FeaturizeReport(new_sid, act.activity_id, len(done), {t: len(r) for t, r in outputs.items()}, errors,
+                           skipped=len(skip))

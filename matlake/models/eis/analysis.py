@@ -359,15 +359,16 @@ class EisAnalyzer(Featurizer):
 
 def analyze(lake: "Lake", where: str | None = None, circuit: str | None = None, *, weighting: str = "unit",
             initial: Sequence[float] | Mapping[str, float] | None = None, as_of: int | str | None = None,
-            progress: bool = False, **options: Any) -> "FeaturizeReport":
+            progress: bool = False, force: bool = False, **options: Any) -> "FeaturizeReport":
     """Analyse the `impedance` spectra of ``lake`` (those matching the SQL condition ``where``).
 
     ``where`` may use the columns subject_id, source_name, file_format and sample.
     ``options`` go to :class:`EisAnalyzer` (c, max_m, fit_type, add_cap, kk_threshold, drt,
     exclude_inductive, n_starts).  Returns the platform's featurize report (new snapshot,
-    activity id, rows per table, per-spectrum errors).
+    activity id, rows per table, per-spectrum errors).  Spectra already analysed by this
+    analyzer version with the same options are skipped unless ``force``.
     """
     from matlake.platform.modeling import featurize
 
     analyzer = EisAnalyzer(circuit=circuit, weighting=weighting, initial=initial, **options)
-    return featurize(lake, analyzer, as_of=as_of, where=where, progress=progress)
+    return featurize(lake, analyzer, as_of=as_of, where=where, progress=progress, force=force)

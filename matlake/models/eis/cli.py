@@ -54,11 +54,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                "add_cap": args.add_cap, "kk_threshold": args.kk_threshold, "drt": args.drt,
                                "n_starts": args.n_starts}
     report = analyze(lake, where=args.where, circuit=args.circuit, weighting=args.weighting,
-                     initial=_initial(args.initial), as_of=args.as_of, progress=args.progress, **options)
+                     initial=_initial(args.initial), as_of=args.as_of, progress=args.progress,
+                     force=args.force, **options)
     for subject, msg in report.errors.items():
         print(f"FAILED {subject}: {msg}")
     if report.snapshot is None:
-        print("no spectra matched (nothing committed)")
+        if report.skipped:
+            print(f"nothing new: {report.skipped} spectra already analysed by this analyzer version with these "
+                  "options (--force re-runs them)")
+        else:
+            print("no spectra matched (nothing committed)")
         return 0
     df = _summary(lake, report)
     rows = [{
@@ -175,6 +180,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     s.add_argument("--n-starts", type=int, default=1, help="fit starts (default 1)")
     s.add_argument("--progress", action="store_true", help="progress bar")
     s.add_argument("--strict", action="store_true", help="exit 1 when any spectrum failed")
+    s.add_argument("--force", action="store_true", help="re-analyse spectra already analysed by this analyzer version with the same options")
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("plot", parents=[common], help="Nyquist and Bode PNGs with the latest fit and KK residuals")
