@@ -296,3 +296,13 @@ def test_auto_guess_fits_circuit3_to_the_global_minimum():
     cc2 = circuits.CustomCircuit("R0-p(R1,C1)", initial_guess=list(ours.values))
     cc2.fit(f[keep], z[keep])
     np.testing.assert_allclose(cc2.parameters_, ours.values, rtol=1e-4)
+
+
+def test_cpe_exponent_is_never_reported_from_near_cancelling_pairs():
+    # the Parstat sample's noisy high-frequency end once gave cpe_alpha ~ 1e-5
+    for name in ("impedancepy_exampleDataParstat.txt", "impedancepy_exampleDataGamry.DTA",
+                 "impedancepy_exampleDataBioLogic.mpt", "impedancepy_exampleData.csv"):
+        feats = extract_features(*load_spectrum(name))
+        assert feats.cpe_alpha is None or 0.1 <= feats.cpe_alpha <= 1.0, (name, feats.cpe_alpha)
+        if feats.cpe_alpha is not None:
+            assert feats.cpe_signature  # an exponent is only reported with its signature

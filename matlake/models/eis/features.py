@@ -36,6 +36,7 @@ __all__ = ["EisFeatures", "extract_features", "FEATURIZER_NAME", "FEATURIZER_VER
 FEATURIZER_NAME = "eis.rational_features"
 FEATURIZER_VERSION = "2"  # 2: limits kept in the data's support, supported time constants, fit quality flag
 
+_MIN_CPE_ALPHA = 0.1  # below this a pole/zero ladder is cancellation, not a CPE
 _BAND = 10.0  # poles/zeros within [omega_min/_BAND, _BAND*omega_max] are "in band"
 _CPE_MIN_POLES = 3
 _CPE_MAX_SPACING_DEC = 1.5  # a CPE needs dense poles; distinct RC arcs are further apart
@@ -356,6 +357,10 @@ def extract_features(
     if alphas:
         srt = np.sort(alphas)
         alpha = float(np.median(srt[srt.size // 2 :]))
+        if alpha < _MIN_CPE_ALPHA:
+            # zeros sitting on their poles: near-cancelling pairs (noise), not a
+            # constant phase; the smallest physical exponents (de Levie pores) are ~0.25
+            cpe, alpha = False, None
 
     taus = _supported_time_constants(fit, poles, w_lo, w_hi)
 
