@@ -100,7 +100,8 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
     started = cat.utcnow()
     sid, sql, frame = read_view(lake, view_sql or module.train_sql, as_of, producer=module.name)
     artifact, metrics = module.fit(frame)
-    sha = lake.put_object(module.dumps(artifact))
+    blob = module.dumps(artifact)
+    sha = lake.put_object(blob)
 
     def attempt() -> ModelInfo:
         with lake.engine.connect() as conn:
@@ -117,7 +118,7 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
             act.used("record", rid, table=module.subject_table)
         act.generated("model", model_id)
         act.generated("object", sha)
-        cs.add_object(sha, len(lake.objects.get(sha)), media_type="application/x-model", original_name=f"{module.name}-v{version}")
+        cs.add_object(sha, len(blob), media_type="application/x-model", original_name=f"{module.name}-v{version}")
         fields = dict(model_id=model_id, name=module.name, version=version, module=module.qualified_name(),
                       module_version=module.version, target=module.target, view_sql=sql, snapshot_id=sid,
                       metrics_json=json.dumps(metrics, sort_keys=True), params_json=json.dumps(module.params, sort_keys=True, default=str),
