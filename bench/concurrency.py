@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import matlake  # noqa: E402
 from matlake.platform.operations import doctor  # noqa: E402
-from workers import file_shas, reconcile, write_eis_files  # noqa: E402
+from workers import file_shas, reconcile, write_eis_files, write_ingest_lists  # noqa: E402
 
 WORKERS = ROOT / "tests" / "workers.py"
 SHARED = ROOT.parent / "shared" / "data" / "dft"
@@ -52,14 +51,7 @@ def main() -> int:
                     progress=False)
         lake.close()
         files = write_eis_files(work / "src", 0, args.files, duplicates=args.files // 10)
-        rng = random.Random(0)
-        lists = []
-        for i in range(args.ingesters):
-            mine = list({str(p) for p in files[i::args.ingesters] + rng.sample(files, min(len(files), args.files * 3 // 8))})
-            rng.shuffle(mine)
-            lf = work / f"list-{i}"
-            lf.write_text("\n".join(mine))
-            lists.append(lf)
+        lists = write_ingest_lists(files, work, args.ingesters, args.files * 3 // 8, seed=0)
         stop = work / "stop"
         t0 = time.time()
         readers = [spawn("query", str(root), str(stop)) for _ in range(args.queriers)]

@@ -11,7 +11,6 @@ predicts with the composition regressor while all this runs.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import matlake
 from matlake.platform.operations import doctor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workers import file_shas, reconcile, write_eis_files  # noqa: E402
+from workers import file_shas, reconcile, write_eis_files, write_ingest_lists  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WORKERS = Path(__file__).resolve().parent / "workers.py"
@@ -45,15 +44,7 @@ def test_concurrent_ingest_query_train_loses_and_duplicates_nothing(tmp_path, ba
                           shared("dft", "MAPbI3_mp-977013_symmetrized.cif")], progress=False)
     assert seeded.new == 2  # calculations to train on, a structure to predict for
     files = write_eis_files(tmp_path / "src", 0, 240, duplicates=24)
-    rng = random.Random(7)
-    lists = []
-    for i in range(N_INGEST):
-        # Every file is in some list (files[i::8]); 90 random extra ones make the lists overlap.
-        mine = list({str(p) for p in files[i::N_INGEST] + rng.sample(files, 90)})
-        rng.shuffle(mine)
-        lf = tmp_path / f"list-{i}"
-        lf.write_text("\n".join(mine))
-        lists.append(lf)
+    lists = write_ingest_lists(files, tmp_path, N_INGEST, 90, seed=7)
     stop = tmp_path / "stop"
     t0 = time.time()
     readers = [_spawn("query", str(root), str(stop)) for _ in range(N_QUERY)]

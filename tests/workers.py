@@ -14,6 +14,7 @@ Also :func:`write_eis_files`, the generator of the synthetic EIS CSVs the tests 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,20 @@ def write_eis_files(folder: Path, start: int, count: int, duplicates: int = 0) -
         p.write_bytes(src.read_bytes())
         paths.append(p)
     return paths
+
+
+def write_ingest_lists(files: list[Path], folder: Path, n: int, extra: int, seed: int) -> list[Path]:
+    """One file list per ingest process: every file is in some list (files[i::n]) and
+    ``extra`` random others make the lists overlap, so dedup races happen."""
+    rng = random.Random(seed)
+    lists = []
+    for i in range(n):
+        mine = list({str(p) for p in files[i::n] + rng.sample(files, min(len(files), extra))})
+        rng.shuffle(mine)
+        lf = folder / f"list-{i}"
+        lf.write_text("\n".join(mine))
+        lists.append(lf)
+    return lists
 
 
 def reconcile(lake, table: str = "impedance", parser_prefix: str = "eis-") -> dict:
@@ -116,7 +131,6 @@ def crash_campaign(lake_root: Path, work: Path, kills: int, parallel: int = 4, n
     :func:`reconcile` must hold.  Returns figures.
     """
     import os
-    import random
     import signal
     import subprocess
     from collections import Counter

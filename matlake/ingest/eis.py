@@ -890,6 +890,16 @@ def _detect_zplot(head: bytes, filename: str) -> bool:
     return first.startswith(b"ZPLOT") or (b"Freq(Hz)" in first and b"Z'(a)" in first)
 
 
+def _column_indices(names: list[str], wanted: dict[str, str], col_line: int) -> dict[str, int]:
+    """Index of each wanted column header (ZPlot / ZView-style exports)."""
+    idx = {}
+    for kind, want in wanted.items():
+        if want not in names:
+            raise ParseError(f"column line (line {col_line + 1})", f"a {want!r} column", f"columns {names}")
+        idx[kind] = names.index(want)
+    return idx
+
+
 def _read_zplot(data: bytes, filename: str, options: Mapping[str, Any]) -> list[Spectrum]:
     lines = _lines(data, "utf-8")
     end = next((i for i, ln in enumerate(lines) if ln.strip() == "End Comments"), None)
@@ -928,11 +938,7 @@ def _read_zplot(data: bytes, filename: str, options: Mapping[str, Any]) -> list[
             raise ParseError("Data Points", "an integer", repr(declared))
         if int(declared) != len(rows):
             raise ParseError("data rows", f"{declared} rows as declared by 'Data Points'", f"{len(rows)} (truncated?)")
-    idx = {}
-    for kind, want in (("freq", "Freq(Hz)"), ("real", "Z'(a)"), ("imag", "Z''(b)")):
-        if want not in names:
-            raise ParseError(f"column line (line {col_line + 1})", f"a {want!r} column", f"columns {names}")
-        idx[kind] = names.index(want)
+    idx = _column_indices(names, {"freq": "Freq(Hz)", "real": "Z'(a)", "imag": "Z''(b)"}, col_line)
     bias = names.index("Bias") if "Bias" in names else None
     vals: dict[str, list[float]] = {"freq": [], "real": [], "imag": [], "bias": []}
     for ln, f in rows:
@@ -983,11 +989,7 @@ def _read_autolab(data: bytes, filename: str, options: Mapping[str, Any]) -> lis
             if ln.strip()]
     if declared is not None and declared != len(rows):
         raise ParseError("data rows", f"{declared} rows as declared on line {col_line}", f"{len(rows)} (truncated?)")
-    idx = {}
-    for kind, want in (("freq", "Freq (Hz)"), ("real", "Z'(a)"), ("imag", "Z''(b)")):
-        if want not in names:
-            raise ParseError(f"column line (line {col_line + 1})", f"a {want!r} column", f"columns {names}")
-        idx[kind] = names.index(want)
+    idx = _column_indices(names, {"freq": "Freq (Hz)", "real": "Z'(a)", "imag": "Z''(b)"}, col_line)
     vals: dict[str, list[float]] = {k: [] for k in idx}
     for ln, f in rows:
         if len(f) != len(names):
