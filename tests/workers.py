@@ -6,6 +6,9 @@ Commands:
 - ``query LAKE STOPFILE``             count rows at the latest snapshot until STOPFILE exists, checking at every
                                       snapshot that the impedance rows equal the ok ledger's record count
 - ``train LAKE STOPFILE``             train + predict with the composition regressor until STOPFILE exists
+- ``delete LAKE TABLE IDSFILE``       tombstone the records listed in IDSFILE one by one (racing another process)
+- ``predict LAKE MODEL_ID ROUNDS``    predict ROUNDS times with one model version (racing another process)
+- ``analyze LAKE ROUNDS``             ``eis analyze --force`` ROUNDS times (racing another process)
 
 Each prints one JSON line of figures on stdout and exits 0; any error exits 1 with a traceback on stderr.
 Also :func:`write_eis_files`, the generator of the synthetic EIS CSVs the tests ingest.
@@ -252,7 +255,47 @@ def cmd_train(lake_path: str, stopfile: str) -> dict:
     return {"models": trained, "predictions": predicted}
 
 
-COMMANDS = {"ingest": cmd_ingest, "query": cmd_query, "train": cmd_train}
+def cmd_delete(lake_path: str, table: str, idsfile: str) -> dict:
+    """Delete each listed record on its own; a record another process changed or
+    deleted first is refused (VersionConflict) or already gone, never deleted twice."""
+    import matlake
+    from matlake.platform.lake import LakeError, VersionConflict
+
+    lake = matlake.open(lake_path)
+    deleted = conflicts = gone = 0
+    for rid in Path(idsfile).read_text().split():
+        try:
+            lake.delete(table, [rid], reason="race")
+            deleted += 1
+        except VersionConflict:
+            conflicts += 1
+        except LakeError as exc:
+            if "no live records" not in str(exc):
+                raise
+            gone += 1
+    return {"deleted": deleted, "conflicts": conflicts, "gone": gone}
+
+
+def cmd_predict(lake_path: str, model_id: str, rounds: str) -> dict:
+    import matlake
+    from matlake.platform.modeling import predict
+
+    lake = matlake.open(lake_path)
+    rows = sum(predict(lake, model_id)["n"] for _ in range(int(rounds)))
+    return {"predictions": rows, "rebases": lake.rebases}
+
+
+def cmd_analyze(lake_path: str, rounds: str) -> dict:
+    import matlake
+    from matlake.models.eis.analysis import analyze
+
+    lake = matlake.open(lake_path)
+    subjects = sum(analyze(lake, force=True).n_subjects for _ in range(int(rounds)))
+    return {"subjects": subjects, "rebases": lake.rebases}
+
+
+COMMANDS = {"ingest": cmd_ingest, "query": cmd_query, "train": cmd_train, "delete": cmd_delete,
+            "predict": cmd_predict, "analyze": cmd_analyze}
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
