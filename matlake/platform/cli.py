@@ -264,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    out = _lake(args).predict(args.model, as_of=args.as_of, where=args.where)
+    out = _lake(args).predict(args.model, as_of=args.as_of, where=args.where, allow_pickle=args.allow_pickle)
     print(f"{out['n']} predictions by {out['model_id']} committed in snapshot {out['snapshot']}")
     return 0
 
@@ -382,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model_... id, NAME (latest version) or NAME:VERSION")
     s.add_argument("--as-of")
     s.add_argument("--where", help="extra SQL condition on the predict view")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="unpickle a pickle artifact of an older lake (runs code from objects/: trusted lakes only)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("models", parents=[common], help="list model versions")

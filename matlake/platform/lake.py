@@ -49,11 +49,8 @@ from matlake.platform.config import (
     sqlite_url,
     write_config,
 )
-from matlake.platform.objects import HASH_ALGO, ObjectStore, sha256_bytes, write_atomic
-
-
-class LakeError(Exception):
-    """A user-facing error about the lake (unknown tag, bad id, ...)."""
+from matlake.platform.errors import LakeError
+from matlake.platform.objects import HASH_ALGO, ObjectCorrupted, ObjectStore, sha256_bytes, write_atomic
 
 
 class DuplicateSource(LakeError):
@@ -802,5 +799,5 @@ class VolumetricGrid:
     structure: Any
 
 
-__all__ = ["ChangeSet", "DuplicateSource", "Lake", "LakeError", "LakeNotFound", "PendingActivity", "VersionConflict",
-           "VolumetricGrid"]
+__all__ = ["ChangeSet", "DuplicateSource", "Lake", "LakeError", "LakeNotFound", "ObjectCorrupted", "PendingActivity",
+           "VersionConflict", "VolumetricGrid"]

@@ -5,6 +5,10 @@ an object and registers a model version whose dataset version is the pair
 (view SQL, snapshot id); the train activity *used* the snapshot and every
 training record.  ``predict`` loads a model version and writes rows to
 ``predictions``; the predict activity *used* the model and every subject.
+
+An artifact is read back only after its object's sha256 is checked
+(:class:`~matlake.platform.objects.ObjectCorrupted` otherwise), and pickle
+artifacts of older lakes load only with ``allow_pickle=True``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from matlake.models.base import ModelModule
+from matlake.models.base import ModelModule, artifact_format, load_artifact
 from matlake.platform import catalog as cat
 from matlake.platform.lake import ChangeSet, LakeError, new_id
 
@@ -101,6 +105,7 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
     sid, sql, frame = read_view(lake, view_sql or module.train_sql, as_of, producer=module.name)
     artifact, metrics = module.fit(frame)
     blob = module.dumps(artifact)
+    fmt = artifact_format(blob)
     sha = lake.put_object(blob)
 
     def attempt() -> ModelInfo:
@@ -112,7 +117,7 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
         cs = ChangeSet("train", f"train {module.name} v{version} on snapshot {sid}")
         act = cs.activity("train", module.name, module.version, started_at=started,
                           parameters={"view_sql": sql, "snapshot_id": sid, "params": module.params,
-                                      "module": module.qualified_name()})
+                                      "module": module.qualified_name(), "artifact_format": fmt})
         act.used("snapshot", str(sid))
         for rid in frame["subject_id"].astype(str):
             act.used("record", rid, table=module.subject_table)
@@ -140,11 +145,30 @@ def prediction_record_id(model_id: str, subject_id: str, target: str) -> str:
     return hashlib.sha256(f"{model_id}\x00{subject_id}\x00{target}".encode()).hexdigest()[:32]
 
 
+def load_model(lake: "Lake", model: str, allow_pickle: bool = False) -> tuple[ModelInfo, ModelModule, Any]:
+    """(model version, its module instance, its artifact) of ``model`` (as for :func:`model_info`).
+
+    The artifact's object is hash-checked before it is deserialised; a pickle
+    artifact (older lakes) needs ``allow_pickle=True``.
+    """
+    info = model_info(lake, model)
+    module = load_module(info.module, info.params)
+    return info, module, _artifact(lake, info, module, allow_pickle)
+
+
+def _artifact(lake: "Lake", info: ModelInfo, module: ModelModule, allow_pickle: bool) -> Any:
+    data = lake.objects.get(info.artifact_sha256)  # verified: raises ObjectCorrupted on a mismatch
+    what = f"model {info.name} v{info.version} ({info.model_id}), artifact object {info.artifact_sha256}"
+    return load_artifact(module, data, allow_pickle=allow_pickle, what=what)
+
+
 def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: str | None = None,
-            where: str | None = None) -> dict[str, Any]:
+            where: str | None = None, allow_pickle: bool = False) -> dict[str, Any]:
     """Predict with a model version over its predict view at ``as_of``; commits to ``predictions``.
 
     ``where`` is an extra SQL condition on the predict view's rows.
+    ``allow_pickle`` lets a pickle artifact (written before skops artifacts)
+    be unpickled; only for lakes whose ``objects/`` only trusted people write.
     """
     info = model_info(lake, model)
     module = load_module(info.module, info.params)
@@ -152,7 +176,7 @@ def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: 
     sid, sql, frame = read_view(lake, view_sql or module.predict_sql, as_of, where, producer=module.name)
     if frame.empty:
         return {"model_id": info.model_id, "snapshot": None, "n": 0}
-    artifact = module.loads(lake.objects.get(info.artifact_sha256))
+    artifact = _artifact(lake, info, module, allow_pickle)
     out = module.predict(artifact, frame)
     missing = {"subject_id", "value"} - set(out.columns)
     if missing:

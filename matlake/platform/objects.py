@@ -3,6 +3,12 @@
 Objects are written to a temporary file, fsynced, and renamed into place, so a
 reader never sees a partial object and a crash leaves at worst a temporary or
 an unregistered file that ``matlake gc`` removes.  An object is never modified.
+
+Objects may sit on shared team storage that others can write to, so a read
+checks the bytes against the sha256 they are named for (:meth:`ObjectStore.get`
+raises :class:`ObjectCorrupted` on a mismatch) before anything parses or
+deserialises them.  ``get(sha, verify=False)`` skips the check; use it only
+where the bytes are hashed or copied, never parsed.
 """
 
 from __future__ import annotations
@@ -12,11 +18,40 @@ import os
 import uuid
 from pathlib import Path
 
+from matlake.platform.errors import LakeError
+
 HASH_ALGO = "sha256:v1"
+CHUNK = 1 << 20  # bytes hashed per read when a file is checked without loading it
 
 
 def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (memory stays flat for large objects)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ObjectCorrupted(LakeError):
+    """The bytes of an object file do not hash to the sha256 the object is named for.
+
+    The file was changed after it was written (disk fault, or someone with
+    write access to ``objects/``); nothing is parsed or deserialised from it.
+    """
+
+    def __init__(self, sha: str, found: str, path: Path | str) -> None:
+        self.sha, self.found, self.path = sha, found, str(path)
+        super().__init__(f"object {sha} is corrupted: expected sha256 {sha}, found {found} in file {self.path} "
+                         "(the file changed after it was stored; restore it from a copy of the lake)")
+
+    def __reduce__(self):  # keep the three fields across worker processes
+        return (type(self), (self.sha, self.found, self.path))
 
 
 def fsync_path(path: Path) -> None:
@@ -60,16 +95,43 @@ class ObjectStore:
             write_atomic(path, data)
         return sha
 
-    def get(self, sha: str) -> bytes:
+    def get(self, sha: str, *, verify: bool = True) -> bytes:
+        """The bytes of object ``sha``, checked against their sha256.
+
+        Raises :class:`ObjectCorrupted` when the file's content does not hash
+        to ``sha`` and ``KeyError`` when there is no such object.  With
+        ``verify=False`` the check is skipped: only for callers that do not
+        parse or deserialise the bytes.
+        """
         path = self.path(sha)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise KeyError(f"object {sha} not found in {self.root}") from None
+        if verify:
+            found = sha256_bytes(data)
+            if found != sha:
+                raise ObjectCorrupted(sha, found, path)
         return data
 
+    def check(self, sha: str) -> None:
+        """Raise :class:`ObjectCorrupted` (or ``KeyError`` when missing) unless the file of
+        ``sha`` hashes to ``sha``; reads the file in chunks without keeping it."""
+        path = self.path(sha)
+        try:
+            found = sha256_file(path)
+        except FileNotFoundError:
+            raise KeyError(f"object {sha} not found in {self.root}") from None
+        if found != sha:
+            raise ObjectCorrupted(sha, found, path)
+
     def verify(self, sha: str) -> bool:
-        return sha256_bytes(self.get(sha)) == sha
+        """True when the file of ``sha`` exists and hashes to ``sha``."""
+        try:
+            self.check(sha)
+        except (KeyError, ObjectCorrupted):
+            return False
+        return True
 
     def iter_files(self):
         """Every file under the store (objects and stray temporaries)."""

@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from matlake import schemas
 from matlake.platform import catalog as cat
-from matlake.platform.objects import ObjectStore, fsync_path
+from matlake.platform.objects import ObjectCorrupted, ObjectStore, fsync_path
 
 if TYPE_CHECKING:
     from matlake.platform.ingestion import IngestReport
@@ -136,8 +136,11 @@ def doctor(lake: "Lake", deep: bool = False) -> DoctorReport:
             continue
         if path.stat().st_size != size:
             p.append(f"object {sha}: expected {size} bytes, found {path.stat().st_size}")
-        elif deep and file_sha256(path) != sha:
-            p.append(f"object {sha}: content hash differs from its name")
+        elif deep:
+            try:
+                lake.objects.check(sha)  # the same check (and message) as every read that parses an object
+            except ObjectCorrupted as exc:
+                p.append(str(exc))
     for mid, art, s, aid in models:
         need_snapshot(f"model {mid}", s)
         if not lake.objects.path(art).is_file():
@@ -451,6 +454,7 @@ class RetryResult:
     candidates: int
     missing_objects: list[str]
     report: "IngestReport | None"
+    corrupted_objects: list[str] = field(default_factory=list)  # ObjectCorrupted messages; not retried
 
     @property
     def nothing_new(self) -> bool:
@@ -466,6 +470,8 @@ def retry(lake: "Lake", parser: str | None = None, workers: int = 1) -> RetryRes
     *used* the same raw object.  ``parser`` limits the retry to failures of
     that parser name.  Each source is re-read with the ``--kind`` and parser
 options it was first ingested with (kept in its ingest activity).
+    A raw object whose file no longer hashes to its name is not re-parsed: it
+    is reported in ``corrupted_objects`` and the other sources are retried.
     """
     from matlake.platform.ingestion import SourceItem, ingest
 
@@ -480,19 +486,25 @@ options it was first ingested with (kept in its ingest activity).
         ok = set(conn.execute(select(le.sha256).where(le.status == "ok")).scalars())
     items: dict[str, SourceItem] = {}
     missing: list[str] = []
+    corrupted: list[str] = []
     for sha, path, _p, params_json in failed:
         if sha in ok or sha in items or not sha:
             continue
         if not lake.objects.exists(sha):
             missing.append(f"{path}: raw object {sha} is missing from objects/")
             continue
+        try:
+            lake.objects.check(sha)  # never re-parse bytes that are not the ones first received
+        except ObjectCorrupted as exc:
+            corrupted.append(f"{path}: {exc}")
+            continue
         params = json.loads(params_json or "{}")
         # the kind and options the file was first ingested with (older activities: auto)
         items[sha] = SourceItem(path, params.get("kind", "auto"), params.get("options") or {}, object_sha=sha)
     if not items:
-        return RetryResult(0, missing, None)
+        return RetryResult(0, missing, None, corrupted)
     report = ingest(lake, items=list(items.values()), workers=workers, progress=False)
-    return RetryResult(len(items), missing, report)
+    return RetryResult(len(items), missing, report, corrupted)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -554,21 +566,23 @@ def cmd_retry(args: argparse.Namespace) -> int:
     res = retry(_lake(args), parser=args.parser, workers=args.workers)
     for m in res.missing_objects:
         print(f"MISSING {m}")
+    for m in res.corrupted_objects:
+        print(f"CORRUPTED {m}")
     if res.candidates == 0:
         print("nothing to retry: no failed sources" + (f" of parser {args.parser}" if args.parser else ""))
-        return 1 if res.missing_objects else 0
+        return 1 if res.missing_objects or res.corrupted_objects else 0
     rep = res.report
     assert rep is not None
     if res.nothing_new:
         print(f"nothing new to try: {res.candidates} failed sources were already tried with the current parser "
               f"versions")
-        return 0
+        return 1 if res.corrupted_objects else 0
     for o in rep.outcomes:
         if o.status == "failed":
             print(f"FAILED {o.message}")
     print(f"retried {res.candidates} failed sources: {rep.new} now ok ({rep.records} records), "
           f"{rep.failed} still failing with a new parser version, {rep.unchanged} unchanged")
-    return 0
+    return 1 if res.corrupted_objects else 0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -64,6 +64,8 @@ class CompositionRegressor(ModelModule):
     # Predict for every structure in the lake (including ones with no calculation).
     predict_subject_table = "structures"
     predict_sql = "select record_id as subject_id, reduced_formula from structures where reduced_formula is not null"
+    # The artifact is a skops zip; a forest's trees are the one type skops does not trust by default.
+    trusted_types = ("sklearn.tree._tree.Tree",)
 
     def _x(self, frame: pd.DataFrame) -> np.ndarray:
         x = np.vstack([composition_features(f) for f in frame["reduced_formula"]])
