@@ -127,7 +127,7 @@ def test_cli_ingest_mp_without_a_key_fails_before_any_request_and_says_how_to_se
     assert lake.sql("select count(*) from ledger").fetchone() == (0,) and lake.last_snapshot() == 0
 
 
-def test_the_key_in_pymatgen_settings_file_is_used_as_mp_api_does(replay, tmp_path, monkeypatch):
+def test_the_key_in_pymatgen_settings_file_is_used_as_mp_api_does(replay, tmp_path):
     import subprocess
     import sys
 
