@@ -64,6 +64,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, cli_lake):
     cases = [
         ("sql", "select 1", "--lake", str(tmp_path / "nolake")),
         ("lineage", "nope", "--lake", str(cli_lake)),
+        ("lineage", "ab" * 32, "--down", "--lake", str(cli_lake)),
         ("tag", "x", "--as-of", "999", "--lake", str(cli_lake)),
         ("ingest", str(tmp_path / "missing.cif"), "--lake", str(cli_lake)),
     ]
