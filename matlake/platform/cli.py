@@ -2,7 +2,9 @@
 
 Every command takes ``--lake PATH_OR_URL`` (default ``$MATLAKE_LAKE``, else the
 current directory), has ``--help``, and fails with a one-line message and a
-non-zero exit code (set ``MATLAKE_DEBUG=1`` for the traceback).  Other
+non-zero exit code (set ``MATLAKE_DEBUG=1`` for the traceback); a query error
+keeps DuckDB's hint lines below it.  Output cut short by its reader
+(``matlake sql ... | head``) ends quietly with status 0.  Other
 packages add commands through :data:`EXTENSIONS`: modules with a
 ``register(subparsers, common)`` function.
 """
