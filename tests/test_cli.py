@@ -159,6 +159,11 @@ def test_tag_train_predict_lineage_and_dot(cli_lake, tmp_path):
     out = matlake("lineage", rid, "--lake", str(cli_lake), "--dot", str(dot)).stdout
     assert "ingest" in out and "bytes" in out
     assert dot.read_text().startswith("digraph")
+    # --down from the CIF (not training data): its structure's one prediction, not all nine
+    sha = matlake("sql", "select sha256 from ledger where source_path like '%.cif'", "--lake",
+                  str(cli_lake)).stdout.split()[-1]
+    down = matlake("lineage", sha, "--down", "--max-fanout", "100", "--lake", str(cli_lake)).stdout
+    assert sum("(predictions v1)" in line for line in down.splitlines()) == 1, down
     assert "composition-regressor" in matlake("models", "--lake", str(cli_lake)).stdout
 
 
