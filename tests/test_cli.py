@@ -63,8 +63,8 @@ def test_lake_from_environment_and_working_directory(cli_lake):
 def test_errors_are_one_line_with_nonzero_exit(tmp_path, cli_lake):
     cases = [
         ("sql", "select 1", "--lake", str(tmp_path / "nolake")),
-        ("sql", "select * from nosuchtable", "--lake", str(cli_lake)),
         ("lineage", "nope", "--lake", str(cli_lake)),
+        ("lineage", "ab" * 32, "--down", "--lake", str(cli_lake)),
         ("tag", "x", "--as-of", "999", "--lake", str(cli_lake)),
         ("ingest", str(tmp_path / "missing.cif"), "--lake", str(cli_lake)),
     ]
@@ -73,6 +73,78 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, cli_lake):
         assert proc.returncode != 0, args
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("matlake: error:"), (args, proc.stderr)
+
+
+@pytest.mark.parametrize(("query", "hint"), [
+    ("select formla from structures", 'Candidate bindings: "formula"'),
+    ("select * from structure", 'Did you mean "structures"?'),
+    ("select * from ledgr", 'Did you mean "ledger"?'),  # a catalog view DuckDB has not seen yet
+    ("select * from nosuchtable", "Tables and views: activities, calculations"),
+    ("select floorr(1.5)", 'Did you mean "floor"'),
+])
+def test_sql_errors_keep_duckdb_suggestions(cli_lake, query, hint):
+    proc = matlake("sql", query, "--lake", str(cli_lake), check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("matlake: error:") and 2 <= len(lines) <= 8, proc.stderr
+    assert hint in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sql_syntax_error_shows_the_query_line_with_a_caret(cli_lake):
+    proc = matlake("sql", "selct 1", "--lake", str(cli_lake), check=False)
+    lines = proc.stderr.rstrip().splitlines()
+    assert proc.returncode == 1 and 'syntax error at or near "selct"' in lines[0]
+    assert lines[1] == "LINE 1: selct 1" and lines[2].strip() == "^"
+
+
+def _sql_lines(*args: str, env=None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | (env or {})
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "sql", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_sql_output_fits_120_columns_when_piped_and_names_the_columns_left_out(cli_lake):
+    lines = _sql_lines("select * from structures", "--lake", str(cli_lake))
+    assert max(len(line) for line in lines) <= 120
+    assert lines[0].split()[:2] == ["record_id", "version"]
+    assert len(lines) == 1 + 9 + 1  # header, nine structures, the note
+    assert lines[-1].startswith("23 more columns: formula, reduced_formula, chemsys")
+    narrow = _sql_lines("select * from structures", "--lake", str(cli_lake), "--max-width", "50")
+    assert max(len(line) for line in narrow) <= 50
+    assert narrow[-1].startswith("25 more columns: schema_version, created_at")  # activity_id cut to fit
+    env = _sql_lines("select * from structures", "--lake", str(cli_lake), env={"COLUMNS": "80"})
+    assert max(len(line) for line in env) <= 80
+
+
+def test_sql_cuts_long_cells_and_wide_prints_them_whole(cli_lake):
+    lines = _sql_lines("select structure_json from structures limit 1", "--lake", str(cli_lake))
+    assert len(lines) == 2 and len(lines[1]) == 120 and lines[1].endswith("…")
+    wide = _sql_lines("select * from structures", "--lake", str(cli_lake), "--wide")
+    assert len(wide) == 10 and not any("more columns" in line for line in wide)
+    assert max(len(line) for line in wide) > 1000 and "structure_json" in wide[0]
+    assert not any(line.endswith("…") for line in wide)
+
+
+def test_sql_into_head_stops_quietly_with_status_zero(cli_lake):
+    # Far more output than a pipe buffers, so the writer meets the closed pipe.
+    proc = subprocess.Popen([sys.executable, "-m", "matlake.platform.cli", "sql", "select * from range(300000)",
+                             "--max-rows", "1000000", "--lake", str(cli_lake)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0
+    assert first.strip() == b"range" and err == b""
+
+
+def test_sql_into_head_through_a_shell_pipeline(cli_lake):
+    cmd = (f"set -o pipefail; '{sys.executable}' -m matlake.platform.cli sql 'select * from range(300000)' "
+           f"--max-rows 1000000 --lake '{cli_lake}' | head -n 3")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert [line.strip() for line in proc.stdout.splitlines()] == ["range", "0", "1"]
 
 
 def test_tag_train_predict_lineage_and_dot(cli_lake, tmp_path):
@@ -87,6 +159,11 @@ def test_tag_train_predict_lineage_and_dot(cli_lake, tmp_path):
     out = matlake("lineage", rid, "--lake", str(cli_lake), "--dot", str(dot)).stdout
     assert "ingest" in out and "bytes" in out
     assert dot.read_text().startswith("digraph")
+    # --down from the CIF (not training data): its structure's one prediction, not all nine
+    sha = matlake("sql", "select sha256 from ledger where source_path like '%.cif'", "--lake",
+                  str(cli_lake)).stdout.split()[-1]
+    down = matlake("lineage", sha, "--down", "--max-fanout", "100", "--lake", str(cli_lake)).stdout
+    assert sum("(predictions v1)" in line for line in down.splitlines()) == 1, down
     assert "composition-regressor" in matlake("models", "--lake", str(cli_lake)).stdout
 
 

@@ -125,13 +125,41 @@ def test_run_is_incremental_and_recorded_as_a_job_activity(lake):
 
     acts = lake.sql("select activity_id, parameters_json, status from activities where kind = 'job' "
                     "order by started_at").fetchall()
-    assert [json.loads(p)["new"] for _a, p, _s in acts] == [2, 1, 0]
-    assert [json.loads(p)["run_id"] for _a, p, _s in acts] == [first.run_id, second.run_id, third.run_id]
-    assert [r["activity_id"] for r in runs(lake)] == [a for a, _p, _s in acts]
+    # the third run found nothing new: no activity, only its job_runs row
+    assert [json.loads(p)["new"] for _a, p, _s in acts] == [2, 1]
+    assert [json.loads(p)["run_id"] for _a, p, _s in acts] == [first.run_id, second.run_id]
+    assert [r["activity_id"] for r in runs(lake)] == [a for a, _p, _s in acts] + [None]
+    assert third.activity_id is None and third.snapshots == []
     with lake.engine.connect() as conn:
         gen = conn.execute(sa.select(cat.Link.entity_id).where(cat.Link.activity_id == first.activity_id,
                                                                cat.Link.entity_kind == "snapshot")).scalars().all()
     assert gen == [str(s) for s in first.snapshots] and first.snapshots
+
+
+def test_runs_over_unchanged_files_commit_no_snapshot_but_stay_visible_in_status(lake):
+    raw = lake.root.parent / "raw"
+    put(raw, EIS[0])
+    put(raw, EIS[1])
+    job = make_job(lake)
+    first = J.run_job(lake, job)
+    assert first.new == 2 and first.activity_id is not None
+    after_first = lake.last_snapshot()
+    assert after_first == max(first.snapshots) + 1  # the ingest batch, then the run's activity
+    second = J.run_job(lake, job)
+    third = J.run_job(lake, job)
+    assert (second.status, second.new, second.unchanged) == ("ok", 0, 2)
+    assert (third.status, third.new, third.unchanged) == ("ok", 0, 2)
+    assert lake.last_snapshot() == after_first
+    assert second.snapshots == [] and second.activity_id is None and third.activity_id is None
+    recorded = runs(lake)
+    assert [r["run_id"] for r in recorded] == [first.run_id, second.run_id, third.run_id]
+    assert [(r["status"], r["n_new"], r["n_unchanged"]) for r in recorded[1:]] == [("ok", 0, 2)] * 2
+
+    (lake.root / "jobs.toml").write_text('[[job]]\nname = "eis"\nsources = ["raw/*"]\n')
+    out = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "jobs", "status", "--lake", str(lake.root)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sum(third.run_id in line or second.run_id in line for line in out.stdout.splitlines()) == 2
 
 
 def test_dry_run_lists_new_files_and_writes_nothing(sqlite_lake):
@@ -420,7 +448,8 @@ def test_serve_runs_incrementally_on_schedule_and_stops_cleanly_on_sigterm(lake)
     assert J.active_leases(lake) == []
     # Every run's activity is committed; every registered file exists; three files, each ingested once.
     acts = {a for (a,) in lake.sql("select activity_id from activities where kind = 'job'").fetchall()}
-    assert {r["activity_id"] for r in all_runs} == acts
+    assert {r["activity_id"] for r in all_runs if r["n_new"] or r["n_failed"]} == acts
+    assert all(r["activity_id"] is None for r in all_runs if not (r["n_new"] or r["n_failed"]))
     assert all((lake.root / f["path"]).exists() for f in lake.files_at(lake.last_snapshot()))
     assert sorted(Path(p).name for *_x, p in ledger(lake)) == sorted(EIS)
     assert lake.sql("select count(*) from impedance").fetchone()[0] == 3

@@ -77,11 +77,55 @@ def test_lineage_downstream_from_a_raw_file_finds_the_model_and_predictions(trai
     assert {"calculations", "structures", "predictions"} <= tables
 
 
+def _predictions_reached(g) -> set[str]:
+    return {n[1] for n in g.reaches("record", "down") if "(predictions " in g.labels[n]}
+
+
+def test_lineage_down_from_a_raw_file_reaches_only_the_predictions_of_its_own_records(trained):
+    lake, info, out = trained
+    # The predict run used all nine structures; the CIF's structure is not in the training data.
+    used = lake.sql("select count(*) from catalog_links where activity_id = ? and role = 'used' "
+                    "and entity_kind = 'record'", params=[out["activity_id"]]).fetchone()[0]
+    assert used == 9
+    sha = lake.sql("select sha256 from ledger where source_path like '%MAPbI3_mp-977013_symmetrized.cif'").fetchone()[0]
+    mine = {r[0] for r in lake.sql("select p.record_id from predictions p join structures s on s.record_id = "
+                                   "p.subject_id where s.source_sha256 = ?", params=[sha]).fetchall()}
+    assert len(mine) == 1
+    g = lineage(lake, sha, direction="down", max_fanout=100)
+    assert _predictions_reached(g) == mine
+    assert ("activity", out["activity_id"]) in g.reaches("activity", "down")
+    assert not g.reaches("model", "down")  # the CIF did not train the model
+    # the same from the structure record itself
+    structure = lake.sql("select record_id from structures where source_sha256 = ?", params=[sha]).fetchone()[0]
+    assert _predictions_reached(lineage(lake, structure, direction="down", max_fanout=100)) == mine
+
+
+def test_lineage_down_from_training_data_reaches_every_prediction_through_the_model(trained):
+    lake, info, out = trained
+    sha = lake.sql("select sha256 from ledger where source_path like '%Si_static_vasprun.xml.gz'").fetchone()[0]
+    g = lineage(lake, sha, direction="down", max_fanout=100)
+    everything = {r[0] for r in lake.sql("select record_id from predictions").fetchall()}
+    assert len(everything) == out["n"] == 9 and _predictions_reached(g) == everything
+    # from the model: everything it predicted; from a snapshot-less activity root: all it generated
+    assert _predictions_reached(lineage(lake, info.model_id, direction="down", max_fanout=100)) == everything
+    assert _predictions_reached(lineage(lake, out["activity_id"], direction="down", max_fanout=100)) == everything
+
+
 def test_lineage_of_unknown_id_is_a_clear_error(sqlite_lake):
     from matlake.platform.lake import LakeError
 
-    with pytest.raises(LakeError, match="no record, activity"):
+    with pytest.raises(LakeError, match="no object .*, record, activity"):
         lineage(sqlite_lake, "deadbeef")
+
+
+@pytest.mark.parametrize("unknown", ["0" * 64, "act_0000000000000000", "model_00000000", "snapshot:99"])
+def test_lineage_of_an_unknown_well_formed_id_is_an_error_not_an_empty_tree(trained, unknown):
+    from matlake.platform.lake import LakeError
+
+    lake, _info, _out = trained
+    for direction in ("up", "down"):
+        with pytest.raises(LakeError, match=f"no object .* with id '{unknown}'"):
+            lineage(lake, unknown, direction=direction)
 
 
 def test_composition_features_are_fraction_weighted():

@@ -96,3 +96,49 @@ def test_cli_ingest_mp_query_keeps_the_api_response_as_the_raw_object(replay, en
     bad = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "ingest", "mp", "--query", "{not json",
                           "--lake", str(root)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--query: expected JSON criteria" in bad.stderr
+
+
+def _env_without_key(home) -> dict[str, str]:
+    """The environment with no Materials Project key anywhere mp-api or pymatgen look."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MP_API_KEY", "PMG_MAPI_KEY", "MAPI_KEY", "PMG_CONFIG_FILE")}
+    env["HOME"] = str(home)  # no ~/.config/.pmgrc.yaml or ~/.pmgrc.yaml there
+    return env
+
+
+def test_cli_ingest_mp_without_a_key_fails_before_any_request_and_says_how_to_set_it(replay, tmp_path):
+    import subprocess
+    import sys
+
+    import matlake
+
+    root = tmp_path / "lake"
+    matlake.init(root).close()
+    before = len(replay.requests)
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "ingest", "mp", "--query",
+                           '{"chemsys": "Ga-N"}', "--endpoint", replay.endpoint, "--lake", str(root)],
+                          capture_output=True, text=True, timeout=300, env=_env_without_key(tmp_path))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("matlake: error: no Materials Project API key")
+    assert "export MP_API_KEY=" in lines[0] and "PMG_MAPI_KEY" in lines[0] and ".pmgrc.yaml" in lines[0]
+    assert len(replay.requests) == before  # nothing reached the (local) API
+    lake = matlake.open(root)
+    assert lake.sql("select count(*) from ledger").fetchone() == (0,) and lake.last_snapshot() == 0
+
+
+def test_the_key_in_pymatgen_settings_file_is_used_as_mp_api_does(replay, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / ".config").mkdir()
+    (tmp_path / ".config" / ".pmgrc.yaml").write_text(f"PMG_MAPI_KEY: {'k' * 32}\n")
+    code = ("import sys; from matlake.ingest import mp; "
+            "print(mp.resolve_api_key()); "
+            f"blob = mp.fetch({{'chemsys': 'Ga-N'}}, endpoint={replay.endpoint!r}, electronic=False); "
+            "print(len(blob) > 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=_env_without_key(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["k" * 32, "True"]
+

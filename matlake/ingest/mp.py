@@ -276,6 +276,37 @@ def _from_blob(blob: dict) -> tuple[list, dict[str, dict]]:
 # --- the Materials Project client --------------------------------------------------------
 
 
+class MissingApiKey(ValueError):
+    """No Materials Project API key is configured; raised before any network use."""
+
+
+def resolve_api_key(explicit: str | None = None) -> str:
+    """The Materials Project API key that mp-api will use, or :class:`MissingApiKey`.
+
+    mp-api looks, in order, at the key passed in, the ``MP_API_KEY`` environment
+    variable, and pymatgen's ``PMG_MAPI_KEY`` setting (the environment variable of
+    that name, or ``PMG_MAPI_KEY: <key>`` in ``~/.config/.pmgrc.yaml``, or the file
+    named by ``PMG_CONFIG_FILE``).  Without any of them it would send unauthenticated
+    requests and wait on the server's refusals; this fails at once instead.
+    """
+    import os
+
+    key = explicit or os.environ.get("MP_API_KEY")
+    if not key:
+        try:
+            from pymatgen.core import SETTINGS
+
+            key = SETTINGS.get("PMG_MAPI_KEY")
+        except Exception:  # noqa: BLE001 - an unreadable settings file is the same as no key here
+            key = None
+    if not key or not str(key).strip():
+        raise MissingApiKey(
+            "no Materials Project API key: get one at https://materialsproject.org/api, then "
+            "export MP_API_KEY=<key> (or pass --api-key KEY, or put 'PMG_MAPI_KEY: <key>' "
+            "in ~/.config/.pmgrc.yaml, pymatgen's settings file)")
+    return str(key).strip()
+
+
 def fetch(
     criteria: dict[str, Any],
     *,
@@ -293,9 +324,13 @@ def fetch(
     the same materials.  The blob keeps the documents exactly as the API
     returned them, with the query, endpoint, client version and database
     version, and is read back by the ``mp-json`` parser.
+
+    Without an API key (see :func:`resolve_api_key`) it raises :class:`MissingApiKey`
+    before any network use.
     """
     import os
 
+    api_key = resolve_api_key(api_key)
     os.environ.setdefault("MPRESTER_MUTE_PROGRESS_BARS", "true")
     from importlib.metadata import version
 

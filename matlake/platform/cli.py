@@ -2,7 +2,9 @@
 
 Every command takes ``--lake PATH_OR_URL`` (default ``$MATLAKE_LAKE``, else the
 current directory), has ``--help``, and fails with a one-line message and a
-non-zero exit code (set ``MATLAKE_DEBUG=1`` for the traceback).  Other
+non-zero exit code (set ``MATLAKE_DEBUG=1`` for the traceback); a query error
+keeps DuckDB's hint lines below it.  Output cut short by its reader
+(``matlake sql ... | head``) ends quietly with status 0.  Other
 packages add commands through :data:`EXTENSIONS`: modules with a
 ``register(subparsers, common)`` function.
 """
@@ -44,17 +46,12 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def print_frame(df, max_rows: int = 50) -> None:
-    import pandas as pd
+def print_frame(df, max_rows: int = 50, width: int | None = None, wide: bool = False) -> None:
+    """Print a DataFrame fitted to the terminal (see :mod:`matlake.platform.display`)."""
+    from matlake.platform.display import format_frame
 
-    if df.empty:
-        print("(no rows)" if len(df.columns) else "(no result)")
-        return
-    with pd.option_context("display.max_rows", max_rows, "display.max_columns", 30, "display.width", 200,
-                           "display.max_colwidth", 60):
-        print(df.to_string(max_rows=max_rows, index=False))
-    if len(df) > max_rows:
-        print(f"({len(df)} rows)")
+    for line in format_frame(df, max_rows=max_rows, width=width, wide=wide):
+        print(line)
 
 
 # --------------------------------------------------------------------------- commands
@@ -137,7 +134,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         check_read_only(args.query)
     result = lake.sql(args.query, as_of=args.as_of)
     if args.csv or args.parquet:
-        table = result.arrow()
+        table = _fetch(result.arrow)
         if args.csv:
             import pyarrow.csv as pacsv
 
@@ -149,8 +146,20 @@ def cmd_sql(args: argparse.Namespace) -> int:
             pq.write_table(table, args.parquet)
             print(f"wrote {table.num_rows} rows to {args.parquet}")
         return 0
-    print_frame(result.df(), args.max_rows)
+    print_frame(_fetch(result.df), args.max_rows, width=args.max_width, wide=args.wide)
     return 0
+
+
+def _fetch(fn):
+    """Run a query's fetch; DuckDB errors raised while executing keep their hints."""
+    import duckdb
+
+    from matlake.platform.query import QueryError, error_message
+
+    try:
+        return fn()
+    except duckdb.Error as exc:
+        raise QueryError(error_message(exc)) from exc
 
 
 def _flat_for_csv(table):
@@ -327,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", metavar="FILE")
     s.add_argument("--parquet", metavar="FILE")
     s.add_argument("--write", action="store_true", help="allow non-SELECT statements (in-memory only)")
-    s.add_argument("--max-rows", type=int, default=50)
+    s.add_argument("--max-rows", type=int, default=50, help="rows printed (default 50)")
+    s.add_argument("--max-width", type=int, metavar="N",
+                   help="characters per line (default: the terminal's width, 120 when output is not a terminal)")
+    s.add_argument("--wide", action="store_true", help="print every column and whole cells, however long the lines")
     s.set_defaults(func=cmd_sql)
 
     s = sub.add_parser("tag", parents=[common], help="name a snapshot")
@@ -404,16 +416,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_closed()
     except KeyboardInterrupt:
         print("matlake: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error becomes one line
         if os.environ.get("MATLAKE_DEBUG"):
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"matlake: error: {msg}", file=sys.stderr)
+        print(f"matlake: error: {_error_text(exc)}", file=sys.stderr)
         return 1
+
+
+def _error_text(exc: Exception) -> str:
+    """One line; a query error keeps DuckDB's hint lines ("Did you mean", candidates) below it."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    query = sys.modules.get("matlake.platform.query")  # not loaded: the error cannot be a QueryError
+    return text if query is not None and isinstance(exc, query.QueryError) else text.splitlines()[0]
+
+
+def _reader_closed() -> int:
+    """The reader of our output went away (``matlake sql ... | head``): stop quietly, as
+    Unix tools do.  Standard output now points at /dev/null so that Python's own flush
+    at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,8 +27,9 @@ A run (``run_job``) holds the lease ``job:NAME`` while it works, so two runs
 of one job never overlap, whatever process or host starts them.  It is
 incremental through the ingest ledger: files whose bytes were already ingested
 by the same parser version count as ``unchanged``.  Each run is recorded in
-``job_runs`` and committed as an activity of kind ``job`` whose parameters
-hold the counts and which *generated* the snapshots of its ingest batches.
+``job_runs``; a run that ingested something is also committed as an activity
+of kind ``job`` whose parameters hold the counts and which *generated* the
+snapshots of its ingest batches.  A run with nothing new commits nothing.
 """
 
 from __future__ import annotations
@@ -652,7 +653,24 @@ def _run_locked(lake: "Lake", job: Job, lease: Lease, trigger: str, stop: thread
 
 def _finish(lake: "Lake", job: Job, result: RunResult, started: datetime, trigger: str,
             write: Callable[[Callable[[Any], Any]], Any]) -> None:
-    """Commit the run's activity, then close its ``job_runs`` row."""
+    """Commit the run's activity, then close its ``job_runs`` row.
+
+    A run that committed no ingest snapshot (every file unchanged or deferred,
+    or a run that failed before writing) changed nothing in the lake: it
+    commits no activity and so no snapshot; its ``job_runs`` row alone
+    records it, with ``activity_id`` empty.
+    """
+    if result.snapshots:
+        _commit_activity(lake, job, result, started, trigger)
+    R = cat.JobRun
+    write(lambda conn: conn.execute(update(R).where(R.run_id == result.run_id).values(
+        activity_id=result.activity_id, ended_at=cat.utcnow(), status=result.status, n_new=result.new,
+        n_unchanged=result.unchanged, n_failed=result.failed, n_deferred=result.deferred,
+        n_records=result.records, error=result.error[:4000])))
+
+
+def _commit_activity(lake: "Lake", job: Job, result: RunResult, started: datetime, trigger: str) -> None:
+    """The run as a ``job`` activity that generated its ingest snapshots."""
     import matlake
     from matlake.platform.lake import ChangeSet
 
@@ -674,11 +692,6 @@ def _finish(lake: "Lake", job: Job, result: RunResult, started: datetime, trigge
         result.error = (result.error + "; " if result.error else "") + f"activity not committed: {exc}"
         if result.status == "ok":
             result.status = "failed"
-    R = cat.JobRun
-    write(lambda conn: conn.execute(update(R).where(R.run_id == result.run_id).values(
-        activity_id=result.activity_id, ended_at=cat.utcnow(), status=result.status, n_new=result.new,
-        n_unchanged=result.unchanged, n_failed=result.failed, n_deferred=result.deferred,
-        n_records=result.records, error=result.error[:4000])))
 
 
 def recent_runs(lake: "Lake", job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

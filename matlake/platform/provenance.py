@@ -67,23 +67,38 @@ class _Walker:
         self.qe = lake.query_engine()
         self.max_fanout = max_fanout
         self.focus: dict[str, set[str]] = {}  # activity -> the subject records a walk is about
+        # Walking down: activity -> the used records/objects it was reached from (None: all of its
+        # outputs, e.g. reached from a model or a snapshot, which every output depends on).
+        self.down_focus: dict[str, set[str] | None] = {}
 
     # ---- lookups
     def resolve(self, entity_id: str) -> Node:
+        """The node an id names; an id that names nothing in the lake is an error, not an empty graph."""
         eid = entity_id.strip()
-        if eid.startswith("act_"):
+        if eid.startswith("act_") and self.activity(eid) is not None:
             return ("activity", eid)
-        if eid.startswith("model_"):
+        if eid.startswith("model_") and self.model(eid) is not None:
             return ("model", eid)
-        if HEX64.match(eid):
+        if HEX64.match(eid) and self.object_known(eid):
             return ("object", eid)
-        if eid.startswith("snapshot:") and eid[9:].isdigit():
+        if eid.startswith("snapshot:") and eid[9:].isdigit() and int(eid[9:]) <= self.qe.snapshot:
             return ("snapshot", eid[9:])
         if self.record_rows(eid):
             return ("record", eid)
         from matlake.platform.lake import LakeError
 
-        raise LakeError(f"no record, activity (act_...), object (64 hex) or model (model_...) with id {entity_id!r}")
+        raise LakeError(f"no object (64 hex), record, activity (act_...), model (model_...) or snapshot "
+                        f"(snapshot:N) with id {entity_id!r} in this lake")
+
+    def object_known(self, sha: str) -> bool:
+        """Whether the lake knows object ``sha``: stored, in the ingest ledger, or in a link."""
+        with Session(self.lake.engine) as conn:
+            for q in (select(cat.StoredObject.sha256).where(cat.StoredObject.sha256 == sha),
+                      select(cat.LedgerEntry.sha256).where(cat.LedgerEntry.sha256 == sha),
+                      select(cat.Link.entity_id).where(cat.Link.entity_id == sha)):
+                if conn.execute(q.limit(1)).first() is not None:
+                    return True
+        return False
 
     def record_rows(self, rid: str) -> list[dict[str, Any]]:
         from matlake import schemas
@@ -133,9 +148,22 @@ class _Walker:
             paths = conn.execute(select(cat.LedgerEntry.source_path).where(cat.LedgerEntry.sha256 == sha)).scalars().all()
             return {"size": o.size, "name": o.original_name, "media_type": o.media_type, "paths": sorted(set(paths))}
 
-    def generated_records(self, aid: str) -> list[tuple[str, str, int]]:
-        parts = [f"select '{t}', record_id, version from {t}_all where activity_id = $aid" for t in self.qe.row_tables]
+    def generated_records(self, aid: str) -> list[tuple[str, str, int, str | None, str | None]]:
+        """(table, record_id, version, subject_id, source_sha256) of the rows ``aid`` generated;
+        the last two are null where the table has no such column."""
+        from matlake import schemas
+
+        parts = []
+        for t in self.qe.row_tables:
+            cols = {c.name for c in schemas.get(t).columns}
+            subject = "subject_id" if "subject_id" in cols else "null::varchar"
+            source = "source_sha256" if "source_sha256" in cols else "null::varchar"
+            parts.append(f"select '{t}', record_id, version, {subject}, {source} from {t}_all where activity_id = $aid")
         return [tuple(r) for r in self.qe.con.execute(" union all ".join(parts), {"aid": aid}).fetchall()]
+
+    def focus_of(self, aid: str) -> frozenset[str] | None:
+        f = self.down_focus.get(aid)
+        return None if f is None else frozenset(f)
 
     # ---- labels
     def label(self, node: Node) -> str:
@@ -198,9 +226,26 @@ class _Walker:
     def down(self, node: Node) -> list[tuple[Node, str]]:
         kind, nid = node
         if kind in ("record", "object", "model", "snapshot"):
-            return [(("activity", l["activity_id"]), "used") for l in self.links("entity_id", nid, "used")]
+            out = []
+            for l in self.links("entity_id", nid, "used"):
+                aid = l["activity_id"]
+                if kind in ("record", "object"):
+                    # Follow this entity, not the whole activity: of what the activity made,
+                    # only the rows derived from this record or file (see _derived_from).
+                    if aid not in self.down_focus:
+                        self.down_focus[aid] = set()
+                    if self.down_focus[aid] is not None:
+                        self.down_focus[aid].add(nid)
+                else:
+                    self.down_focus[aid] = None  # a model or snapshot: everything made depends on it
+                out.append((("activity", aid), "used"))
+            return out
         if kind == "activity":
-            out = [(("record", rid), "wasGeneratedBy") for (_t, rid, _v) in self.generated_records(nid)]
+            focus = self.down_focus.get(nid)
+            rows = self.generated_records(nid)
+            if focus is not None:
+                rows = [r for r in rows if _derived_from(r, focus)]
+            out = [(("record", rid), "wasGeneratedBy") for (_t, rid, *_rest) in rows]
             out += [(("model", m), "wasGeneratedBy") for m in self.models_by_activity(nid)]
             out += [(("object", l["id"]), "wasGeneratedBy") for l in self.links("activity_id", nid, "generated")
                     if l["kind"] == "object"]
@@ -208,26 +253,55 @@ class _Walker:
         return []
 
 
+def _derived_from(row: tuple[str, str, int, str | None, str | None], inputs: set[str]) -> bool:
+    """Whether a generated row comes from one of ``inputs`` (record ids, object hashes) of its
+    activity: a new version of a used record; a derived row (feature, prediction, EIS
+    analysis) whose ``subject_id`` names its input; a parsed row whose ``source_sha256`` names
+    its raw file.  A row that says nothing about its input is kept."""
+    _table, record_id, _version, subject_id, source_sha256 = row
+    if record_id in inputs:
+        return True
+    if subject_id is not None:
+        return subject_id in inputs
+    if source_sha256 is not None:
+        return source_sha256 in inputs
+    return True
+
+
 def lineage(lake: "Lake", entity_id: str, direction: str = "up", depth: int = 12, max_fanout: int = 25) -> Graph:
     """The provenance graph around ``entity_id``: ``up`` (what made it), ``down``
     (what was derived from it) or ``both``.  At most ``max_fanout`` neighbours of
-    one node are followed; the rest are counted in ``Graph.truncated``."""
+    one node are followed; the rest are counted in ``Graph.truncated``.
+
+    Downstream, the walk follows records rather than whole activities: from a raw
+    file or a record it reaches, of an activity that used many inputs, only the rows
+    derived from the ones it came through (a predict run over records A and B, seen
+    from A's raw file, shows A's predictions).  From a model or a snapshot it reaches
+    everything the activity made.  An id that names nothing is a :class:`LakeError`.
+    """
     if direction not in ("up", "down", "both"):
         raise ValueError(f"direction: expected up, down or both, found {direction!r}")
     w = _Walker(lake, max_fanout)
     root = w.resolve(entity_id)
     g = Graph(root=root)
     g.labels[root] = w.label(root)
+    hidden: dict[tuple[Node, str], int] = {}
     for d in (("up", "down") if direction == "both" else (direction,)):
         queue = deque([(root, 0)])
         seen = {root}
+        expanded: dict[Node, frozenset[str] | None] = {}  # down: activity -> the inputs it was expanded for
         while queue:
             node, level = queue.popleft()
             if level >= depth:
                 continue
+            if d == "down" and node[0] == "activity":
+                focus = w.focus_of(node[1])
+                if node in expanded and expanded[node] == focus:
+                    continue
+                expanded[node] = focus
             nbrs = w.up(node) if d == "up" else w.down(node)
             if len(nbrs) > max_fanout:
-                g.truncated[node] = g.truncated.get(node, 0) + len(nbrs) - max_fanout
+                hidden[(node, d)] = len(nbrs) - max_fanout
                 nbrs = nbrs[:max_fanout]
             for nb, rel in nbrs:
                 edge = (node, nb, rel) if d == "up" else (nb, node, rel)
@@ -238,6 +312,11 @@ def lineage(lake: "Lake", entity_id: str, direction: str = "up", depth: int = 12
                 if nb not in seen:
                     seen.add(nb)
                     queue.append((nb, level + 1))
+                elif nb in expanded and expanded[nb] != w.focus_of(nb[1]):
+                    # Reached again through another input: expand it again for that input's rows.
+                    queue.append((nb, level + 1))
+    for (node, _d), n in hidden.items():
+        g.truncated[node] = g.truncated.get(node, 0) + n
     return g
 
 

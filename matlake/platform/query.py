@@ -136,7 +136,7 @@ class QueryEngine:
         try:
             rel = self.con.sql(query, params=list(params)) if params else self.con.sql(query)
         except duckdb.Error as exc:
-            raise QueryError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
+            raise QueryError(error_message(exc, self.names() + [f"{t}_all" for t in self.row_tables])) from exc
         return Result(rel)
 
     def table(self, name: str, all_versions: bool = False):
@@ -192,12 +192,46 @@ def _scan(lake: "Lake", files: list[dict[str, Any]]) -> str:
     return f"read_parquet([{paths}], union_by_name=true)"
 
 
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+_MAX_ERROR_LINES = 8
+
+
+def error_message(exc: BaseException, names: Sequence[str] = ()) -> str:
+    """DuckDB's error as a few lines: the message, then its hints.
+
+    DuckDB puts what helps the user after the first line: "Candidate
+    bindings: ...", "Did you mean ...?", candidate functions, or the query
+    line with a caret under the error.  They are kept (at most
+    ``_MAX_ERROR_LINES`` lines).  For an unknown table, DuckDB can only suggest
+    the views registered so far or its own system tables, so the suggestion
+    is made from ``names`` (the lake's tables and views) instead.
+    """
+    lines = [ln.rstrip() for ln in str(exc).strip("\n").splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    missing = _MISSING_TABLE.search(lines[0])
+    if missing and names:
+        import difflib
+
+        wanted = missing.group(1).strip("\"'").split(".")[-1]
+        lines = [lines[0]] + [ln for ln in lines[1:] if not ln.startswith("Did you mean")]
+        pool = sorted({n for n in names if wanted.lower().endswith("_all") or not n.endswith("_all")})
+        close = difflib.get_close_matches(wanted.lower(), pool, n=3, cutoff=0.6)
+        if close:
+            lines.append("Did you mean " + " or ".join(f'"{c}"' for c in close) + "?")
+        else:
+            lines.append("Tables and views: " + ", ".join(n for n in pool if not n.endswith("_all")))
+    if len(lines) > _MAX_ERROR_LINES:
+        lines = lines[:_MAX_ERROR_LINES - 1] + [f"... ({len(lines) - _MAX_ERROR_LINES + 1} more lines)"]
+    return "\n".join(lines)
+
+
 def check_read_only(query: str) -> None:
     """Refuse anything but SELECT-like statements (the CLI's default)."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise QueryError(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
+        raise QueryError(f"SQL does not parse: {error_message(exc)}") from exc
     for st in statements:
         kind = st.type.name
         if kind not in READ_ONLY_TYPES:
