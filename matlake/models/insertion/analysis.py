@@ -340,12 +340,15 @@ def _resolve(lake: "Lake", ident: str, sid: int) -> dict[str, Any]:
 
 
 def _siblings(lake: "Lake", first: dict[str, Any], host: "Structure", sid: int) -> list[dict[str, Any]]:
-    """Other usable grids of the same cell (density or potential kinds), newest of each kind."""
+    """Other usable grids of the same cell (density or potential kinds), one of each kind: the grids
+    with the named grid's shape first, then the newest."""
+    shape = lake.sql("select grid_shape from volumetric where record_id = ?", as_of=sid,
+                     params=[first["record_id"]]).fetchone()[0]
     rows = lake.sql("select record_id, kind, source_name, structure_id, reduced_formula from volumetric "
                     "where reduced_formula = ? and record_id <> ? and kind in (select unnest(?)) "
-                    "order by created_at desc, record_id", as_of=sid,
+                    "order by (grid_shape <> ?::integer[]), created_at desc, record_id", as_of=sid,
                     params=[first["reduced_formula"], first["record_id"],
-                            list(DENSITY_KINDS + POTENTIAL_KINDS)]).fetchall()
+                            list(DENSITY_KINDS + POTENTIAL_KINDS), list(shape)]).fetchall()
     out, kinds = [], {first["kind"]}
     for r in rows:
         d = dict(zip(("record_id", "kind", "source_name", "structure_id", "reduced_formula"), r))
@@ -378,8 +381,8 @@ def find(lake: "Lake", ids: Sequence[str] | str, ion: str = "Li", n: Sequence[in
     names) and commit them with provenance.
 
     With ``siblings`` (default) the other density/potential grids of the same cell
-    (same formula, lattice and positions to 1e-3 Angstrom; the newest of each kind)
-    join the named ones.  ``options`` go to :class:`InsertionFinder`.  Raises before
+    (same formula, lattice and positions to 1e-3 Angstrom; one of each kind, preferring
+    the named grid's shape, then the newest) join the named ones.  ``options`` go to :class:`InsertionFinder`.  Raises before
     committing anything on bad input.
     """
     from matlake.platform import catalog as cat
