@@ -127,8 +127,8 @@ VIEWS = {
     # one row per symmetry group of each field: the representative (best) site
     "insertion_groups": """
         select volumetric_id, field_kind, field_label, reduced_formula, ion, group_rank, multiplicity,
-               group_average, value_unit, frac_a, frac_b, frac_c, ewald_energy, potential_energy, fields_agree,
-               record_id as site_id
+               group_average, value_unit, frac_a, frac_b, frac_c, host_distance, nearest_host_species,
+               ewald_energy, potential_energy, other_field_distance, fields_agree, record_id as site_id, activity_id
         from insertion_sites
         qualify row_number() over (partition by volumetric_id, ion, field_kind, group_rank
                                    order by site_index) = 1
