@@ -210,3 +210,16 @@ def test_more_ions_than_candidate_sites_is_refused(si):
     finder = InsertionFinder("Li", n=3)
     with pytest.raises(ValueError, match=r"n: expected at most 2 ions .*found 3"):
         finder.run([GridInput("c", "CHGCAR", chg.data["total"], chg.structure)])
+
+
+def test_a_stray_site_without_symmetry_partners_does_not_split_the_groups(ypo4):
+    from matlake.models.insertion.sites import _groups, _symmetry_images
+
+    sites = find_sites(ypo4_field(ypo4))
+    host = ypo4[0].structure
+    frac = np.vstack([sites.frac_coords, [[0.31, 0.17, 0.43]]])  # no operation maps it onto a site
+    labels = _groups(*_symmetry_images(host, frac, 0.1), 0.5)
+    assert len(set(labels[:-1].tolist())) == 2  # the 16 real sites keep their two groups
+    assert labels[-1] not in set(labels[:-1].tolist())
+    for g in range(2):
+        assert len(set(labels[:-1][sites.group == g].tolist())) == 1

@@ -124,13 +124,13 @@ INSERTION_CANDIDATES = TableSchema(
 TABLES = [INSERTION_SITES, INSERTION_CANDIDATES]
 
 VIEWS = {
-    # one row per symmetry group of each field: the representative (best) site
+    # one row per symmetry group of each field and run: the representative (best) site
     "insertion_groups": """
         select volumetric_id, field_kind, field_label, reduced_formula, ion, group_rank, multiplicity,
                group_average, value_unit, frac_a, frac_b, frac_c, host_distance, nearest_host_species,
                ewald_energy, potential_energy, other_field_distance, fields_agree, record_id as site_id, activity_id
         from insertion_sites
-        qualify row_number() over (partition by volumetric_id, ion, field_kind, group_rank
+        qualify row_number() over (partition by activity_id, volumetric_id, field_kind, group_rank
                                    order by site_index) = 1
     """,
 }

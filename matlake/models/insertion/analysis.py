@@ -28,10 +28,12 @@ different cells or shapes, a grid without its structure, N above the number of
 candidate sites) raises before anything is written.
 
 Record ids are :func:`~matlake.models.base.derived_record_id` of (finder name,
-the sorted grid ids, key) with keys ``site:<ion>:<field>:<i>``,
-``candidate:<ion>:<n>:<rank>`` and ``structure:<ion>:<n>:<rank>``: a re-run
-adds versions of the same records.  A re-run with the same finder version,
-options and input versions is skipped unless ``force``.
+the sorted grid ids + a digest of the options, key) with keys ``site:<field>:<i>``
+(options: ion and the site-finding ones), ``candidate:<n>:<rank>`` and
+``structure:<n>:<rank>`` (all options): a re-run with the same options adds
+versions of the same records, other options give their own records.  A re-run
+with the same finder version, options and input versions is skipped unless
+``force``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ __all__ = ["GridInput", "InsertionFinder", "FinderResult", "FindReport", "find",
 
 FINDER_NAME = "insertion-sites"
 FINDER_VERSION = "1"
+
+
+_SITE_OPTIONS = ("ion", "charge", "min_dist", "cluster_tol", "avg_radius", "group_tol", "symprec", "agreement_tol")
+
+
+def _digest(options: dict[str, Any]) -> str:
+    """Short stable digest of options (JSON, sorted keys)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -220,7 +233,7 @@ class InsertionFinder:
             confs, summary = insert_simultaneously(
                 host, sites[sim], p["ion"], n, min_ion_distance=p["min_ion_distance"],
                 max_candidates=p["max_candidates"], top=p["top"], charge=q, symprec=p["symprec"],
-                table=None)
+                table=tables.get(sim))
             result.configurations[n] = confs
             result.summaries[n] = summary
         return result
@@ -232,7 +245,12 @@ class InsertionFinder:
         from matlake.ingest.structures import structure_row
 
         p = self.params
-        run_key = "+".join(result.used_ids)
+        # one family of records per grid set and options: a re-run with the same options adds
+        # versions of the same records; other options give other records (no stale leftovers)
+        site_opts = {k: p[k] for k in _SITE_OPTIONS}
+        site_key = "+".join(result.used_ids) + ":" + _digest(site_opts)
+        run_key = "+".join(result.used_ids) + ":" + _digest(p)
+        sid_of = lambda key: derived_record_id(self.name, site_key, key)  # noqa: E731
         rid = lambda key: derived_record_id(self.name, run_key, key)  # noqa: E731
         host = next(iter(result.fields.values())).structure
         formula = host.composition.reduced_formula
@@ -243,7 +261,7 @@ class InsertionFinder:
         site_ids: dict[str, list[str]] = {}
         for kind, s in result.sites.items():
             fld = result.fields[kind]
-            ids = [rid(f"site:{p['ion']}:{kind}:{i}") for i in range(len(s))]
+            ids = [sid_of(f"site:{kind}:{i}") for i in range(len(s))]
             site_ids[kind] = ids
             pe, od = result.potential_energy[kind], result.other_distance[kind]
             for i in range(len(s)):
@@ -271,14 +289,14 @@ class InsertionFinder:
         for n, confs in result.configurations.items():
             summary = result.summaries[n]
             for conf in confs:
-                skey = f"structure:{p['ion']}:{n}:{conf.rank}"
+                skey = f"structure:{n}:{conf.rank}"
                 ctx = _DerivedContext(
                     record_id=rid(skey), source_sha256=None,
                     filename=f"{p['ion']}{n} rank {conf.rank} in {formula} ({result.fields[sim].label})")
                 srow = structure_row(conf.structure, ctx, skey)
                 struct_rows.append(srow)
                 cand_rows.append({
-                    "record_id": rid(f"candidate:{p['ion']}:{n}:{conf.rank}"),
+                    "record_id": rid(f"candidate:{n}:{conf.rank}"),
                     "candidate_structure_id": srow["record_id"], "field_label": result.fields[sim].label, **common,
                     "n_ions": n, "rank": conf.rank, "energy": conf.energy, "energy_per_ion": conf.energy / n,
                     "energy_method": summary["method"], "multiplicity": conf.multiplicity,

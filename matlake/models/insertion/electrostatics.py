@@ -116,6 +116,13 @@ class EwaldTable:
                    eta=float(ew.eta), volume=float(host.volume),
                    method=f"Ewald (pymatgen EwaldSummation); ion {check_ion(ion)}{q_ion:+g}; host {how}")
 
+    def subset(self, indices: np.ndarray) -> "EwaldTable":
+        """The table of the sites ``indices`` only (same screening parameter, so the same energies)."""
+        idx = np.asarray(indices, int)
+        return EwaldTable(host_block=self.host_block, host_site=self.host_site[idx],
+                          site_site=self.site_site[np.ix_(idx, idx)], host_charge=self.host_charge,
+                          ion_charge=self.ion_charge, eta=self.eta, volume=self.volume, method=self.method)
+
     def _background(self, total_charge: np.ndarray | float) -> np.ndarray | float:
         from pymatgen.core.ewald import EwaldSummation
 

@@ -82,6 +82,7 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
                           table: EwaldTable | None = None) -> tuple[list[Configuration], dict[str, object]]:
     """The ``top`` lowest-energy symmetry-distinct placements of ``n`` ``ion`` ions.
 
+    ``table``: an :class:`EwaldTable` over all of ``sites`` with this ion (built when None).
     Returns (configurations by rank, summary: candidates used, selections allowed,
     distinct classes, method text).  ``ValueError`` when ``n`` exceeds the candidates,
     when no selection keeps the ions ``min_ion_distance`` (Angstrom) apart, or when
@@ -126,6 +127,11 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
     reps = np.sort(combos[first], axis=1)
     if table is None:
         table = EwaldTable.build(host, frac, ion, charge)
+    else:  # a table over all of ``sites``
+        if len(table.host_site) != len(sites):
+            raise ValueError(f"table: expected an EwaldTable over the {len(sites)} sites, found "
+                             f"{len(table.host_site)} sites")
+        table = table.subset(cand)
     energy = table.insertion_energy(reps)
     # lowest energy first; ties (within 1 meV) broken by the canonical key, so ranks are reproducible
     order = np.lexsort((classes, np.round(energy, 3)))

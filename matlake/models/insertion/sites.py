@@ -13,7 +13,9 @@ the periodic grid directly:
    (Angstrom; two points closer than that end up in one cluster) and each
    cluster is replaced by its mean position;
 4. sites are grouped by the host's space-group operations: two sites are in one
-   group when an operation maps one within ``group_tol`` (Angstrom) of the other;
+   group when an operation maps one within ``group_tol`` (Angstrom) of the other
+   (site by site: a stray site without a partner does not stop an operation from
+   grouping the rest);
 5. each site gets the mean of the field in a sphere of ``avg_radius``
    (Angstrom) around it, and groups are ranked by it.
 
@@ -180,7 +182,7 @@ def pbc_distances(lattice: Any, frac_a: np.ndarray, frac_b: np.ndarray) -> np.nd
     a = np.atleast_2d(np.asarray(frac_a, float)) @ cell.matrix
     b = np.atleast_2d(np.asarray(frac_b, float)) @ cell.matrix
     out = np.empty((len(a), len(b)))
-    step = max(1, 200_000 // max(len(b), 1))
+    step = max(1, 20_000 // max(len(b), 1))  # pairs per chunk: the 27 images of each stay ~13 MB
     for i in range(0, len(a), step):
         d = cell.min_image(a[i:i + step, None, :] - b[None, :, :])
         out[i:i + step] = np.sqrt((d**2).sum(-1))
@@ -258,30 +260,43 @@ def local_average(field_data: np.ndarray, lattice: Any, frac: np.ndarray, radius
     return out
 
 
+def _symmetry_images(structure: "Structure", frac: np.ndarray, symprec: float) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest site index, its distance in Angstrom) of the image of every site under every
+    space-group operation of ``structure``: arrays (n_ops, n)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    frac = np.atleast_2d(np.asarray(frac, float))
+    cell = _Cell(structure.lattice)
+    ops = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_operations(cartesian=False)
+    cart = frac @ cell.matrix
+    nearest, dist = [], []
+    for op in ops:
+        img = op.operate_multi(frac) @ cell.matrix
+        d = cell.min_image(img[:, None, :] - cart[None, :, :])
+        dd = np.sqrt((d**2).sum(-1))
+        j = dd.argmin(1)
+        nearest.append(j)
+        dist.append(dd[np.arange(len(frac)), j])
+    return np.array(nearest).reshape(-1, len(frac)), np.array(dist).reshape(-1, len(frac))
+
+
 def symmetry_permutations(structure: "Structure", frac: np.ndarray, tol: float,
                           symprec: float = 0.1) -> np.ndarray:
     """For each space-group operation of ``structure`` that maps the point set ``frac``
     onto itself within ``tol`` (Angstrom), the permutation it induces: array (n_ops, n)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    frac = np.atleast_2d(np.asarray(frac, float))
-    n = len(frac)
-    cell = _Cell(structure.lattice)
-    ops = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_operations(cartesian=False)
+    n = len(np.atleast_2d(frac))
+    nearest, dist = _symmetry_images(structure, frac, symprec)
     perms = [np.arange(n)]
-    cart = frac @ cell.matrix
-    for op in ops:
-        img = op.operate_multi(frac) @ cell.matrix
-        d = cell.min_image(img[:, None, :] - cart[None, :, :])
-        dist = np.sqrt((d**2).sum(-1))
-        j = dist.argmin(1)
-        if np.all(dist[np.arange(n), j] <= tol) and len(set(j.tolist())) == n:
+    for j, d in zip(nearest, dist):
+        if np.all(d <= tol) and len(set(j.tolist())) == n:
             perms.append(j)
     return np.unique(np.array(perms), axis=0)
 
 
-def _groups(perms: np.ndarray, n: int) -> np.ndarray:
-    """Orbit label of each point under the permutations (union-find)."""
+def _groups(nearest: np.ndarray, dist: np.ndarray, tol: float) -> np.ndarray:
+    """Orbit label of each point (union-find over every site mapped within ``tol`` onto another;
+    one site without a partner does not stop an operation from grouping the others)."""
+    n = nearest.shape[1]
     parent = np.arange(n)
 
     def root(i: int) -> int:
@@ -290,9 +305,9 @@ def _groups(perms: np.ndarray, n: int) -> np.ndarray:
             i = parent[i]
         return i
 
-    for p in perms:
-        for i, j in enumerate(p):
-            ri, rj = root(i), root(int(j))
+    for p, d in zip(nearest, dist):
+        for i in np.flatnonzero(d <= tol):
+            ri, rj = root(int(i)), root(int(p[i]))
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
     return np.array([root(i) for i in range(n)])
@@ -367,8 +382,7 @@ def find_sites(fld: Field, extremum: str | None = None, *, min_dist: float = 0.9
     nearest = np.round(frac * shape).astype(int) % shape
     gval = fld.data[nearest[:, 0], nearest[:, 1], nearest[:, 2]] * scale if len(frac) else np.zeros(0)
     if len(frac):
-        perms = symmetry_permutations(host, frac, group_tol, symprec)
-        orbit = _groups(perms, len(frac))
+        orbit = _groups(*_symmetry_images(host, frac, symprec), group_tol)
     else:
         orbit = np.zeros(0, int)
     # rank groups by their mean local average: best first
