@@ -99,3 +99,19 @@ def test_bad_requests_are_refused_with_the_knob_to_turn(setup):
         insert_simultaneously(host, sites, "Mg", 2, min_ion_distance=9.0, table=table)
     with pytest.raises(ValueError, match="ion: expected an element symbol"):
         insert_simultaneously(host, sites, "Qq", 2)
+
+
+@pytest.mark.slow
+def test_chgnet_reranks_the_lowest_ewald_placements(setup):
+    host, sites, table = setup
+    confs, summary = insert_simultaneously(host, sites, "Mg", 2, table=table, top=3, ranker="chgnet", rerank_pool=6)
+    ewald, _ = insert_simultaneously(host, sites, "Mg", 2, table=table, top=6)
+    assert summary["ranker"] == "chgnet" and "CHGNet" in summary["method"]
+    assert [c.energy for c in confs] == sorted(c.energy for c in confs)
+    # the re-ranked placements come from the 6 lowest Ewald ones, with their Ewald energies kept
+    by_sites = {c.sites: c.energy for c in ewald}
+    for c in confs:
+        assert c.sites in by_sites and c.ewald_energy == pytest.approx(by_sites[c.sites], abs=1e-9)
+        assert np.isfinite(c.energy) and c.energy != pytest.approx(c.ewald_energy, abs=1e-3)
+    with pytest.raises(ValueError, match="ranker: expected one of"):
+        insert_simultaneously(host, sites, "Mg", 2, table=table, ranker="lj")

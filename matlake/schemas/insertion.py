@@ -95,7 +95,8 @@ INSERTION_CANDIDATES = TableSchema(
     name="insertion_candidates",
     version=1,
     domain="insertion",
-    description="Symmetry-distinct placements of N ions at once on the candidate sites, ranked by Ewald energy",
+    description="Symmetry-distinct placements of N ions at once on the candidate sites, ranked by energy "
+                "(Ewald, optionally CHGNet)",
     hot=("reduced_formula", "ion", "n_ions", "rank", "energy"),
     columns=(
         C("candidate_structure_id", pa.string(), "record_id of the host + N ions structure in `structures`",
@@ -104,9 +105,12 @@ INSERTION_CANDIDATES = TableSchema(
         *_COMMON,
         C("n_ions", pa.int32(), "number of ions inserted at once"),
         C("rank", pa.int32(), "1 = lowest energy among the distinct placements of n_ions"),
-        C("energy", pa.float64(), "Ewald energy of host + n_ions ions minus the host's", "eV"),
+        C("energy", pa.float64(), "the ranking energy: host + n_ions ions minus the host, by the ranker", "eV"),
         C("energy_per_ion", pa.float64(), "energy / n_ions", "eV"),
-        C("energy_method", pa.string(), "how energy was computed (charges of ion and host)"),
+        C("energy_method", pa.string(), "how energy was computed (ranker, charges of ion and host)"),
+        C("ranker", pa.string(), "'ewald' (Ewald sum, oxidation-state charges) or 'chgnet' (CHGNet static "
+          "energy of the lowest Ewald placements)"),
+        C("ewald_energy", pa.float64(), "Ewald energy of host + n_ions ions minus the host's", "eV"),
         C("multiplicity", pa.int32(), "allowed placements equivalent to this one under the host's symmetry"),
         C("site_ids", _STR, "record_ids of the occupied `insertion_sites` rows"),
         C("frac_coords", _F64, "fractional coordinates of the ions, n_ions x 3, row-major", ""),

@@ -161,8 +161,9 @@ class InsertionFinder:
     min_dist, cluster_tol, avg_radius, group_tol, symprec: site finding (see
         :func:`~matlake.models.insertion.sites.find_sites`; defaults as pymatgen-analysis-defects).
     agreement_tol: sites of the two fields closer than this agree.
-    min_ion_distance, max_candidates, top: simultaneous insertion (see
-        :func:`~matlake.models.insertion.simultaneous.insert_simultaneously`).
+    min_ion_distance, max_candidates, top, ranker, rerank_pool: simultaneous insertion (see
+        :func:`~matlake.models.insertion.simultaneous.insert_simultaneously`; ranker ``"chgnet"``
+        re-ranks with CHGNet when it is installed).
     """
 
     name = FINDER_NAME
@@ -171,7 +172,10 @@ class InsertionFinder:
     def __init__(self, ion: str = "Li", n: Sequence[int] | int = (), *, charge: float | None = None,
                  min_dist: float = 0.9, cluster_tol: float = 0.5, avg_radius: float = 0.4, group_tol: float = 0.5,
                  symprec: float = 0.1, agreement_tol: float = 0.5, min_ion_distance: float = 2.0,
-                 max_candidates: int = MAX_CANDIDATES, top: int = 5) -> None:
+                 max_candidates: int = MAX_CANDIDATES, top: int = 5, ranker: str = "ewald",
+                 rerank_pool: int = 20) -> None:
+        from matlake.models.insertion.potentials import RANKERS
+
         ion = check_ion(ion)
         q = ion_charge(ion, charge)
         ns = [n] if isinstance(n, (int, np.integer)) else list(n)
@@ -183,12 +187,15 @@ class InsertionFinder:
                         ("min_ion_distance", min_ion_distance)):
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: expected a non-negative distance in Angstrom, found {v}")
+        if ranker not in RANKERS:
+            raise ValueError(f"ranker: expected one of {RANKERS}, found {ranker!r}")
         if int(max_candidates) < 1 or int(top) < 1:
             raise ValueError(f"max_candidates, top: expected at least 1, found {max_candidates}, {top}")
         self.params: dict[str, Any] = dict(
             ion=ion, charge=q, n=sorted({int(k) for k in ns}), min_dist=min_dist, cluster_tol=cluster_tol,
             avg_radius=avg_radius, group_tol=group_tol, symprec=symprec, agreement_tol=agreement_tol,
-            min_ion_distance=min_ion_distance, max_candidates=int(max_candidates), top=int(top))
+            min_ion_distance=min_ion_distance, max_candidates=int(max_candidates), top=int(top), ranker=ranker,
+            rerank_pool=int(rerank_pool))
 
     # ------------------------------------------------------------------ science
     def run(self, grids: Sequence[GridInput]) -> FinderResult:
@@ -233,7 +240,7 @@ class InsertionFinder:
             confs, summary = insert_simultaneously(
                 host, sites[sim], p["ion"], n, min_ion_distance=p["min_ion_distance"],
                 max_candidates=p["max_candidates"], top=p["top"], charge=q, symprec=p["symprec"],
-                table=tables.get(sim))
+                table=tables.get(sim), ranker=p["ranker"], rerank_pool=p["rerank_pool"])
             result.configurations[n] = confs
             result.summaries[n] = summary
         return result
@@ -299,7 +306,8 @@ class InsertionFinder:
                     "record_id": rid(f"candidate:{n}:{conf.rank}"),
                     "candidate_structure_id": srow["record_id"], "field_label": result.fields[sim].label, **common,
                     "n_ions": n, "rank": conf.rank, "energy": conf.energy, "energy_per_ion": conf.energy / n,
-                    "energy_method": summary["method"], "multiplicity": conf.multiplicity,
+                    "energy_method": summary["method"], "ranker": summary["ranker"],
+                    "ewald_energy": conf.ewald_energy, "multiplicity": conf.multiplicity,
                     "site_ids": [site_ids[sim][i] for i in conf.sites],
                     "frac_coords": [float(v) for v in np.asarray(conf.frac_coords).ravel()],
                     "min_ion_distance": conf.min_ion_distance if math.isfinite(conf.min_ion_distance) else None,

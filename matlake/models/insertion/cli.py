@@ -29,7 +29,8 @@ def cmd_find(args: argparse.Namespace) -> int:
 
     lake = _lake(args)
     options = {k: getattr(args, k) for k in ("charge", "min_dist", "cluster_tol", "avg_radius", "group_tol",
-                                             "agreement_tol", "min_ion_distance", "max_candidates", "top")}
+                                             "agreement_tol", "min_ion_distance", "max_candidates", "top",
+                                             "ranker")}
     options = {k: v for k, v in options.items() if v is not None}
     ns = sorted({k for spec in (args.n or []) for k in _ns(spec)})
     report = find(lake, args.ids, ion=args.ion, n=ns, siblings=not args.no_siblings, as_of=args.as_of,
@@ -57,7 +58,8 @@ def cmd_find(args: argparse.Namespace) -> int:
         print(f"{report.finder.params['ion']} x{n} at once on "
               f"{summ['n_candidates']} candidate sites: {summ['n_allowed']} placements allowed, "
               f"{summ['n_distinct']} distinct by symmetry; best {len(confs)}:")
-        print_frame(pd.DataFrame([{"rank": c.rank, "E_ewald [eV]": f"{c.energy:.4f}", "per ion": f"{c.energy / n:.4f}",
+        print_frame(pd.DataFrame([{"rank": c.rank, f"E_{summ['ranker']} [eV]": f"{c.energy:.4f}",
+                                   "per ion": f"{c.energy / n:.4f}", "E_ewald [eV]": f"{c.ewald_energy:.4f}",
                                    "mult": c.multiplicity, "sites": ",".join(str(i) for i in c.sites),
                                    "closest ion-ion [A]": _fmt(c.min_ion_distance, ".3f")} for c in confs]))
     if args.png:
@@ -125,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     s.add_argument("--min-ion-distance", type=float, help="closest allowed ion-ion distance, Angstrom (2.0)")
     s.add_argument("--max-candidates", type=int, help="candidate sites for N ions at once (32)")
     s.add_argument("--top", type=int, help="placements kept per N (5)")
+    s.add_argument("--ranker", choices=("ewald", "chgnet"),
+                   help="rank placements by Ewald energy (default) or re-rank the best 20 with CHGNet "
+                        "(needs the chgnet package)")
     s.add_argument("--png", help="also write a slice of the field with the sites to this PNG")
     s.add_argument("--dpi", type=int, default=120)
     s.add_argument("--as-of", help="snapshot id or tag of the grids (default: latest)")

@@ -5,7 +5,9 @@ whose ions are at least ``min_ion_distance`` apart is considered, selections
 that a space-group operation of the host maps onto each other are counted once
 (with their multiplicity), and the distinct ones are ranked by the Ewald energy
 of host + N ions (:class:`~matlake.models.insertion.electrostatics.EwaldTable`), a
-cheap surrogate for a DFT or interatomic-potential energy.
+cheap surrogate for a DFT or interatomic-potential energy; with ``ranker="chgnet"``
+the lowest Ewald placements are re-ranked by CHGNet's static energy
+(:mod:`matlake.models.insertion.potentials`, when chgnet is installed).
 
 Bounds (so that a run takes seconds): the candidates are the best-ranked
 symmetry groups of sites up to ``max_candidates`` sites in all (default
@@ -48,10 +50,11 @@ class Configuration:
     rank: int
     sites: tuple[int, ...]
     frac_coords: np.ndarray
-    energy: float
+    energy: float  # the ranking energy: Ewald, or the potential's when one re-ranked
     multiplicity: int
     min_ion_distance: float  # shortest ion-ion distance in this configuration (Angstrom)
     structure: "Structure"
+    ewald_energy: float = float("nan")  # Ewald energy of host + ions minus the host's (eV)
 
 
 def candidate_indices(sites: SiteSet, max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
@@ -78,11 +81,13 @@ def _keys(combos: np.ndarray, base: int) -> np.ndarray:
 
 def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *,
                           min_ion_distance: float = 2.0, max_candidates: int = MAX_CANDIDATES, top: int = 5,
-                          charge: float | None = None, symprec: float = 0.1,
-                          table: EwaldTable | None = None) -> tuple[list[Configuration], dict[str, object]]:
+                          charge: float | None = None, symprec: float = 0.1, table: EwaldTable | None = None,
+                          ranker: str = "ewald", rerank_pool: int = 20) -> tuple[list[Configuration], dict[str, object]]:
     """The ``top`` lowest-energy symmetry-distinct placements of ``n`` ``ion`` ions.
 
     ``table``: an :class:`EwaldTable` over all of ``sites`` with this ion (built when None).
+    ``ranker``: ``"ewald"``, or ``"chgnet"`` to re-rank the ``rerank_pool`` lowest Ewald
+    placements by CHGNet's static energy (host + ions minus host, eV).
     Returns (configurations by rank, summary: candidates used, selections allowed,
     distinct classes, method text).  ``ValueError`` when ``n`` exceeds the candidates,
     when no selection keeps the ions ``min_ion_distance`` (Angstrom) apart, or when
@@ -90,7 +95,11 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
     """
     from pymatgen.core import Structure
 
+    from matlake.models.insertion.potentials import RANKERS, get_ranker
+
     ion = check_ion(ion)
+    if ranker not in RANKERS:
+        raise ValueError(f"ranker: expected one of {RANKERS}, found {ranker!r}")
     if int(n) != n or n < 1:
         raise ValueError(f"n: expected a positive whole number of ions, found {n!r}")
     n = int(n)
@@ -135,19 +144,34 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
     energy = table.insertion_energy(reps)
     # lowest energy first; ties (within 1 meV) broken by the canonical key, so ranks are reproducible
     order = np.lexsort((classes, np.round(energy, 3)))
-    out = []
     bare = host.copy()
     bare.remove_oxidation_states()
-    for rank, k in enumerate(order[:top], start=1):
+
+    def build(k: int) -> tuple[tuple[int, ...], np.ndarray, "Structure"]:
         idx = tuple(int(cand[i]) for i in reps[k])
         pos = sites.frac_coords[list(idx)]
         s = Structure.from_sites(list(bare))
         for p in pos:
             s.append(ion, p)
-        out.append(Configuration(rank=rank, sites=idx, frac_coords=pos, energy=float(energy[k]),
+        return idx, pos, s
+
+    method = table.method
+    rank_energy = {int(k): float(energy[k]) for k in order}
+    potential = get_ranker(ranker)
+    if potential is not None:
+        ranker_fn, ranker_text = potential
+        pool = [int(k) for k in order[:max(rerank_pool, top)]]
+        e = ranker_fn([bare] + [build(k)[2] for k in pool])
+        rank_energy = {k: float(v - e[0]) for k, v in zip(pool, e[1:])}
+        order = np.array(sorted(pool, key=lambda k: (round(rank_energy[k], 3), int(classes[k]))))
+        method = f"{ranker_text}, on the {len(pool)} lowest Ewald placements ({table.method})"
+    out = []
+    for rank, k in enumerate(order[:top], start=1):
+        idx, pos, s = build(int(k))
+        out.append(Configuration(rank=rank, sites=idx, frac_coords=pos, energy=rank_energy[int(k)],
                                  multiplicity=int(counts[k]), min_ion_distance=float(closest[first[k]]),
-                                 structure=s))
+                                 structure=s, ewald_energy=float(energy[k])))
     summary = {"n_candidates": m, "n_selections": int(total), "n_allowed": int(len(combos)),
                "n_distinct": int(len(classes)), "n_symmetry_operations": int(len(perms)),
-               "method": table.method}
+               "method": method, "ranker": ranker}
     return out, summary
