@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli", "matlake.demo")
+EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
+              "matlake.models.insertion.cli", "matlake.demo")
 
 
 class CliError(Exception):
