@@ -72,7 +72,7 @@ def test_rational_fit_is_deterministic():
 # -------------------------------------------------------------- synthetic circuits
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(6))  # seed 0 at 0.5 % once split one relaxation in three
 @pytest.mark.parametrize("level", [0.001, 0.005])
 def test_two_separated_rc_give_two_time_constants_and_limits(seed, level):
     ft = extract_features(F, noisy(r_rc_rc(), level, seed))
@@ -86,7 +86,7 @@ def test_two_separated_rc_give_two_time_constants_and_limits(seed, level):
     assert ft.pattern == "PZPZ" and ft.rc_interlacing
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(8))  # seed 6 at 0.3 % once lost the CPE to a stray end pole
 @pytest.mark.parametrize("level", [0.001, 0.003, 0.005])
 def test_r_cpe_shows_cpe_signature_with_alpha(seed, level):
     ft = extract_features(F, noisy(r_cpe(0.8), level, seed))
