@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import shared
+from conftest import sample
 
 from matlake.platform import catalog as cat
 from matlake.platform import jobs as J
@@ -29,7 +29,7 @@ def put(folder: Path, name: str, mtime: float | None = OLD) -> Path:
     """Copy a real sample file into ``folder`` so that it appears at once (write hidden, rename)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.part"
-    shutil.copyfile(shared("eis", name), tmp)
+    shutil.copyfile(sample("eis", name), tmp)
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     os.replace(tmp, folder / name)
