@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $@
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench notebooks clean
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -28,6 +28,13 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_query.py
 	$(PY) bench/bench_eis.py
+	$(PY) bench/bench_eis_speed.py
+
+# re-execute the notebooks in place, so that they are committed with their outputs and plots
+notebooks: $(VENV)/.installed
+	for nb in notebooks/*.ipynb; do \
+	  $(PY) -c 'import sys, nbformat, nbclient; p = sys.argv[1]; nb = nbformat.read(p, 4); nbclient.NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": "notebooks"}}).execute(); nbformat.write(nb, p)' $$nb || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) demo-lake .pytest_cache

@@ -33,7 +33,7 @@ from matlake.ingest.eis import read_spectra  # noqa: E402
 from matlake.models.eis.fitting import fit_circuit  # noqa: E402
 from matlake.models.eis.validity import lin_kk  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eis"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "eis"
 CIRCUIT = "R0-p(R1,C1)-p(R2-Wo1,C2)"
 GUESS = [0.01, 0.01, 100, 0.01, 0.05, 100, 1]
 

@@ -8,7 +8,7 @@
     hash, decompress, detect, parse, keep raw bytes and grids as objects,
     write Parquet, commit the catalog transaction.
 
-The sample files are the real ones in ../shared/data/dft plus ``--copies``
+The sample files are the real ones in samples/dft plus ``--copies``
 copies of each with one value changed (the last digit of the first grid value
 of a CHGCAR/LOCPOT/AECCAR, a trailing comment in a vasprun or CIF), re-gzipped,
 so they are new content of the same kind and size: new raw objects and, for
@@ -48,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timing, emit_json, format_machine, machine_info, table  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dft"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "dft"
 KIND_ORDER = ("vasprun", "CHGCAR", "LOCPOT", "AECCAR", "CIF")
 
 

@@ -28,7 +28,7 @@ from matlake.platform.operations import doctor  # noqa: E402
 from workers import file_shas, reconcile, write_eis_files, write_ingest_lists  # noqa: E402
 
 WORKERS = ROOT / "tests" / "workers.py"
-SHARED = ROOT.parent / "shared" / "data" / "dft"
+SAMPLES_DFT = ROOT / "samples" / "dft"
 
 
 def spawn(*args: str) -> subprocess.Popen:
@@ -47,7 +47,7 @@ def main() -> int:
         work = Path(tmp)
         root = work / "lake"
         lake = matlake.init(root, catalog=args.catalog)
-        lake.ingest([SHARED / "MP_stable_entries_Mg_Ga_N.json", SHARED / "MAPbI3_mp-977013_symmetrized.cif"],
+        lake.ingest([SAMPLES_DFT / "MP_stable_entries_Mg_Ga_N.json", SAMPLES_DFT / "MAPbI3_mp-977013_symmetrized.cif"],
                     progress=False)
         lake.close()
         files = write_eis_files(work / "src", 0, args.files, duplicates=args.files // 10)

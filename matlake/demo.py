@@ -2,8 +2,9 @@
 
 It builds a lake from data that needs no download: the crystal structures that
 ship with pymatgen (written out as CIF and POSCAR files by the demo) and the
-sample files in ``../shared/data`` beside this checkout (VASP runs, charge
-densities, Materials Project entries, impedance spectra).  Then it queries
+sample files in the repository's ``samples/`` folder (VASP runs, charge
+densities, Materials Project entries, impedance spectra; attribution and
+licences in ``samples/SOURCES.md``).  Then it queries
 with SQL, tags the snapshot, trains a model on the tag, writes predictions
 back and prints the lineage of one prediction down to the raw bytes.
 """
@@ -18,13 +19,29 @@ from pathlib import Path
 SAMPLE_ENV = "MATLAKE_SAMPLE_DATA"
 
 
+def _is_clone_root(folder: Path) -> bool:
+    return (folder / "samples").is_dir() and (folder / "pyproject.toml").is_file() and (folder / "matlake").is_dir()
+
+
 def sample_data_dir() -> Path | None:
-    """``$MATLAKE_SAMPLE_DATA``, else ``../shared/data`` beside the checkout."""
+    """Folder of the sample files (subfolders ``dft``, ``eis``, ...), or None.
+
+    ``$MATLAKE_SAMPLE_DATA`` when set; else ``samples/`` of the clone this
+    package was installed from (an editable install, ``make install``); else
+    ``samples/`` of a matlake clone at or above the current directory (a
+    regular install run from inside a clone).
+    """
     env = os.environ.get(SAMPLE_ENV)
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return here if here.exists() else None
+    here = Path(__file__).resolve().parents[1]
+    if _is_clone_root(here):
+        return here / "samples"
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if _is_clone_root(folder):
+            return folder / "samples"
+    return None
 
 
 def write_pymatgen_structures(folder: Path) -> list[Path]:
@@ -82,7 +99,8 @@ def run(directory: str | os.PathLike, force: bool = False) -> dict:
             if (data / sub).exists():
                 sources.append(data / sub)
     else:
-        print("(no ../shared/data beside this checkout: set MATLAKE_SAMPLE_DATA to add VASP and EIS samples)")
+        print("(no samples/ folder found: run from a matlake clone, or set MATLAKE_SAMPLE_DATA "
+              "to a folder with dft/ and eis/ to add VASP and EIS samples)")
     report = lake.ingest(sources, workers=2, progress=False)
     print(report.summary())
     for o in report.outcomes:
@@ -117,7 +135,7 @@ def run(directory: str | os.PathLike, force: bool = False) -> dict:
                        "join structures s on s.record_id = p.subject_id order by s.reduced_formula limit 10")
               .df().to_string(index=False))
     else:
-        print(f"only {n_train} labelled calculations: not enough to train (add ../shared/data)")
+        print(f"only {n_train} labelled calculations: not enough to train (add the samples/ folder)")
 
     if lake.sql("select count(*) from impedance").fetchone()[0]:
         from matlake.models.eis.analysis import analyze

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real sample files in ../shared/data and fresh lakes."""
+"""Shared fixtures: the real sample files in the repository's samples/ and fresh lakes."""
 
 from __future__ import annotations
 
@@ -8,24 +8,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLES = ROOT / "samples"
 
 
-def shared(*parts: str) -> Path:
-    """Path of a file in ../shared/data; skips the test when the folder is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not SHARED_DATA.exists():
-        pytest.skip(f"../shared/data not found at {SHARED_DATA}; real sample files are needed")
+def sample(*parts: str) -> Path:
+    """Path of a file or folder under ``<repo>/samples``; fails the test when it is missing.
+
+    The samples ship with the repository, so a missing one is a broken checkout,
+    never a reason to skip.
+    """
+    path = SAMPLES.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"missing sample file {path}")
+        pytest.fail(f"missing sample {path} (samples/ ships with the repository; see samples/SOURCES.md)")
     return path
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"../shared/data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def samples_dir() -> Path:
+    """The repository's samples/ folder (fails when it is missing)."""
+    return sample()
 
 
 # --------------------------------------------------------------------------- lakes on both catalogs
@@ -107,10 +108,10 @@ def sqlite_lake(tmp_path):
 
 
 def eis_spectrum(name: str):
-    """(frequency in Hz, complex Z in ohm) of the first spectrum of a shared EIS sample file."""
+    """(frequency in Hz, complex Z in ohm) of the first spectrum of an EIS file in samples/eis."""
     import numpy as np
 
     from matlake.ingest.eis import read_spectra
 
-    spec = read_spectra(shared("eis", name))[0]
+    spec = read_spectra(sample("eis", name))[0]
     return np.asarray(spec.frequency, float), np.asarray(spec.z, complex)

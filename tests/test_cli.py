@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import shared
+from conftest import sample
 
 
 def matlake(*args: str, cwd=None, env=None, check: bool = True) -> subprocess.CompletedProcess:
@@ -24,7 +24,7 @@ def matlake(*args: str, cwd=None, env=None, check: bool = True) -> subprocess.Co
 def cli_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli") / "lake"
     matlake("init", str(root))
-    matlake("ingest", str(shared("dft")), "--lake", str(root), "--no-progress")
+    matlake("ingest", str(sample("dft")), "--lake", str(root), "--no-progress")
     return root
 
 

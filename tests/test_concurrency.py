@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import shared
+from conftest import sample
 
 import matlake
 from matlake.platform.operations import doctor
@@ -40,8 +40,8 @@ def test_concurrent_ingest_query_train_loses_and_duplicates_nothing(tmp_path, ba
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
     root = tmp_path / "lake"
     lake = matlake.init(root, catalog=url)
-    seeded = lake.ingest([shared("dft", "MP_stable_entries_Mg_Ga_N.json"),
-                          shared("dft", "MAPbI3_mp-977013_symmetrized.cif")], progress=False)
+    seeded = lake.ingest([sample("dft", "MP_stable_entries_Mg_Ga_N.json"),
+                          sample("dft", "MAPbI3_mp-977013_symmetrized.cif")], progress=False)
     assert seeded.new == 2  # calculations to train on, a structure to predict for
     files = write_eis_files(tmp_path / "src", 0, 240, duplicates=24)
     lists = write_ingest_lists(files, tmp_path, N_INGEST, 90, seed=7)

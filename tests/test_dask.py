@@ -7,7 +7,7 @@ import os
 
 import pytest
 import sqlalchemy as sa
-from conftest import shared
+from conftest import sample
 
 import matlake
 from matlake import schemas
@@ -47,7 +47,7 @@ def _records(lake) -> dict[str, list]:
 
 
 def test_dask_ingest_gives_the_same_records_and_ledger_as_local_ingest(tmp_path, cluster):
-    sources = [shared("dft"), shared("eis")]
+    sources = [sample("dft"), sample("eis")]
     local = matlake.init(tmp_path / "local")
     remote = matlake.init(tmp_path / "dask")
     try:
@@ -71,7 +71,7 @@ def test_dask_ingest_gives_the_same_records_and_ledger_as_local_ingest(tmp_path,
 def test_job_with_a_dask_address_parses_on_the_cluster(lake, cluster):
     raw = lake.root.parent / "raw"
     raw.mkdir()
-    for p in sorted(shared("eis").iterdir()):
+    for p in sorted(sample("eis").iterdir()):
         (raw / p.name).write_bytes(p.read_bytes())
         os.utime(raw / p.name, (0, 0))
     (lake.root / "jobs.toml").write_text(

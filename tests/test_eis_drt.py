@@ -16,10 +16,10 @@ def noisy(z: np.ndarray, level: float, seed: int) -> np.ndarray:
     return z + level * np.abs(z) * (rng.standard_normal(z.size) + 1j * rng.standard_normal(z.size)) / np.sqrt(2)
 
 
-@pytest.mark.parametrize("level", [0.0, 0.003])
-def test_two_rc_elements_give_two_peaks_at_rc_with_their_resistances(level):
+@pytest.mark.parametrize(("level", "seed"), [(0.0, 0), (0.003, 0), (0.003, 1), (0.003, 2), (0.003, 3)])
+def test_two_rc_elements_give_two_peaks_at_rc_with_their_resistances(level, seed):
     z = 10 + 20 / (1 + S * 1e-4) + 100 / (1 + S * 1e-1)
-    res = fit_drt(F, noisy(z, level, 0))
+    res = fit_drt(F, noisy(z, level, seed))
     big = sorted((p for p in res.peaks if p.resistance_ohm > 5), key=lambda p: p.tau_s)
     assert len(big) == 2
     assert abs(np.log10(big[0].tau_s / 1e-4)) < 0.1
@@ -28,7 +28,7 @@ def test_two_rc_elements_give_two_peaks_at_rc_with_their_resistances(level):
     assert big[1].resistance_ohm == pytest.approx(100, rel=0.1)
     assert res.r_inf == pytest.approx(10, rel=0.02)
     assert res.r_pol == pytest.approx(120, rel=0.03)
-    assert np.all(res.gamma >= 0)
+    assert np.all(res.gamma >= 0)  # exactly: the fit clips bvls's -1e-319 at the bound x >= 0
 
 
 @pytest.mark.parametrize("level", [0.0, 0.003])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -73,7 +72,7 @@ def test_rational_fit_is_deterministic():
 # -------------------------------------------------------------- synthetic circuits
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(6))  # seed 0 at 0.5 % once split one relaxation in three
 @pytest.mark.parametrize("level", [0.001, 0.005])
 def test_two_separated_rc_give_two_time_constants_and_limits(seed, level):
     ft = extract_features(F, noisy(r_rc_rc(), level, seed))
@@ -87,7 +86,7 @@ def test_two_separated_rc_give_two_time_constants_and_limits(seed, level):
     assert ft.pattern == "PZPZ" and ft.rc_interlacing
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(8))  # seed 6 at 0.3 % once lost the CPE to a stray end pole
 @pytest.mark.parametrize("level", [0.001, 0.003, 0.005])
 def test_r_cpe_shows_cpe_signature_with_alpha(seed, level):
     ft = extract_features(F, noisy(r_cpe(0.8), level, seed))
@@ -172,14 +171,7 @@ def test_features_export_rows_and_json():
     assert len(back["poles_rad_s"]) == 2
 
 
-def test_features_take_under_200_ms():
-    spectra = [noisy(r_rc_rc(), 0.003, 0), noisy(r_cpe(), 0.003, 0), noisy(r_l_rc(), 0.003, 0)]
-    for z in spectra:
-        extract_features(F, z)
-    t0 = time.perf_counter()
-    for z in spectra:
-        extract_features(F, z)
-    assert (time.perf_counter() - t0) / len(spectra) < 0.2
+# time per spectrum: bench/bench_eis_speed.py (measured there, never asserted)
 
 
 def test_features_reject_mismatched_input():

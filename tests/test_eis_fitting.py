@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import sample
 
 from matlake.models.eis.circuits import parse_circuit
 from matlake.models.eis.fitting import fit_circuit
@@ -19,7 +19,7 @@ PUBLISHED = {"R0": 1.65e-2, "R1": 8.68e-3, "C1": 3.32, "R2": 5.39e-3, "Wo1_Z0": 
 
 @pytest.fixture(scope="module")
 def example() -> tuple[np.ndarray, np.ndarray]:
-    data = np.loadtxt(shared("eis", "impedancepy_exampleData.csv"), delimiter=",")
+    data = np.loadtxt(sample("eis", "impedancepy_exampleData.csv"), delimiter=",")
     f, z = data[:, 0], data[:, 1] + 1j * data[:, 2]
     keep = z.imag < 0  # the tutorial's ignoreBelowX: drop the inductive points
     return f[keep], z[keep]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import sample
 
 from matlake.models.eis.analysis import ANALYZER_NAME, ANALYZER_VERSION, EisAnalyzer, analyze
 from matlake.platform.provenance import lineage
@@ -30,7 +30,7 @@ POINTS = {
 
 
 def _ingest(lake, *names: str) -> None:
-    report = lake.ingest([shared("eis", n) for n in names], progress=False)
+    report = lake.ingest([sample("eis", n) for n in names], progress=False)
     assert not report.failed, report.summary()
 
 
@@ -115,7 +115,7 @@ def test_rc_fit_stores_its_family_and_fitted_spectrum_matches_data(sqlite_lake):
 
 
 def test_fit_lineage_reaches_raw_csv_and_rerun_adds_version_2(lake):
-    path = shared("eis", "impedancepy_exampleData.csv")
+    path = sample("eis", "impedancepy_exampleData.csv")
     _ingest(lake, "impedancepy_exampleData.csv")
     rep = analyze(lake, circuit=CIRCUIT, initial=TUTORIAL_GUESS, drt=False)
     fit_id, subject, name, version, act = lake.sql(

@@ -1,6 +1,6 @@
 """Fuzzing every parser through the platform: bad input never crashes a batch and is never lost.
 
-Inputs: the real sample files of ../shared/data (every kind, gzip removed)
+Inputs: the real sample files of samples/ (every kind, gzip removed)
 truncated anywhere, random bytes under real file names, the same texts
 re-encoded as UTF-16 or with Latin-1 characters, NaN/inf written into numeric
 fields, and headers claiming absurd sizes (10^12 atoms or points).  Whatever
@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,9 +27,10 @@ MAX_BYTES = 200_000  # larger prefixes only slow the volumetric parser down
 
 
 def _samples() -> list[Path]:
-    if not SHARED_DATA.exists():
-        return []
-    return sorted(p for p in SHARED_DATA.rglob("*") if p.is_file() and p.name != "SOURCES.md")
+    files = sorted(p for p in SAMPLES.rglob("*") if p.is_file() and p.name != "SOURCES.md")
+    if not files:
+        pytest.fail(f"no sample files under {SAMPLES} (samples/ ships with the repository)")
+    return files
 
 
 @lru_cache(maxsize=None)
@@ -125,8 +126,6 @@ def _check_outcomes(lake, report, paths: list[Path]) -> None:
 
 def test_every_sample_file_truncated_fails_cleanly_or_parses(sqlite_lake, tmp_path):
     samples = _samples()
-    if not samples:
-        pytest.skip("../shared/data not found")
     paths = []
     for i, src in enumerate(samples):
         data = content(src)
@@ -145,8 +144,6 @@ def test_every_sample_file_truncated_fails_cleanly_or_parses(sqlite_lake, tmp_pa
                                                                   HealthCheck.too_slow])
 @given(case=bad_inputs())
 def test_fuzzed_inputs_never_crash_and_failures_are_recorded(sqlite_lake, tmp_path, case):
-    if not _samples():
-        pytest.skip("../shared/data not found")
     name, data = case
     folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
     folder.mkdir()

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import shared
+from conftest import sample
 
 import matlake.schemas
 from matlake.ingest import mp, structures, vasp
@@ -34,7 +34,7 @@ EXPECTED_PARSER = {
 
 
 def read(*parts: str) -> bytes:
-    path = shared(*parts)
+    path = sample(*parts)
     data = path.read_bytes()
     return gzip.decompress(data) if path.name.endswith(".gz") else data
 
@@ -311,8 +311,8 @@ def test_detect_picks_the_right_parser(name):
         pass
 
 
-def test_detect_leaves_eis_and_spectra_files_alone(shared_data):
-    files = sorted((shared_data / "eis").iterdir()) + sorted((shared_data / "spectra").iterdir())
+def test_detect_leaves_eis_and_spectra_files_alone(samples_dir):
+    files = sorted((samples_dir / "eis").iterdir()) + sorted((samples_dir / "spectra").iterdir())
     assert len(files) >= 12
     for path in files:
         assert detect_mine(path.read_bytes(), path.name) is None, path.name

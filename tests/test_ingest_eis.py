@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import shared
+from conftest import sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +37,7 @@ def _parse(parser_name: str, data: bytes, filename: str = "f", options: dict | N
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_sample_file_gives_one_spectrum_with_published_point_count(name, parser, fmt, n, fmin, fmax):
-    spectra = read_spectra(shared("eis", name))
+    spectra = read_spectra(sample("eis", name))
     assert len(spectra) == 1
     s = spectra[0]
     assert isinstance(s, Spectrum) and s.z.dtype == complex
@@ -49,14 +49,14 @@ def test_sample_file_gives_one_spectrum_with_published_point_count(name, parser,
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_capacitive_arc_has_negative_imaginary_part(name, parser, fmt, n, fmin, fmax):
-    s = read_spectra(shared("eis", name))[0]
+    s = read_spectra(sample("eis", name))[0]
     low = s.frequency < np.median(s.frequency)
     assert (s.z.imag[low] < 0).mean() > 0.8  # the low-frequency half is the capacitive arc
     assert (s.z.real > 0).mean() > 0.95
 
 
 def test_example_csv_nine_highest_frequencies_are_inductive():
-    s = read_spectra(shared("eis", "impedancepy_exampleData.csv"))[0]
+    s = read_spectra(sample("eis", "impedancepy_exampleData.csv"))[0]
     order = np.argsort(s.frequency)[::-1]
     assert (s.z.imag[order[:9]] > 0).all()
     assert (s.z.imag[order[9:]] < 0).all()
@@ -69,7 +69,7 @@ def _reference(name: str):
     readers = {"exampleData.csv": pp.readCSV, "Parstat": pp.readParstat, "Autolab": pp.readAutolab,
                "BioLogic": pp.readBioLogic, "Gamry": pp.readGamry, "Circuit3": pp.readZPlot}
     reader = next(r for key, r in readers.items() if key in name)
-    return reader(str(shared("eis", name)))
+    return reader(str(sample("eis", name)))
 
 
 @pytest.mark.parametrize("name", IDS)
@@ -77,7 +77,7 @@ def test_values_match_impedance_py_reference(name):
     # impedance.py returns Z = Z' + jZ'' with the imaginary part itself (it negates BioLogic's -Im(Z)),
     # the same convention as ours, so the values compare directly.
     f_ref, z_ref = _reference(name)
-    s = read_spectra(shared("eis", name))[0]
+    s = read_spectra(sample("eis", name))[0]
     np.testing.assert_allclose(s.frequency, f_ref, rtol=1e-12, atol=0)
     np.testing.assert_allclose(s.z.real, z_ref.real, rtol=1e-12, atol=0)
     np.testing.assert_allclose(s.z.imag, z_ref.imag, rtol=1e-12, atol=0)
@@ -85,7 +85,7 @@ def test_values_match_impedance_py_reference(name):
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_detect_picks_its_parser_and_the_others_reject(name, parser, fmt, n, fmin, fmax):
-    head = shared("eis", name).read_bytes()[:8192]
+    head = sample("eis", name).read_bytes()[:8192]
     assert [p.name for p in PARSERS if p.detect(head, name)] == [parser]
     # the extension is only a hint: a neutral name gives the same answer
     assert [p.name for p in PARSERS if p.detect(head, "upload.bin")] == [parser]
@@ -96,12 +96,12 @@ def test_registry_detect_routes_eis_files_to_eis_parsers():
     from matlake.ingest import detect
 
     for name, parser, *_ in FILES:
-        assert detect(shared("eis", name).read_bytes()[:8192], name, kind="eis").name == parser
+        assert detect(sample("eis", name).read_bytes()[:8192], name, kind="eis").name == parser
 
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_rows_conform_to_impedance_schema(name, parser, fmt, n, fmin, fmax):
-    data = shared("eis", name).read_bytes()
+    data = sample("eis", name).read_bytes()
     rows = _parse(parser, data, name)
     table = IMPEDANCE.conform(pa.Table.from_pylist(rows), source=name)
     row = table.to_pylist()[0]
@@ -117,7 +117,7 @@ def test_rows_conform_to_impedance_schema(name, parser, fmt, n, fmin, fmax):
 def test_vendor_header_fields_reach_their_columns():
     by_fmt = {}
     for name, parser, fmt, *_ in FILES:
-        by_fmt[fmt] = _parse(parser, shared("eis", name).read_bytes(), name)[0]
+        by_fmt[fmt] = _parse(parser, sample("eis", name).read_bytes(), name)[0]
     g = by_fmt["gamry-dta"]
     assert g["instrument"] == "Gamry REF3000-34128"
     assert g["measured_at"].isoformat() == "2018-04-23T16:43:15"
@@ -136,7 +136,7 @@ def test_vendor_header_fields_reach_their_columns():
 
 
 def test_options_fill_sample_temperature_and_state_of_charge():
-    data = shared("eis", "impedancepy_exampleData.csv").read_bytes()
+    data = sample("eis", "impedancepy_exampleData.csv").read_bytes()
     row = _parse("eis-csv", data, options={"sample": "cell-7", "temperature": 298.15, "state_of_charge": 0.5})[0]
     assert (row["sample"], row["temperature"], row["state_of_charge"]) == ("cell-7", 298.15, 0.5)
     with pytest.raises(ParseError, match="state_of_charge: expected a fraction between 0 and 1, found 50"):
@@ -241,7 +241,7 @@ def test_csv_bad_input_names_field_expected_and_found(data, field, expected, fou
 # ----------------------------------------------------------------------------- vendor files, broken
 
 def test_gamry_garbled_number_names_table_row_and_column():
-    lines = shared("eis", "impedancepy_exampleDataGamry.DTA").read_bytes().split(b"\n")
+    lines = sample("eis", "impedancepy_exampleDataGamry.DTA").read_bytes().split(b"\n")
     start = next(i for i, ln in enumerate(lines) if ln.startswith(b"ZCURVE\tTABLE")) + 3
     cells = lines[start + 16].split(b"\t")
     cells[5] = b"abc"  # Zimag of the 17th data row
@@ -253,13 +253,13 @@ def test_gamry_garbled_number_names_table_row_and_column():
 
 
 def test_mpt_without_minus_im_column_is_rejected():
-    data = shared("eis", "impedancepy_exampleDataBioLogic.mpt").read_bytes().replace(b"-Im(Z)/Ohm", b"Im(Z)/Ohm")
+    data = sample("eis", "impedancepy_exampleDataBioLogic.mpt").read_bytes().replace(b"-Im(Z)/Ohm", b"Im(Z)/Ohm")
     with pytest.raises(ParseError, match=r"column header \(line 61\): expected exactly one '-Im\(Z\)/Ohm' column"):
         read_bytes(data, "x.mpt")
 
 
 def test_mpt_cycles_become_separate_spectra():
-    data = shared("eis", "impedancepy_exampleDataBioLogic.mpt").read_bytes()
+    data = sample("eis", "impedancepy_exampleDataBioLogic.mpt").read_bytes()
     lines = data.split(b"\n")
     body = [ln for ln in lines[61:] if ln.strip()]
     second = [ln.replace(b"\t1.000000000000000E+000\t", b"\t2.000000000000000E+000\t") for ln in body]
@@ -271,7 +271,7 @@ def test_mpt_cycles_become_separate_spectra():
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_truncated_copy_raises_parse_error(name, parser, fmt, n, fmin, fmax, tmp_path):
-    data = shared("eis", name).read_bytes()
+    data = sample("eis", name).read_bytes()
     cut = len(data) * 3 // 4
     while data[cut - 1:cut + 1].strip(b"0123456789") == data[cut - 1:cut + 1]:  # cut inside a number
         cut += 1
@@ -286,7 +286,7 @@ def test_truncated_copy_raises_parse_error(name, parser, fmt, n, fmin, fmax, tmp
 
 @pytest.mark.parametrize("name,parser,fmt,n,fmin,fmax", FILES, ids=IDS)
 def test_declared_counts_catch_truncation_at_a_line_boundary(name, parser, fmt, n, fmin, fmax):
-    data = shared("eis", name).read_bytes()
+    data = sample("eis", name).read_bytes()
     cut = data.rstrip(b"\r\n").rfind(b"\n") + 1  # drop the last data line cleanly
     if fmt in ("csv", "parstat-txt", "biologic-mpt", "gamry-dta"):
         # these formats declare no row count for the impedance table: one point fewer is all we can see
@@ -323,7 +323,7 @@ def _mpr(freq, re_z, minus_im, cycle, version=2, ids=(1, 32, 37, 38, 24, 77), np
 
 
 def _mpt_columns():
-    s = read_spectra(shared("eis", "impedancepy_exampleDataBioLogic.mpt"))[0]
+    s = read_spectra(sample("eis", "impedancepy_exampleDataBioLogic.mpt"))[0]
     return s.frequency, s.z.real, -s.z.imag
 
 
@@ -371,7 +371,7 @@ def test_mpr_row_count_and_unknown_column_are_rejected():
 # ----------------------------------------------------------------------------- fuzz
 
 def _real_files() -> list[bytes]:
-    return [shared("eis", f[0]).read_bytes() for f in FILES]
+    return [sample("eis", f[0]).read_bytes() for f in FILES]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_insertion_sites import SAMPLES, sample
+from test_insertion_sites import SAMPLES, dft_sample
 
 from matlake.models.insertion.analysis import find
 from matlake.platform.lake import LakeError
@@ -31,13 +31,13 @@ def full_lake(tmp_path_factory):
     import matlake
 
     lk = matlake.init(tmp_path_factory.mktemp("ins") / "lake")
-    lk.ingest([sample(n) for n in YPO4 + SI], progress=False)
+    lk.ingest([dft_sample(n) for n in YPO4 + SI], progress=False)
     yield lk
     lk.close()
 
 
 def test_find_commits_sites_candidates_and_structures_with_provenance(lake):
-    lake.ingest([sample(n) for n in YPO4], progress=False)
+    lake.ingest([dft_sample(n) for n in YPO4], progress=False)
     before = lake.last_snapshot()
     report = find(lake, "YPO4_static_AECCAR0.gz", ion="Mg", n=[2])
     assert report.snapshot == before + 1 and not report.skipped
@@ -100,7 +100,7 @@ def _coarse_aeccar2(tmp_path):
     from pymatgen.io.vasp import Chgcar, Poscar
 
     raw = tmp_path / "YPO4_static_AECCAR2"
-    raw.write_bytes(gzip.decompress(sample("YPO4_static_AECCAR2.gz").read_bytes()))
+    raw.write_bytes(gzip.decompress(dft_sample("YPO4_static_AECCAR2.gz").read_bytes()))
     ch = Chgcar.from_file(str(raw))
     out = tmp_path / "YPO4_coarse_AECCAR2"
     Chgcar(Poscar(ch.structure), {"total": ch.data["total"][::2, ::2, ::2]}).write_file(str(out))

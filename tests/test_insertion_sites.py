@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sample
 
 from matlake.models.insertion.analysis import GridInput, InsertionFinder, select_fields
 from matlake.models.insertion.sites import (
@@ -20,14 +21,11 @@ from matlake.models.insertion.sites import (
 
 warnings.filterwarnings("ignore", module="pymatgen")
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "dft"
+SAMPLES = sample("dft")
 
 
-def sample(name: str) -> Path:
-    path = SAMPLES / name
-    if not path.exists():
-        pytest.fail(f"missing sample file {path}")
-    return path
+def dft_sample(name: str) -> Path:
+    return sample("dft", name)
 
 
 def _read(name: str, tmp_path_factory):
@@ -36,7 +34,7 @@ def _read(name: str, tmp_path_factory):
     from pymatgen.io.vasp import Chgcar, Locpot
 
     tmp = tmp_path_factory.mktemp("grids") / name.removesuffix(".gz")
-    tmp.write_bytes(gzip.decompress(sample(name).read_bytes()))
+    tmp.write_bytes(gzip.decompress(dft_sample(name).read_bytes()))
     return (Locpot if "LOCPOT" in name else Chgcar).from_file(str(tmp))
 
 

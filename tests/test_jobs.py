@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import shared
+from conftest import sample
 
 from matlake.platform import catalog as cat
 from matlake.platform import jobs as J
@@ -29,7 +29,7 @@ def put(folder: Path, name: str, mtime: float | None = OLD) -> Path:
     """Copy a real sample file into ``folder`` so that it appears at once (write hidden, rename)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.part"
-    shutil.copyfile(shared("eis", name), tmp)
+    shutil.copyfile(sample("eis", name), tmp)
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     os.replace(tmp, folder / name)
@@ -351,10 +351,15 @@ def test_second_run_of_a_job_is_refused_or_waits(lake):
     assert out.returncode == J.EXIT_LEASE_HELD
     assert "job eis is already running" in out.stderr and "--wait" in out.stderr
 
-    threading.Timer(1.0, other.release).start()
-    t0 = time.monotonic()
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()  # set first: the waiting run can only start after the release below
+        other.release()
+
+    threading.Timer(1.0, release).start()
     res = J.run_job(lake, job, wait=True, wait_timeout=30)
-    assert res.status == "ok" and res.new == 1 and time.monotonic() - t0 >= 0.9
+    assert res.status == "ok" and res.new == 1 and released.is_set()  # it waited for the holder, not a clock
 
 
 def test_racing_runs_of_one_job_never_overlap(lake):

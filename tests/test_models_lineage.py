@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared
+from conftest import sample
 
 from matlake.models.dft.composition import CompositionRegressor, composition_features, feature_names
 from matlake.platform.modeling import list_models, model_info
@@ -15,7 +15,7 @@ from matlake.platform.provenance import lineage, render_tree, to_dot
 
 @pytest.fixture
 def trained(lake):
-    lake.ingest([shared("dft")], progress=False)
+    lake.ingest([sample("dft")], progress=False)
     lake.tag("train-set")
     info = lake.train(CompositionRegressor(n_estimators=30), as_of="train-set")
     out = lake.predict(info.model_id)
@@ -37,7 +37,7 @@ def test_model_version_records_view_sql_snapshot_metrics_and_artifact(trained):
 
 def test_retraining_on_the_tag_sees_exactly_the_same_rows(trained):
     lake, info, _ = trained
-    lake.ingest([shared("eis")], progress=False)  # later data does not leak into the tag
+    lake.ingest([sample("eis")], progress=False)  # later data does not leak into the tag
     again = lake.train(CompositionRegressor(n_estimators=30), as_of="train-set")
     assert again.version == info.version + 1
     assert again.n_train == info.n_train and again.metrics == info.metrics

@@ -8,7 +8,7 @@ import os
 
 import pyarrow as pa
 import pytest
-from conftest import shared
+from conftest import sample
 from mp_replay import MPReplay, docs_from_entries
 
 import matlake.schemas
@@ -22,7 +22,7 @@ API_KEY = "x" * 32
 
 @pytest.fixture(scope="module")
 def entries_path():
-    return shared("dft", "MP_stable_entries_Mg_Ga_N.json")
+    return sample("dft", "MP_stable_entries_Mg_Ga_N.json")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 import torch
-from conftest import shared
+from conftest import sample
 
 from matlake.models.base import (
     TorchModelModule,
@@ -53,8 +53,8 @@ def assert_names_the_corruption(exc: ObjectCorrupted, store: ObjectStore, sha: s
 @pytest.fixture
 def dft_lake(sqlite_lake):
     """Ten Materials Project calculations to train on and one CIF structure."""
-    sqlite_lake.ingest([shared("dft", "MP_stable_entries_Mg_Ga_N.json"),
-                        shared("dft", "MAPbI3_mp-977013_symmetrized.cif")], progress=False)
+    sqlite_lake.ingest([sample("dft", "MP_stable_entries_Mg_Ga_N.json"),
+                        sample("dft", "MAPbI3_mp-977013_symmetrized.cif")], progress=False)
     return sqlite_lake
 
 
@@ -109,7 +109,7 @@ def test_tampered_model_artifact_is_refused_on_predict(dft_lake, capsys, monkeyp
 
 
 def test_tampered_volumetric_grid_is_refused(sqlite_lake):
-    sqlite_lake.ingest([shared("dft", "Si_static_CHGCAR.gz")], progress=False)
+    sqlite_lake.ingest([sample("dft", "Si_static_CHGCAR.gz")], progress=False)
     rid, sha = sqlite_lake.sql("select record_id, array_sha256 from volumetric").fetchone()
     grid = sqlite_lake.volumetric(rid)
     assert grid.data.ndim == 3 and np.isfinite(grid.data).all()

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 import matlake
+from conftest import sample
 from matlake.platform.lake import ChangeSet, Lake, VersionConflict
 from matlake.platform.operations import doctor
 from matlake.schemas import get as schema_of
@@ -183,8 +184,7 @@ def test_two_processes_deleting_the_same_records_leave_one_tombstone_each(lake, 
 def test_two_processes_predicting_with_one_model_number_versions_without_gaps(lake, tmp_path):
     from matlake.models.dft.composition import CompositionRegressor
 
-    samples = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dft"
-    lake.ingest([samples / "MP_stable_entries_Mg_Ga_N.json"], progress=False)  # training energies
+    lake.ingest([sample("dft", "MP_stable_entries_Mg_Ga_N.json")], progress=False)  # training energies
     structure_ids(lake, tmp_path, 5)  # the structures it predicts for
     info = lake.train(CompositionRegressor(n_estimators=5))
     outs = run_workers(["predict", str(lake.root), info.model_id, "4"],

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["EisAnalyzer", "analyze", "auto_initial_guess", "ANALYZER_NAME", "ANALYZER_VERSION"]
 
 ANALYZER_NAME = "eis-analysis"
-ANALYZER_VERSION = "2"  # bump when the science (defaults, guess, feature set) changes
+ANALYZER_VERSION = "3"  # bump when the science (defaults, guess, feature set) changes; 3: features v3
 _PER_DECADE = 20  # density of the eis_predicted grid
 
 

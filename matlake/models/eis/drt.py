@@ -155,7 +155,9 @@ def fit_drt(
     big = np.vstack([aw_s, np.sqrt(lam * norm) * d_s])
     rhs = np.concatenate([b, np.zeros(d_s.shape[0])])
     res = scipy.optimize.lsq_linear(big, rhs, bounds=(0.0, np.inf), method="bvls", tol=1e-12)
-    coef = res.x / cs
+    # bvls can return bound-active coefficients a few ulp below 0 (e.g. -1.7e-319):
+    # the problem is constrained to x >= 0, so clipping changes no fit, only rounding.
+    coef = np.maximum(res.x, 0.0) / cs
     r_inf = float(coef[0])
     ind = float(coef[1]) if inductance else 0.0
     xb = coef[extra:]

@@ -34,7 +34,8 @@ from matlake.models.eis.validity import check_spectrum, lin_kk
 __all__ = ["EisFeatures", "extract_features", "FEATURIZER_NAME", "FEATURIZER_VERSION"]
 
 FEATURIZER_NAME = "eis.rational_features"
-FEATURIZER_VERSION = "2"  # 2: limits kept in the data's support, supported time constants, fit quality flag
+FEATURIZER_VERSION = "3"  # 2: limits kept in the data's support, supported time constants, fit quality flag;
+# 3: near-degenerate pole clusters merged in the fit, a stray pole beyond a CPE ladder's end trimmed
 
 _MIN_CPE_ALPHA = 0.1  # below this a pole/zero ladder is cancellation, not a CPE
 _BAND = 10.0  # poles/zeros within [omega_min/_BAND, _BAND*omega_max] are "in band"
@@ -163,10 +164,7 @@ def _cpe_runs(items: list[tuple[float, str]]) -> list[list[tuple[float, str]]]:
         runs.append(cur)
     good = []
     for run in runs:
-        if run and run[0][1] == "Z":
-            run = run[1:]
-        if run and run[-1][1] == "Z":
-            run = run[:-1]
+        run = _trim_stray_end_poles(run)
         poles = np.array([m for m, kind in run if kind == "P"])
         if poles.size < _CPE_MIN_POLES:
             continue
@@ -177,6 +175,34 @@ def _cpe_runs(items: list[tuple[float, str]]) -> list[list[tuple[float, str]]]:
             continue
         good.append(run)
     return good
+
+
+def _trim_stray_end_poles(run: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """The run without leading/trailing zeros and without stray poles at its ends.
+
+    Noise often adds one pole a couple of decades beyond the end of a CPE's
+    ladder (seen at 0.1-0.5 % noise on R-CPE spectra): a pole separated from the
+    rest of the run by more than _CPE_MAX_SPACING_DEC ends the ladder, it does
+    not disqualify it.  Gaps inside the run still do (checked by the caller).
+    """
+    def strip_zeros(r: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        while r and r[0][1] == "Z":
+            r = r[1:]
+        while r and r[-1][1] == "Z":
+            r = r[:-1]
+        return r
+
+    run = strip_zeros(run)
+    while True:
+        poles = [m for m, kind in run if kind == "P"]
+        if len(poles) <= _CPE_MIN_POLES:
+            return run
+        if np.log10(poles[1] / poles[0]) > _CPE_MAX_SPACING_DEC:
+            run = strip_zeros(run[1:])
+        elif np.log10(poles[-1] / poles[-2]) > _CPE_MAX_SPACING_DEC:
+            run = strip_zeros(run[:-1])
+        else:
+            return run
 
 
 def _hf_crossing(f: np.ndarray, zz: np.ndarray) -> float | None:

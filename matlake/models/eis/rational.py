@@ -47,6 +47,7 @@ __all__ = ["RationalFit", "fit_rational", "aaa_real"]
 
 _FAR_FACTOR = 100.0  # poles this far outside the band are capacitance/inductance proxies
 _POLISH_MAX_POLES = 6
+_MERGE_RTOL = 0.1  # poles closer than this fraction of |p| are one relaxation split by noise
 
 
 @dataclass
@@ -440,6 +441,20 @@ def _reduce(
                 merged = basis.poles.copy()
                 merged[i] = complex(-abs(merged[i]), 0.0)
                 cands.append(_Basis(merged, basis.use_c0, basis.use_e))
+        # Noise can split one relaxation into a near-degenerate cluster (seen: a
+        # real pole beside a pair with Im p ~ 1e-6 |p| and residues ~ +-1e15).
+        # Dropping any one member fits well only once the others move, so the
+        # fixed-pole search below never leaves it; merging the two into one real
+        # pole (then polished) does.
+        merges: list[_Basis] = []
+        for i in range(basis.poles.size):
+            for j in range(i + 1, basis.poles.size):
+                pi, pj = basis.poles[i], basis.poles[j]
+                if abs(pi - pj) <= _MERGE_RTOL * max(abs(pi), abs(pj)):
+                    merged = np.delete(basis.poles, j)
+                    merged[i] = complex(-np.sqrt(abs(pi) * abs(pj)), 0.0)
+                    merges.append(_Basis(merged, basis.use_c0, basis.use_e))
+        cands += merges
         if basis.use_e:
             cands.append(_Basis(basis.poles, basis.use_c0, False))
         if basis.use_c0:
@@ -458,12 +473,17 @@ def _reduce(
             break
         if best[0] >= score:
             # a fixed-pole refit may undersell a reduced model: polish, then judge
-            polished = _polish(s, f, wt, best[1])
-            p_coef, p_g = _lsq(s, f, wt, polished)
-            p_score = _bic(_rms(f, p_g, wt), polished.n_params, n_obs)
-            if p_score >= score:
+            # (the best fixed-pole candidate and every merge of a near-degenerate pair)
+            stuck = None
+            for cand in [best[1], *merges]:
+                polished = _polish(s, f, wt, cand)
+                p_coef, p_g = _lsq(s, f, wt, polished)
+                p_score = _bic(_rms(f, p_g, wt), polished.n_params, n_obs)
+                if p_score < score and (stuck is None or p_score < stuck[0]):
+                    stuck = (p_score, polished, p_coef, p_g)
+            if stuck is None:
                 break
-            best = (p_score, polished, p_coef, p_g)
+            best = stuck
         score, basis, coef, g = best
         n_removed += 1
 

@@ -1,0 +1,61 @@
+"""The sample files ship with the repository, and the demo finds them without ../shared."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import ROOT, SAMPLES, sample
+
+import matlake.demo as demo
+
+
+def test_every_sample_file_is_listed_in_sources_with_its_licence():
+    text = (SAMPLES / "SOURCES.md").read_text()
+    files = sorted(p for p in SAMPLES.rglob("*") if p.is_file() and p.name != "SOURCES.md")
+    assert files
+    for p in files:
+        assert p.name in text, f"{p.relative_to(ROOT)} has no row in SOURCES.md"
+    assert "Permission is hereby granted" in text and "Redistribution and use in source and binary forms" in text
+
+
+def test_missing_sample_fails_the_test_instead_of_skipping():
+    with pytest.raises(pytest.fail.Exception, match="missing sample .*no_such_file"):
+        sample("eis", "no_such_file.csv")
+
+
+def test_demo_uses_the_clone_samples_folder_by_default(monkeypatch):
+    monkeypatch.delenv(demo.SAMPLE_ENV, raising=False)
+    assert demo.sample_data_dir() == SAMPLES
+
+
+def test_sample_data_env_overrides_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv(demo.SAMPLE_ENV, str(tmp_path))
+    assert demo.sample_data_dir() == tmp_path
+
+
+def test_installed_package_finds_the_samples_of_the_clone_it_runs_in(monkeypatch, tmp_path):
+    # a regular (non-editable) install: the package sits in site-packages, away from the clone
+    fake = tmp_path / "site-packages" / "matlake" / "demo.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(demo, "__file__", str(fake))
+    monkeypatch.delenv(demo.SAMPLE_ENV, raising=False)
+    monkeypatch.chdir(ROOT / "tests")
+    assert demo.sample_data_dir() == SAMPLES
+    monkeypatch.chdir(tmp_path)  # outside any clone: no samples, the demo says so
+    assert demo.sample_data_dir() is None
+
+
+def test_nothing_in_the_repository_points_at_the_old_shared_folder():
+    pattern = re.compile(r"\.\./shared|\"shared\" */ *\"data\"|parents\[\d\] */ *\"shared\"")
+    hits = []
+    for p in ROOT.rglob("*"):
+        if (p.is_file() and ".git" not in p.parts and "samples" not in p.parts and ".venv" not in p.parts
+                and p.suffix in {".py", ".md", ".ipynb", ".toml", ""} and p != ROOT / "tests" / "test_samples.py"):
+            try:
+                text = p.read_text()
+            except UnicodeDecodeError:
+                continue
+            if pattern.search(text):
+                hits.append(str(p.relative_to(ROOT)))
+    assert hits == []
