@@ -668,7 +668,8 @@ class Lake:
         return qe
 
     def sql(self, query: str, as_of: int | str | None = None, params: Sequence[Any] | None = None):
-        """Run DuckDB SQL over the views at a snapshot; returns a DuckDB relation."""
+        """Run DuckDB SQL over the views at a snapshot; returns a :class:`~matlake.platform.query.Result`
+        (``.df()``, ``.arrow()``, ``.fetchall()``, ``.fetchone()`` on DuckDB 1.4 to 2.x)."""
         return self.query_engine(as_of).sql(query, params=params)
 
     def table(self, name: str, as_of: int | str | None = None, all_versions: bool = False):
