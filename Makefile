@@ -11,8 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel: any other release pulls a multi-GB CUDA build.
+	# The ml extra accepts any torch >= 2.2, so the editable install below keeps this one.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q -e ".[test,bench,ml]"
 	touch $@
 
 .PHONY: install demo test bench notebooks clean

@@ -47,7 +47,7 @@ def test_six_sample_files_ingest_with_published_point_counts_and_capacitive_sign
         assert nf == nr == ni == n, name
         assert median_imag < 0, f"{name}: capacitive spectra must store Z'' < 0"
     # exampleData's high-frequency tail is inductive: Im Z > 0 stored as positive
-    n_pos = lake.sql("select len(list_filter(z_imag, x -> x > 0)) from impedance "
+    n_pos = lake.sql("select len(list_filter(z_imag, lambda x: x > 0)) from impedance "
                      "where source_name = 'impedancepy_exampleData.csv'").fetchone()[0]
     assert n_pos == 9
 

@@ -32,7 +32,8 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -197,12 +198,62 @@ class ModelVersion(Base):
 Index("ix_ingest_ledger_status_created", LedgerEntry.status, LedgerEntry.created_at)
 
 
-def make_engine(url: str) -> Engine:
+class CatalogURLError(ValueError):
+    """A catalog URL that names no supported database, or whose driver is not installed."""
+
+
+# Catalog URL schemes matlake supports -> the SQLAlchemy driver name they use.
+# A plain ``postgresql://`` means psycopg 3 whatever SQLAlchemy's own default
+# (psycopg2 before SQLAlchemy 2.1, psycopg after), so a URL means the same
+# driver on every install; ``postgresql+psycopg2://`` keeps older lakes working.
+DRIVERS: dict[str, str] = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+}
+# Python module a driver imports -> what to ``pip install`` for it.
+DRIVER_PACKAGES: dict[str, str] = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}
+
+
+def safe_url(url: str | URL) -> str:
+    """``url`` with its password masked, for messages and logs."""
+    try:
+        return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url).split("@")[-1]
+
+
+def resolve_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL for a catalog URL as the user wrote it (``matlake.toml``,
+    ``--catalog``, ``--lake``): the scheme is mapped through :data:`DRIVERS`,
+    another driver of SQLite or PostgreSQL is kept as written, and anything else
+    is a :class:`CatalogURLError` naming the supported forms."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError as exc:
+        raise CatalogURLError(f"catalog URL: expected e.g. postgresql://user@host:5432/db or sqlite:///PATH, "
+                              f"found {str(url)!r}") from exc
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None and parsed.get_backend_name() in ("sqlite", "postgresql"):
+        return parsed  # another DB-API driver for a supported database (e.g. postgresql+pg8000): as written
+    if driver is None:
+        raise CatalogURLError(f"catalog URL {safe_url(parsed)}: expected one of the schemes "
+                              f"{', '.join(s + '://' for s in DRIVERS)}, found {parsed.drivername}://")
+    return parsed.set(drivername=driver)
+
+
+def make_engine(url: str | URL) -> Engine:
     """An engine for the catalog.  SQLite: WAL, a long busy timeout, and
     ``BEGIN IMMEDIATE`` for write transactions so two writers queue instead of
-    failing on a lock upgrade."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 120}, poolclass=None)
+    failing on a lock upgrade.  PostgreSQL: psycopg 3 for ``postgresql://``,
+    psycopg2 for ``postgresql+psycopg2://``; a missing driver is a
+    :class:`CatalogURLError` saying what to install.  Connects lazily."""
+    sa_url = resolve_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        engine = create_engine(sa_url, connect_args={"timeout": 120}, poolclass=None)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
@@ -220,7 +271,15 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        return create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except NoSuchModuleError as exc:  # an installed SQLAlchemy without this dialect
+        raise CatalogURLError(f"catalog URL {safe_url(sa_url)}: SQLAlchemy has no driver {sa_url.drivername}") from exc
+    except ImportError as exc:
+        module = (exc.name or sa_url.get_driver_name()).split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        raise CatalogURLError(f"catalog URL {safe_url(sa_url)} needs the Python driver {module!r}, which is not "
+                              f"installed: pip install \"{package}\"") from exc
 
 
 def is_transient(exc: BaseException) -> bool:

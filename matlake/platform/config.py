@@ -10,6 +10,7 @@ catalog, so both ``--lake DIR`` and ``--lake postgresql://...`` find it.
 from __future__ import annotations
 
 import os
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,37 @@ def default_location(path_or_url: str | os.PathLike | None) -> str:
 
 def sqlite_url(root: Path) -> str:
     return f"sqlite:///{(root / SQLITE_NAME).resolve()}"
+
+
+class CreatedPaths:
+    """The folders and files one ``init`` makes, so that a failed init removes
+    exactly those and nothing that was there before."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def mkdir(self, path: Path) -> None:
+        """``mkdir -p path``, remembering each folder that did not exist."""
+        missing = []
+        p = path
+        while not p.exists() and not p.is_symlink():
+            missing.append(p)
+            p = p.parent
+        path.mkdir(parents=True, exist_ok=True)
+        self.paths.extend(reversed(missing))
+
+    def claim(self, path: Path) -> None:
+        """A file this init may create: removed by :meth:`undo` unless it exists now."""
+        if not path.exists() and not path.is_symlink():
+            self.paths.append(path)
+
+    def undo(self) -> None:
+        """Remove what was made, outermost first (a made folder goes with all it holds)."""
+        for p in self.paths:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
+                p.unlink(missing_ok=True)
 
 
 def write_config(root: Path, catalog_url: str) -> None:

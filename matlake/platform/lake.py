@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 import matlake
@@ -41,6 +41,9 @@ from matlake import schemas
 from matlake.platform import catalog as cat
 from matlake.platform import migrate
 from matlake.platform.config import (
+    CONFIG_NAME,
+    SQLITE_NAME,
+    CreatedPaths,
     LakeConfig,
     LakeNotFound,
     default_location,
@@ -236,6 +239,11 @@ class ChangeSet:
                     or self.files)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 # --------------------------------------------------------------------------- the lake
 
 
@@ -253,29 +261,61 @@ class Lake:
     # ---- opening
     @classmethod
     def init(cls, path: str | os.PathLike, catalog: str | None = None) -> "Lake":
+        """Create a lake in folder ``path`` with its catalog at URL ``catalog``
+        (default: SQLite inside the folder; ``postgresql://...`` for a team).
+
+        All or nothing: when any step fails, the folders and files this call made
+        are removed and a catalog that was empty before is migrated back to empty.
+        Should that rollback fail too, the error says so and how to finish it."""
         root = Path(path).resolve()
-        if (root / "matlake.toml").exists():
+        if (root / CONFIG_NAME).exists():
             raise LakeError(f"a lake already exists at {root}")
-        root.mkdir(parents=True, exist_ok=True)
-        for sub in ("tables", "objects"):
-            (root / sub).mkdir(exist_ok=True)
         url = catalog or sqlite_url(root)
-        engine = cat.make_engine(url)
+        engine = cat.make_engine(url)  # a bad URL or a missing driver fails before anything is made
+        sqlite_ours = catalog is None and not (root / SQLITE_NAME).exists()  # removed with the files on failure
+        made = CreatedPaths()
+        fresh = had_version_table = False
         try:
+            made.mkdir(root)
+            for sub in ("tables", "objects"):
+                made.mkdir(root / sub)
+            for name in (SQLITE_NAME, SQLITE_NAME + "-wal", SQLITE_NAME + "-shm", SQLITE_NAME + "-journal",
+                         CONFIG_NAME + ".tmp", CONFIG_NAME):
+                made.claim(root / name)
+            try:
+                had_version_table = migrate.has_version_table(engine)
+                fresh = migrate.current(engine) is None
+            except DBAPIError as exc:
+                raise LakeError(f"cannot connect to the catalog {cat.safe_url(url)}: {_first_line(exc.orig or exc)}; "
+                                f"no lake was created") from exc
             migrate.upgrade(engine)
             with engine.connect().execution_options(write=True) as conn, conn.begin():
                 existing = conn.execute(select(cat.LakeSetting.value).where(cat.LakeSetting.key == "root")).scalar()
                 if existing and Path(existing) != root:
-                    raise LakeError(f"catalog {url} already belongs to the lake at {existing}")
+                    raise LakeError(f"catalog {cat.safe_url(url)} already belongs to the lake at {existing}")
                 if not existing:
                     conn.execute(insert(cat.LakeSetting), [
                         {"key": "root", "value": str(root)},
                         {"key": "created_at", "value": cat.utcnow().isoformat()},
                     ])
-        finally:
+            write_config(root, url)
+            lake = cls(read_config(root))
+        except BaseException as exc:
+            left = ""
+            if fresh and not sqlite_ours:
+                try:
+                    migrate.downgrade_to_empty(engine, drop_version_table=not had_version_table)
+                except Exception as undo_exc:  # noqa: BLE001 - reported with the original error
+                    left = (f"; the catalog {cat.safe_url(url)} could not be rolled back ({_first_line(undo_exc)}) "
+                            f"and may hold a partly migrated matlake schema: empty it with "
+                            f"`matlake db downgrade base --lake CATALOG_URL` before trying again")
             engine.dispose()
-        write_config(root, url)
-        return cls(read_config(root))
+            made.undo()
+            if left:
+                raise LakeError(f"init {root} failed: {_first_line(exc)}{left}") from exc
+            raise
+        engine.dispose()
+        return lake
 
     @classmethod
     def open(cls, path_or_url: str | os.PathLike | None = None, upgrade: bool = False) -> "Lake":
@@ -736,7 +776,8 @@ class Lake:
         return qe
 
     def sql(self, query: str, as_of: int | str | None = None, params: Sequence[Any] | None = None):
-        """Run DuckDB SQL over the views at a snapshot; returns a DuckDB relation."""
+        """Run DuckDB SQL over the views at a snapshot; returns a :class:`~matlake.platform.query.Result`
+        (``.df()``, ``.arrow()``, ``.fetchall()``, ``.fetchone()`` on DuckDB 1.4 to 2.x)."""
         return self.query_engine(as_of).sql(query, params=params)
 
     def table(self, name: str, as_of: int | str | None = None, all_versions: bool = False):

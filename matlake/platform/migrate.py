@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -30,6 +30,23 @@ def downgrade(engine: Engine, revision: str) -> None:
     with engine.connect() as conn:
         command.downgrade(_config(conn), revision)
         conn.commit()
+
+
+def has_version_table(engine: Engine) -> bool:
+    """Whether the catalog database already has Alembic's ``alembic_version`` table."""
+    with engine.connect() as conn:
+        return inspect(conn).has_table("alembic_version")
+
+
+def downgrade_to_empty(engine: Engine, drop_version_table: bool) -> None:
+    """Undo every matlake migration (a failed ``init`` on a catalog that was
+    empty before); ``drop_version_table`` also drops ``alembic_version``."""
+    if current(engine) is not None:
+        downgrade(engine, "base")
+    if drop_version_table:
+        with engine.connect() as conn:
+            conn.execute(text("drop table if exists alembic_version"))
+            conn.commit()
 
 
 def current(engine: Engine) -> str | None:

@@ -323,14 +323,12 @@ def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
 def _newer_versions(con, paths: list[str]) -> pa.Table:
     """(record_id, max version) of records that have more than one version or a tombstone:
     the only ones whose rows need filtering.  Reads two columns only."""
-    # .arrow() may return a one-shot RecordBatchReader; registered as is, a second scan would block.
-    return _arrow_table(con.execute(
+    from matlake.platform.query import to_arrow_table
+
+    # A Table, not a one-shot RecordBatchReader: registered as a stream, a second scan would block.
+    return to_arrow_table(con.sql(
         "select record_id, max(version) as max_version from read_parquet(?, union_by_name=true) "
-        "group by record_id having count(*) > 1 or bool_or(tombstone)", [paths]).arrow())
-
-
-def _arrow_table(x: Any) -> pa.Table:
-    return x.read_all() if isinstance(x, pa.RecordBatchReader) else x
+        "group by record_id having count(*) > 1 or bool_or(tombstone)", params=[paths]))
 
 
 def export_parquet(lake: "Lake", out_dir: str | os.PathLike, as_of: int | str | None = None) -> dict[str, Any]:
@@ -346,6 +344,7 @@ def export_parquet(lake: "Lake", out_dir: str | os.PathLike, as_of: int | str | 
     import duckdb
 
     from matlake.platform.lake import LakeError
+    from matlake.platform.query import to_arrow_reader
 
     sid = lake.resolve_snapshot(as_of)
     out = Path(out_dir)
@@ -371,13 +370,12 @@ def export_parquet(lake: "Lake", out_dir: str | os.PathLike, as_of: int | str | 
             tdir = out / f"table={name}"
             tdir.mkdir(exist_ok=True)
             for i, src in enumerate(paths):
-                res = con.execute(
+                res = con.sql(
                     "select f.* exclude (tombstone) from read_parquet(?, union_by_name=true) f "
                     "left join newer n on n.record_id = f.record_id "
                     "where not f.tombstone and (n.max_version is null or f.version = n.max_version)",
-                    [[src]])
-                reader = (res.to_arrow_reader(BATCH_ROWS) if hasattr(res, "to_arrow_reader")
-                          else res.fetch_record_batch(BATCH_ROWS))
+                    params=[[src]])
+                reader = to_arrow_reader(res, BATCH_ROWS)
                 dest = tdir / f"part-{i:05d}.parquet"
                 n = 0
                 with pq.ParquetWriter(dest, out_schema, compression="zstd") as writer:
@@ -424,7 +422,8 @@ def export_duckdb(lake: "Lake", path: str | os.PathLike, as_of: int | str | None
         for name in qe.row_tables:
             con.execute(f"create table {alias}.main.{name}_all as select * from memory.main.{name}_all")
             con.execute(f"create table {alias}.main.{name} as select * from memory.main.{name}")
-            counts[name] = con.execute(f"select count(*) from {alias}.main.{name}").fetchone()[0]
+            # fetchall: DuckDB 2 keeps a result that fetchone did not exhaust open and blocks the connection
+            counts[name] = con.execute(f"select count(*) from {alias}.main.{name}").fetchall()[0][0]
         for name in CATALOG_VIEWS:
             qe.sql(f"select 1 from {name} limit 0")  # registers the catalog view at this snapshot
             con.execute(f"create table {alias}.main.{name} as select * from memory.main.{name}")

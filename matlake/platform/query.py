@@ -150,10 +150,37 @@ class QueryEngine:
         return sorted(set(self.row_tables) | set(schemas.VIEWS) | set(CATALOG_VIEWS) | set(DERIVED_VIEWS))
 
 
+def to_arrow_table(source: Any) -> pa.Table:
+    """Every row of a DuckDB relation, or of the result pending on a connection
+    after ``execute``, as one pyarrow Table, on DuckDB 1.4 to 2.x.
+
+    DuckDB 1.x: ``.arrow()`` is a Table; 2.x: ``.arrow()`` streams a
+    RecordBatchReader and a connection has only ``.to_arrow_table()``, which
+    1.4 connections lack."""
+    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):
+        fetch = getattr(source, name, None)
+        if fetch is not None:
+            out = fetch()
+            return out.read_all() if isinstance(out, pa.RecordBatchReader) else out
+    raise TypeError(f"expected a DuckDB relation or connection, found {type(source).__name__}")
+
+
+def to_arrow_reader(source: Any, batch_rows: int) -> pa.RecordBatchReader:
+    """The rows of a DuckDB relation or pending connection result as a stream of
+    record batches of at most ``batch_rows`` rows, on DuckDB 1.4 to 2.x."""
+    for name in ("to_arrow_reader", "fetch_record_batch", "fetch_arrow_reader"):
+        fetch = getattr(source, name, None)
+        if fetch is not None:
+            return fetch(batch_rows)
+    raise TypeError(f"expected a DuckDB relation or connection, found {type(source).__name__}")
+
+
 class Result:
-    """A DuckDB relation with stable conveniences across DuckDB releases:
-    ``.df()`` (pandas), ``.arrow()`` (a pyarrow Table), ``.fetchall()``,
-    ``.fetchone()``; everything else is the relation's own API (``.relation``)."""
+    """A DuckDB relation with stable conveniences across DuckDB 1.4 to 2.x:
+    ``.df()`` (pandas), ``.arrow()`` (a pyarrow Table, never a stream),
+    ``.arrow_reader()`` (a stream of record batches), ``.fetchall()``,
+    ``.fetchone()`` (DuckDB 2 relations have none), ``.columns``.  Anything
+    else is the relation's own API (``.relation``), which differs between releases."""
 
     def __init__(self, relation: "duckdb.DuckDBPyRelation | None") -> None:
         self.relation = relation
@@ -161,8 +188,13 @@ class Result:
     def arrow(self) -> pa.Table:
         if self.relation is None:
             return pa.table({})
-        out = self.relation.arrow()
-        return out.read_all() if isinstance(out, pa.RecordBatchReader) else out
+        return to_arrow_table(self.relation)
+
+    def arrow_reader(self, batch_rows: int = 65_536) -> pa.RecordBatchReader:
+        """The rows as record batches of at most ``batch_rows`` rows, read as consumed."""
+        if self.relation is None:
+            return pa.RecordBatchReader.from_batches(pa.schema([]), [])
+        return to_arrow_reader(self.relation, batch_rows)
 
     def df(self):
         import pandas as pd
@@ -173,6 +205,7 @@ class Result:
         return self.relation.fetchall() if self.relation is not None else []
 
     def fetchone(self) -> tuple | None:
+        """The first row, or None when there is none."""
         rows = self.relation.limit(1).fetchall() if self.relation is not None else []
         return rows[0] if rows else None
 
@@ -181,6 +214,8 @@ class Result:
         return list(self.relation.columns) if self.relation is not None else []
 
     def __getattr__(self, name: str):
+        if name == "relation":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.relation, name)
 
     def __repr__(self) -> str:
