@@ -6,6 +6,8 @@ re-encoded as UTF-16 or with Latin-1 characters, NaN/inf written into numeric
 fields, and headers claiming absurd sizes (10^12 atoms or points).  Whatever
 the parser makes of it, ``ingest`` returns; a failure is a ``failed`` ledger
 row whose message names the file, and the raw bytes are kept as an object.
+No input may end as an ``error``: that status means a detector or parser
+raised something other than ParseError, i.e. a bug, and fails the test.
 """
 
 from __future__ import annotations
@@ -109,8 +111,12 @@ def bad_inputs(draw) -> tuple[str, bytes]:
 
 def _check_outcomes(lake, report, paths: list[Path]) -> None:
     assert len(report.outcomes) == len(paths)
+    errors = [(m, d) for p, m, d in lake.sql("select source_path, message, detail from ledger where status = 'error'")
+              .fetchall() if p in {str(x) for x in paths}]
+    assert not errors, "parser bugs (status error):\n" + "\n\n".join(f"{m}\n{d}" for m, d in errors)
+    assert report.errors == 0
     for o in report.outcomes:
-        assert o.status in ("ok", "failed", "unchanged"), o
+        assert o.status in ("ok", "failed", "unchanged"), (o.status, o.message, o.detail)
         if not o.sha256:
             continue
         assert lake.objects.exists(o.sha256), f"raw bytes of {o.path} not kept"

@@ -54,6 +54,37 @@ class ParseError(Exception):
         return ParseError(self.field, self.expected, self.found, file=file)
 
 
+# What a parsing library (pymatgen, the json and XML readers, numpy) raises when the input is
+# malformed.  Parsers catch these *only around the library call that reads the input* and turn
+# them into a ParseError there; outside such a call they are bugs.  Deliberately absent: ImportError,
+# NameError, NotImplementedError, RecursionError, MemoryError, OSError (environment or code faults).
+LIBRARY_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError, AssertionError, EOFError,
+    SyntaxError,  # xml.etree's and lxml's XML parse errors
+)
+
+
+def library_error(exc: BaseException) -> str:
+    """'TypeName: message' of a library exception, for the ``found`` part of a ParseError."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def describe_start(data: bytes, n: int = 40) -> str:
+    """How ``data`` begins, for a message: a quoted excerpt of text, or 'binary data', never raw bytes."""
+    head = data[:n]
+    if not head:
+        return "nothing (empty)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut at the end of the excerpt
+            return f"binary data ({len(data)} bytes)"
+        text = head[:exc.start].decode("utf-8")
+    if "\x00" in text or sum(not (c.isprintable() or c in "\r\n\t") for c in text) > len(text) // 10:
+        return f"binary data ({len(data)} bytes)"
+    return f"text starting {printable(text)!r}"
+
+
 FOUND_LIMIT = 300  # characters of "found" shown in a message
 
 

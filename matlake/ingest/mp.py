@@ -20,7 +20,7 @@ from collections import Counter
 import warnings
 from typing import Any
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult
 from matlake.ingest.structures import structure_row
 
 PARSER_VERSION = "1.0.0"
@@ -86,7 +86,7 @@ def _entry_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             entry = (ComputedStructureEntry if "structure" in d else ComputedEntry).from_dict(d)
-    except Exception as exc:
+    except LIBRARY_INPUT_ERRORS as exc:
         raise ParseError(f"{locator}", f"a pymatgen {cls} dict (energy, composition, parameters)",
                          f"{type(exc).__name__}: {exc}") from exc
     params = entry.parameters or {}
@@ -147,7 +147,7 @@ def _summary_rows(d: dict, locator: str, ctx: ParseContext) -> tuple[dict, dict 
     if d.get("structure"):
         try:
             s = Structure.from_dict(d["structure"])
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             found = f"{type(exc).__name__}: {exc}"
             raise ParseError(f"{locator}.structure", "a pymatgen Structure dict", found) from exc
         srow = structure_row(s, ctx, f"{locator}/structure", material_id=mid)
@@ -240,17 +240,12 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
     locs = _unique([_locator(d, i if isinstance(doc, list) or len(docs) > 1 else None) for i, d in enumerate(docs)])
     result = ParseResult()
     calcs, structs = [], []
-    try:
-        for loc, d in zip(locs, docs):
-            mid = d.get("material_id") if isinstance(d, dict) else None
-            for row, srow in _doc_rows(d, loc, ctx, extras.get(str(mid)) if mid else None):
-                calcs.append(row)
-                if srow is not None:
-                    structs.append(srow)
-    except ParseError:
-        raise
-    except Exception as exc:
-        raise ParseError("MP document", "pymatgen/MP API documents", f"{type(exc).__name__}: {exc}") from exc
+    for loc, d in zip(locs, docs):
+        mid = d.get("material_id") if isinstance(d, dict) else None
+        for row, srow in _doc_rows(d, loc, ctx, extras.get(str(mid)) if mid else None):
+            calcs.append(row)
+            if srow is not None:
+                structs.append(srow)
     if not calcs:
         raise ParseError("documents", "at least one MP document or ComputedEntry", "an empty list")
     if structs:

@@ -11,7 +11,7 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -250,7 +250,7 @@ def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
         warnings.simplefilter("always")
         try:
             cif = CifFile.from_str(text)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError("CIF", "CIF 1.1 data blocks", f"{type(exc).__name__}: {exc}") from exc
         rows = []
         failures = []
@@ -258,7 +258,7 @@ def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
             try:
                 # one block at a time, so a bad block is reported by number and does not hide the good ones
                 structs = CifParser.from_str(str(block)).parse_structures(primitive=False, on_error="raise")
-            except Exception as exc:
+            except LIBRARY_INPUT_ERRORS as exc:
                 failures.append(f"cif_block={n} (data_{name}): {type(exc).__name__}: {exc}")
                 continue
             for s in structs:
@@ -288,7 +288,7 @@ def _parse_poscar(text: str, ctx: ParseContext, result: ParseResult) -> None:
         warnings.simplefilter("always")
         try:
             poscar = Poscar.from_str(text)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError("POSCAR", "a VASP POSCAR/CONTCAR", f"{type(exc).__name__}: {exc}") from exc
     result.add_rows("structures", [structure_row(poscar.structure, ctx, "poscar")])
     result.warnings.extend(sorted({str(w.message) for w in caught}))
@@ -309,7 +309,7 @@ def _parse_structure_json(text: str, ctx: ParseContext, result: ParseResult) -> 
             raise ParseError(f"document [{i}] @class", "Structure", repr(found))
         try:
             s = Structure.from_dict(d)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError(f"document [{i}]", "a pymatgen Structure dict", f"{type(exc).__name__}: {exc}") from exc
         rows.append(structure_row(s, ctx, "json" if not isinstance(doc, list) else f"[{i}]"))
     result.add_rows("structures", rows)
@@ -320,17 +320,12 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
     result = ParseResult()
     head = data[:8192]
     text = _decode(data, "structure file")
-    try:
-        if _detect_structure_json(head, ctx.filename) or text.lstrip()[:1] in ("{", "["):
-            _parse_structure_json(text, ctx, result)
-        elif _detect_cif(head, ctx.filename) or _CIF_BLOCK.search(head):
-            _parse_cif(text, ctx, result)
-        else:
-            _parse_poscar(text, ctx, result)
-    except ParseError:
-        raise
-    except Exception as exc:  # never let a library error escape unexplained
-        raise ParseError("structure", "a CIF, POSCAR or Structure JSON", f"{type(exc).__name__}: {exc}") from exc
+    if _detect_structure_json(head, ctx.filename) or text.lstrip()[:1] in ("{", "["):
+        _parse_structure_json(text, ctx, result)
+    elif _detect_cif(head, ctx.filename) or _CIF_BLOCK.search(head):
+        _parse_cif(text, ctx, result)
+    else:
+        _parse_poscar(text, ctx, result)
     return result
 
 
