@@ -334,6 +334,8 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
 
     try:
         for tname, rows in result.tables.items():
+            if not isinstance(rows, pa.Table) and not rows:
+                continue  # no rows for this table (an empty list has no columns to conform)
             table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
             table = schemas.get(tname).conform(table, source=item.path)
             tables[tname] = table
