@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -321,3 +320,22 @@ def test_migration_0004_backfills_attempt_keys_from_the_activity(lake, tmp_path)
         [row] = conn.execute(sa.text("select status, attempt_key from ingest_ledger")).fetchall()
     assert tuple(row) == ("failed", ingestion.attempt_key("eis", {"temperature": -5}))
     assert lake.ingest([src], kind="eis", options={"temperature": -5}, progress=False).unchanged == 1
+
+
+def test_retry_reads_a_file_that_could_not_be_read_again_from_its_path(sqlite_lake, tmp_path, monkeypatch):
+    src = _copy(shared("dft", CIF), tmp_path / CIF)
+    monkeypatch.setenv("MATLAKE_MAX_SOURCE_BYTES", "100")
+    assert sqlite_lake.ingest([src], progress=False).failed == 1
+    assert retry(sqlite_lake).report.failed == 1  # still too large: reported again, not recorded twice
+    assert len(_ledger(sqlite_lake)) == 1
+    monkeypatch.delenv("MATLAKE_MAX_SOURCE_BYTES")
+    res = retry(sqlite_lake)
+    assert (res.candidates, res.report.new) == (1, 1)
+    assert retry(sqlite_lake).candidates == 0
+    gone = tmp_path / "gone.cif"  # too large, then deleted: nothing left to retry
+    monkeypatch.setenv("MATLAKE_MAX_SOURCE_BYTES", "1")
+    gone.write_text("data_x\n")
+    sqlite_lake.ingest([gone], progress=False)
+    gone.unlink()
+    res = retry(sqlite_lake)
+    assert res.candidates == 0 and res.missing_objects == [f"{gone}: was not read (no raw object) and is gone"]

@@ -64,11 +64,6 @@ LIBRARY_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def library_error(exc: BaseException) -> str:
-    """'TypeName: message' of a library exception, for the ``found`` part of a ParseError."""
-    return f"{type(exc).__name__}: {exc}"
-
-
 def describe_start(data: bytes, n: int = 40) -> str:
     """How ``data`` begins, for a message: a quoted excerpt of text, or 'binary data', never raw bytes."""
     head = data[:n]
