@@ -160,3 +160,49 @@ def test_fuzzed_inputs_never_crash_and_failures_are_recorded(sqlite_lake, tmp_pa
     path.write_bytes(data)
     report = sqlite_lake.ingest([path], progress=False)
     _check_outcomes(sqlite_lake, report, [path])
+
+
+# Inputs the fuzzing above found, or that reach the same spots more directly: each used to end as a
+# crash inside a parser (ZeroDivisionError, AttributeError, or spglib killing the process on NaN).
+_CELL = b"5 0 0\n0 5 0\n0 0 5\n"
+DEGENERATE = {
+    "zero_lattice/POSCAR": (b"Si2\n1.0\n0 0 0\n0 0 0\n0 0 0\nSi\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n",
+                            "cell volume above"),
+    "coplanar/POSCAR": (b"Si2\n1.0\n5 0 0\n5 0 0\n0 0 5\nSi\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "cell volume above"),
+    "nan_scale/POSCAR": (b"Si2\nnan\n" + _CELL + b"Si\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "finite lattice"),
+    "nan_site/POSCAR": (b"Si2\n1.0\n" + _CELL + b"Si\n2\nDirect\nnan 0 0\n0.25 0.25 inf\n", "finite coordinates"),
+    "unknown_element/POSCAR": (b"Si2\n1.0\n" + _CELL + b"Xx\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "chemical elements"),
+}
+
+
+def _mp_entry(**changes) -> bytes:
+    import json
+
+    entry = {"@module": "pymatgen.entries.computed_entries", "@class": "ComputedEntry", "energy": -10.0,
+             "composition": {"Ga": 1.0, "N": 1.0}, "entry_id": "mp-1", "correction": 0.0, "energy_adjustments": [],
+             "parameters": {"run_type": "GGA", "pseudo_potential": {"functional": "PBE"}}, "data": {}}
+    bad = dict(entry, entry_id="mp-2", **changes)
+    return json.dumps([entry, bad]).encode()  # a good first document, so detection is not what fails
+
+
+MP_DOCS = {
+    "energy_null.json": (_mp_entry(energy=None), "energy"),
+    "no_atoms.json": (_mp_entry(composition={}), "composition"),
+    "pseudo_text.json": (_mp_entry(parameters={"pseudo_potential": "PBE"}), "pseudo_potential"),
+    "potcars_number.json": (_mp_entry(parameters={"potcar_symbols": 3.0}), "potcar_symbols"),
+    "class_list.json": (_mp_entry(**{"@class": ["ComputedEntry"]}), "@class"),
+    "adjustments_text.json": (_mp_entry(energy_adjustments=["x"]), "energy_adjustments"),
+    "band_gap_text.json": (_mp_entry(data={"band_gap": "wide"}), "band_gap"),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE) + list(MP_DOCS))
+def test_degenerate_cells_and_malformed_entries_are_bad_input_not_parser_crashes(sqlite_lake, tmp_path, name):
+    data, field = DEGENERATE[name] if name in DEGENERATE else MP_DOCS[name]
+    path = tmp_path / "in" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    report = sqlite_lake.ingest([path], kind="auto" if name in DEGENERATE else "mp-json", progress=False)
+    _check_outcomes(sqlite_lake, report, [path])
+    [o] = report.outcomes
+    assert o.status == "failed" and field in o.message, o.message

@@ -32,6 +32,36 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+MIN_VOLUME = 1e-6  # Angstrom^3; a cell below this is degenerate (coplanar or zero lattice vectors)
+
+
+def check_structure(structure: Structure, locator: str) -> None:
+    """Raise ParseError unless ``structure`` has sites, a finite lattice and coordinates, and a volume.
+
+    pymatgen builds a Structure from a zero or NaN lattice without complaint;
+    every later step (density, spglib, which crashes the process on NaN) needs these.
+    """
+    import numpy as np
+
+    matrix = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.isfinite(matrix).all():
+        raise ParseError(f"{locator} lattice", "finite lattice vectors (Angstrom)", str(matrix.tolist()))
+    volume = abs(float(np.linalg.det(matrix)))
+    if not volume > MIN_VOLUME:
+        raise ParseError(f"{locator} lattice", f"a cell volume above {MIN_VOLUME} Angstrom^3",
+                         f"{volume:g} (lattice {matrix.tolist()})")
+    if len(structure) == 0:
+        raise ParseError(f"{locator} sites", "at least one site", "none")
+    coords = np.asarray(structure.frac_coords, dtype=float)
+    if not np.isfinite(coords).all():
+        raise ParseError(f"{locator} sites", "finite coordinates", "NaN or infinite values")
+    from pymatgen.core import Element
+
+    dummies = sorted({str(e) for e in structure.composition.element_composition if not isinstance(e, Element)})
+    if dummies:  # pymatgen turns an unknown symbol such as 'Xx' into a dummy species without a mass
+        raise ParseError(f"{locator} species", "chemical elements", ", ".join(dummies))
+
+
 def structure_row(
     structure: Structure,
     ctx: ParseContext,
@@ -47,6 +77,7 @@ def structure_row(
     spglib cannot assign one (e.g. a disordered cell it rejects) the three
     symmetry columns are null rather than failing the record.
     """
+    check_structure(structure, locator)
     comp = structure.composition
     el_comp = comp.element_composition  # strips oxidation states from species
     elements = sorted(el.symbol for el in el_comp.elements)
