@@ -38,6 +38,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
+from matlake.ingest.base import describe_start
 from matlake.platform import catalog as cat
 from matlake.platform.objects import ObjectStore
 
@@ -302,7 +303,7 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
         if seen():
             return out
         what = ("any supported format" if item.kind == "auto" else f"a {item.kind} file")
-        found = "binary data" if b"\x00" in head else "text"
+        found = "binary data" if describe_start(head).startswith("binary") else "text"
         return end("failed", f"{item.path}: unsupported format: field content: expected {what}, found {found} "
                              f"({len(raw)} bytes) that no parser recognises; supported kinds and formats: "
                              f"{supported_formats(item.kind)}")

@@ -573,7 +573,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
         if o.status in ("failed", "error"):
             print(f"{o.status.upper()} {o.message}")
     print(f"retried {res.candidates} failed sources: {rep.new} now ok ({rep.records} records), "
-          f"{rep.failed} still failing with a new parser version, {rep.errors} errors, {rep.unchanged} unchanged")
+          f"{rep.failed} failed again, {rep.errors} errors, {rep.unchanged} unchanged (already tried with the "
+          f"current parser versions)")
     return 0
 
 
