@@ -170,6 +170,21 @@ def test_special_file_gets_a_failed_row_and_an_activity_without_bytes_once(lake,
     assert doctor(lake).ok
 
 
+def test_permission_denied_is_a_failed_row_naming_the_reason(sqlite_lake, tmp_path, monkeypatch):
+    src = _copy(shared("dft", CIF), tmp_path / CIF)
+
+    def denied(path, *args, **kwargs):  # what chmod 000 does to a user other than root
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ingestion, "open", denied, raising=False)
+    report = sqlite_lake.ingest([src], progress=False)
+    assert report.failed == 1
+    [(path, sha, _p, status, message, _d, key)] = _ledger(sqlite_lake)
+    assert (path, sha, status, message) == (str(src), "", "failed", f"{src}: cannot read: Permission denied")
+    monkeypatch.delattr(ingestion, "open")
+    assert sqlite_lake.ingest([src], progress=False).new == 1  # readable again: not blocked by that row
+
+
 def test_oversized_file_is_refused_unread_under_a_configurable_limit_then_read_when_raised(
         lake, tmp_path, monkeypatch):
     src = _copy(shared("dft", CIF), tmp_path / CIF)
