@@ -38,7 +38,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
-from matlake.ingest.base import describe_start
+from matlake.ingest.base import describe_start, printable
 from matlake.platform import catalog as cat
 from matlake.platform.objects import ObjectStore
 
@@ -284,8 +284,8 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
         return out
 
     def bug(what: str, exc: BaseException) -> SourceOutcome:
-        return end("error", f"{item.path}: {what}: {type(exc).__name__}: {exc} (a bug, not bad input; "
-                            f"traceback in the ledger's detail)", traceback.format_exc())
+        return end("error", f"{item.path}: {what}: {printable(f'{type(exc).__name__}: {exc}')} (a bug, not bad "
+                            f"input; traceback in the ledger's detail)", traceback.format_exc())
 
     try:
         head = content_head(raw, HEAD_BYTES)
