@@ -253,7 +253,7 @@ def install_probes(probe: Probe) -> None:
     probe.patch(ingestion, "decompress", "gzip decompress")
     probe.patch(ingestion, "content_head", "gzip decompress")
     probe.patch(ingestion, "detect", "detect")
-    probe.patch(ingestion, "_ledger_keys", "ledger keys (catalog read)")
+    probe.patch(ingestion, "_ledger_index", "ledger keys (catalog read)")
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
     probe.patch(objects.ObjectStore, "put", "object store put (raw + grids)")
     probe.patch(os, "fsync", "os.fsync (all)")

@@ -6,6 +6,8 @@ re-encoded as UTF-16 or with Latin-1 characters, NaN/inf written into numeric
 fields, and headers claiming absurd sizes (10^12 atoms or points).  Whatever
 the parser makes of it, ``ingest`` returns; a failure is a ``failed`` ledger
 row whose message names the file, and the raw bytes are kept as an object.
+No input may end as an ``error``: that status means a detector or parser
+raised something other than ParseError, i.e. a bug, and fails the test.
 """
 
 from __future__ import annotations
@@ -110,8 +112,12 @@ def bad_inputs(draw) -> tuple[str, bytes]:
 
 def _check_outcomes(lake, report, paths: list[Path]) -> None:
     assert len(report.outcomes) == len(paths)
+    errors = [(m, d) for p, m, d in lake.sql("select source_path, message, detail from ledger where status = 'error'")
+              .fetchall() if p in {str(x) for x in paths}]
+    assert not errors, "parser bugs (status error):\n" + "\n\n".join(f"{m}\n{d}" for m, d in errors)
+    assert report.errors == 0
     for o in report.outcomes:
-        assert o.status in ("ok", "failed", "unchanged"), o
+        assert o.status in ("ok", "failed", "unchanged"), (o.status, o.message, o.detail)
         if not o.sha256:
             continue
         assert lake.objects.exists(o.sha256), f"raw bytes of {o.path} not kept"
@@ -151,3 +157,49 @@ def test_fuzzed_inputs_never_crash_and_failures_are_recorded(sqlite_lake, tmp_pa
     path.write_bytes(data)
     report = sqlite_lake.ingest([path], progress=False)
     _check_outcomes(sqlite_lake, report, [path])
+
+
+# Inputs the fuzzing above found, or that reach the same spots more directly: each used to end as a
+# crash inside a parser (ZeroDivisionError, AttributeError, or spglib killing the process on NaN).
+_CELL = b"5 0 0\n0 5 0\n0 0 5\n"
+DEGENERATE = {
+    "zero_lattice/POSCAR": (b"Si2\n1.0\n0 0 0\n0 0 0\n0 0 0\nSi\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n",
+                            "cell volume above"),
+    "coplanar/POSCAR": (b"Si2\n1.0\n5 0 0\n5 0 0\n0 0 5\nSi\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "cell volume above"),
+    "nan_scale/POSCAR": (b"Si2\nnan\n" + _CELL + b"Si\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "finite lattice"),
+    "nan_site/POSCAR": (b"Si2\n1.0\n" + _CELL + b"Si\n2\nDirect\nnan 0 0\n0.25 0.25 inf\n", "finite coordinates"),
+    "unknown_element/POSCAR": (b"Si2\n1.0\n" + _CELL + b"Xx\n2\nDirect\n0 0 0\n0.25 0.25 0.25\n", "chemical elements"),
+}
+
+
+def _mp_entry(**changes) -> bytes:
+    import json
+
+    entry = {"@module": "pymatgen.entries.computed_entries", "@class": "ComputedEntry", "energy": -10.0,
+             "composition": {"Ga": 1.0, "N": 1.0}, "entry_id": "mp-1", "correction": 0.0, "energy_adjustments": [],
+             "parameters": {"run_type": "GGA", "pseudo_potential": {"functional": "PBE"}}, "data": {}}
+    bad = dict(entry, entry_id="mp-2", **changes)
+    return json.dumps([entry, bad]).encode()  # a good first document, so detection is not what fails
+
+
+MP_DOCS = {
+    "energy_null.json": (_mp_entry(energy=None), "energy"),
+    "no_atoms.json": (_mp_entry(composition={}), "composition"),
+    "pseudo_text.json": (_mp_entry(parameters={"pseudo_potential": "PBE"}), "pseudo_potential"),
+    "potcars_number.json": (_mp_entry(parameters={"potcar_symbols": 3.0}), "potcar_symbols"),
+    "class_list.json": (_mp_entry(**{"@class": ["ComputedEntry"]}), "@class"),
+    "adjustments_text.json": (_mp_entry(energy_adjustments=["x"]), "energy_adjustments"),
+    "band_gap_text.json": (_mp_entry(data={"band_gap": "wide"}), "band_gap"),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE) + list(MP_DOCS))
+def test_degenerate_cells_and_malformed_entries_are_bad_input_not_parser_crashes(sqlite_lake, tmp_path, name):
+    data, field = DEGENERATE[name] if name in DEGENERATE else MP_DOCS[name]
+    path = tmp_path / "in" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    report = sqlite_lake.ingest([path], kind="auto" if name in DEGENERATE else "mp-json", progress=False)
+    _check_outcomes(sqlite_lake, report, [path])
+    [o] = report.outcomes
+    assert o.status == "failed" and field in o.message, o.message

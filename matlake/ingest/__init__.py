@@ -37,18 +37,38 @@ def parser_named(name: str) -> Parser:
     raise KeyError(f"unknown parser {name!r}; known: {[p.name for p in all_parsers()]}")
 
 
+class UnknownKind(ValueError):
+    """A ``--kind`` that no parser belongs to."""
+
+
+def check_kind(kind: str) -> None:
+    """Raise :class:`UnknownKind`, listing the known kinds, unless ``kind`` is one (or ``auto``)."""
+    if kind != "auto" and kind not in kinds():
+        raise UnknownKind(f"unknown kind {kind!r}; known kinds: auto, {', '.join(kinds())}")
+
+
+def supported_formats(kind: str = "auto") -> str:
+    """The kinds and the formats their parsers read, from the registry: 'vasp (A; B), eis (...)'."""
+    by_kind: dict[str, list[str]] = {}
+    for p in all_parsers():
+        if kind in ("auto", p.kind):
+            by_kind.setdefault(p.kind, []).append((p.description or p.name).split(" → ")[0])
+    return ", ".join(f"{k} ({'; '.join(formats)})" for k, formats in by_kind.items())
+
+
 def detect(head: bytes, filename: str, kind: str = "auto") -> Parser | None:
-    """The parser for a file, from its first bytes and name; ``kind`` narrows the choice."""
-    candidates = [p for p in all_parsers() if kind in ("auto", p.kind)]
-    if kind != "auto" and not candidates:
-        raise ValueError(f"unknown kind {kind!r}; known kinds: {kinds()}")
-    for p in candidates:
-        try:
-            if p.detect(head, filename):
-                return p
-        except Exception:  # a detector must never break a batch
-            continue
+    """The parser for a file, from its first bytes and name; ``kind`` narrows the choice.
+
+    A detector looks at untrusted bytes and must answer True or False: one
+    that raises has a bug, and the exception goes to the caller (the platform
+    records it as an ``error``, not as bad input).
+    """
+    check_kind(kind)
+    for p in all_parsers():
+        if kind in ("auto", p.kind) and p.detect(head, filename):
+            return p
     return None
 
 
-__all__ = ["ParseContext", "ParseError", "Parser", "ParseResult", "all_parsers", "detect", "kinds", "parser_named"]
+__all__ = ["ParseContext", "ParseError", "Parser", "ParseResult", "UnknownKind", "all_parsers", "check_kind", "detect",
+           "kinds", "parser_named", "supported_formats"]

@@ -9,7 +9,12 @@ bytes, commits, and records provenance and the ingest ledger.
 
 Bad input raises :class:`ParseError` naming the field, what was expected and
 what was found; the platform adds the file name and parser version and records
-a ``failed`` ledger row.
+a ``failed`` ledger row.  A parser raises ParseError *only* for bad input:
+where it relies on a library to reject malformed input (pymatgen raising
+ValueError or KeyError, say), it translates that exception into a ParseError
+at that call.  Any other exception is a bug in the parser: the platform
+records it as an ``error`` with its traceback, counts it apart from bad input
+and ``matlake retry`` tries it again.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class ParseError(Exception):
     def __init__(self, field: str, expected: str, found: str, *, file: str | None = None) -> None:
         self.field = field
         self.expected = expected
-        self.found = found
+        self.found = printable(found)
         self.file = file
         super().__init__(self._message())
 
@@ -47,6 +52,43 @@ class ParseError(Exception):
 
     def with_file(self, file: str) -> "ParseError":
         return ParseError(self.field, self.expected, self.found, file=file)
+
+
+# What a parsing library (pymatgen, the json and XML readers, numpy) raises when the input is
+# malformed.  Parsers catch these *only around the library call that reads the input* and turn
+# them into a ParseError there; outside such a call they are bugs.  Deliberately absent: ImportError,
+# NameError, NotImplementedError, RecursionError, MemoryError, OSError (environment or code faults).
+LIBRARY_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError, AssertionError, EOFError,
+    SyntaxError,  # xml.etree's and lxml's XML parse errors
+)
+
+
+def describe_start(data: bytes, n: int = 40) -> str:
+    """How ``data`` begins, for a message: a quoted excerpt of text, or 'binary data', never raw bytes."""
+    head = data[:n]
+    if not head:
+        return "nothing (empty)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut at the end of the excerpt
+            return f"binary data ({len(data)} bytes)"
+        text = head[:exc.start].decode("utf-8")
+    if "\x00" in text or sum(not (c.isprintable() or c in "\r\n\t") for c in text) > len(text) // 10:
+        return f"binary data ({len(data)} bytes)"
+    return f"text starting {printable(text)!r}"
+
+
+FOUND_LIMIT = 300  # characters of "found" shown in a message
+
+
+def printable(text: str, limit: int = FOUND_LIMIT) -> str:
+    """``text`` safe to print: control characters escaped, at most ``limit`` characters."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 @dataclass

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult, describe_start
 
 __all__ = ["PARSERS", "Spectrum", "detect_format", "read_bytes", "read_spectra"]
 
@@ -777,7 +777,7 @@ def _detect_mpr(head: bytes, filename: str) -> bool:
 def _mpr_modules(data: bytes) -> list[dict[str, Any]]:
     """Modules of an .mpr: 'MODULE', short name (10 B), long name (25 B), length, version, date (8 B)."""
     if not data.startswith(MPR_MAGIC):
-        raise ParseError("magic", repr(MPR_MAGIC), repr(data[:24]))
+        raise ParseError("magic", repr(MPR_MAGIC), describe_start(data, 24))
     pos = MPR_HEADER_SIZE
     mods = []
     while pos < len(data):

@@ -15,12 +15,13 @@ calculated cell, ``energy_correction`` the MP compatibility correction (eV).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 import warnings
 from typing import Any
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult
 from matlake.ingest.structures import structure_row
 
 PARSER_VERSION = "1.0.0"
@@ -65,8 +66,27 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _composition_fields(comp: Any) -> dict[str, Any]:
+def _mapping(value: Any, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise ParseError(field, "a JSON object", type(value).__name__)
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    """A finite number from a JSON number or numeric string (not a bool, list, NaN or inf)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ParseError(field, "a finite number", repr(value)[:60])
+    return number
+
+
+def _composition_fields(comp: Any, locator: str = "document") -> dict[str, Any]:
     el = comp.element_composition
+    if not el.num_atoms > 0:
+        raise ParseError(f"{locator}.composition", "at least one atom", repr(el.formula or "nothing"))
     return {
         "formula": el.formula,
         "reduced_formula": el.reduced_formula,
@@ -86,18 +106,26 @@ def _entry_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             entry = (ComputedStructureEntry if "structure" in d else ComputedEntry).from_dict(d)
-    except Exception as exc:
+    except LIBRARY_INPUT_ERRORS as exc:
         raise ParseError(f"{locator}", f"a pymatgen {cls} dict (energy, composition, parameters)",
                          f"{type(exc).__name__}: {exc}") from exc
-    params = entry.parameters or {}
+    params = _mapping(entry.parameters or {}, f"{locator}.parameters")
     material_id = (extra or {}).get("material_id") or (str(entry.entry_id) if entry.entry_id is not None else None)
     srow = None
     if isinstance(entry, ComputedStructureEntry):
         srow = structure_row(entry.structure, ctx, f"{locator}/structure", material_id=material_id)
-    comp = _composition_fields(entry.composition)
-    energy = float(entry.uncorrected_energy)
-    pseudo = params.get("pseudo_potential") or {}
-    hubbards = params.get("hubbards") or {}
+    comp = _composition_fields(entry.composition, locator)
+    energy = _number(entry.uncorrected_energy, f"{locator}.energy")
+    try:
+        correction = float(entry.correction)  # pymatgen sums energy_adjustments here
+    except LIBRARY_INPUT_ERRORS as exc:
+        raise ParseError(f"{locator}.energy_adjustments", "pymatgen EnergyAdjustment dicts",
+                         f"{type(exc).__name__}: {exc}") from exc
+    pseudo = _mapping(params.get("pseudo_potential") or {}, f"{locator}.parameters.pseudo_potential")
+    hubbards = _mapping(params.get("hubbards") or {}, f"{locator}.parameters.hubbards")
+    potcars = params.get("potcar_symbols")
+    if potcars and (not isinstance(potcars, list) or not all(isinstance(x, str) for x in potcars)):
+        raise ParseError(f"{locator}.parameters.potcar_symbols", "a list of POTCAR symbols", type(potcars).__name__)
     row = {
         "record_id": ctx.record_id(locator),
         "structure_id": srow["record_id"] if srow else None,
@@ -108,10 +136,10 @@ def _entry_rows(
         "functional": pseudo.get("functional"),
         "is_hubbard": bool(params["is_hubbard"]) if "is_hubbard" in params else bool(hubbards),
         "hubbards_json": json.dumps(hubbards, default=_json_default),
-        "potcar_symbols": list(params["potcar_symbols"]) if params.get("potcar_symbols") else None,
+        "potcar_symbols": list(potcars) if potcars else None,
         "energy": energy,
         "energy_per_atom": energy / comp["nsites"],
-        "energy_correction": float(entry.correction),
+        "energy_correction": correction,
         "incar_json": json.dumps(params["incar"], default=_json_default) if params.get("incar") else None,
         "source_name": ctx.filename,
         "source_sha256": ctx.source_sha256,
@@ -123,13 +151,13 @@ def _entry_rows(
     return row, srow
 
 
-def _electronic(doc: dict) -> dict[str, Any]:
+def _electronic(doc: dict, locator: str = "document") -> dict[str, Any]:
     """Band-structure fields of an MP summary doc (eV) mapped to our columns."""
     out: dict[str, Any] = {}
     for src, dst in (("band_gap", "band_gap"), ("cbm", "cbm"), ("vbm", "vbm"), ("efermi", "efermi"),
                      ("total_magnetization", "total_magnetization")):
         if doc.get(src) is not None:
-            out[dst] = float(doc[src])
+            out[dst] = _number(doc[src], f"{locator}.{src}")
     if doc.get("is_metal") is not None:
         out["is_metal"] = bool(doc["is_metal"])
     if doc.get("is_gap_direct") is not None:
@@ -147,20 +175,28 @@ def _summary_rows(d: dict, locator: str, ctx: ParseContext) -> tuple[dict, dict 
     if d.get("structure"):
         try:
             s = Structure.from_dict(d["structure"])
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             found = f"{type(exc).__name__}: {exc}"
             raise ParseError(f"{locator}.structure", "a pymatgen Structure dict", found) from exc
         srow = structure_row(s, ctx, f"{locator}/structure", material_id=mid)
         comp_src = s.composition
     elif d.get("composition"):
-        comp_src = Composition(d["composition"])
+        try:
+            comp_src = Composition(d["composition"])
+        except LIBRARY_INPUT_ERRORS as exc:
+            raise ParseError(f"{locator}.composition", "a formula or an element -> amount object",
+                             f"{type(exc).__name__}: {exc}") from exc
     if comp_src is None:
         raise ParseError(f"{locator}", "a 'structure' or 'composition' in the MP document", f"keys {sorted(d)[:12]}")
-    comp = _composition_fields(comp_src)
+    comp = _composition_fields(comp_src, locator)
     n = comp["nsites"]
     unc, corr_epa = d.get("uncorrected_energy_per_atom"), d.get("energy_per_atom")
-    energy = float(unc) * n if unc is not None else None
-    correction = (float(corr_epa) - float(unc)) * n if unc is not None and corr_epa is not None else None
+    if unc is not None:
+        unc = _number(unc, f"{locator}.uncorrected_energy_per_atom")
+    if corr_epa is not None:
+        corr_epa = _number(corr_epa, f"{locator}.energy_per_atom")
+    energy = unc * n if unc is not None else None
+    correction = (corr_epa - unc) * n if unc is not None and corr_epa is not None else None
     row = {
         "record_id": ctx.record_id(locator),
         "structure_id": srow["record_id"] if srow else None,
@@ -168,7 +204,7 @@ def _summary_rows(d: dict, locator: str, ctx: ParseContext) -> tuple[dict, dict 
         "code": "VASP",
         "material_id": mid,
         "energy": energy,
-        "energy_per_atom": float(unc) if unc is not None else None,
+        "energy_per_atom": unc,
         "energy_correction": correction,
         **_electronic(d),
         "source_name": ctx.filename,
@@ -182,6 +218,8 @@ def _doc_rows(doc: Any, locator: str, ctx: ParseContext, extra: dict | None) -> 
     if not isinstance(doc, dict):
         raise ParseError(locator, "a JSON object (MP document or ComputedEntry)", type(doc).__name__)
     cls = doc.get("@class")
+    if cls is not None and not isinstance(cls, str):
+        raise ParseError(f"{locator} @class", "a class name", type(cls).__name__)
     if cls in _ENTRY_CLASSES or (cls is None and "energy" in doc and "composition" in doc and "parameters" in doc):
         return [_entry_rows(doc, locator, ctx, extra)]
     if isinstance(doc.get("entries"), dict) and doc["entries"]:
@@ -240,17 +278,12 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
     locs = _unique([_locator(d, i if isinstance(doc, list) or len(docs) > 1 else None) for i, d in enumerate(docs)])
     result = ParseResult()
     calcs, structs = [], []
-    try:
-        for loc, d in zip(locs, docs):
-            mid = d.get("material_id") if isinstance(d, dict) else None
-            for row, srow in _doc_rows(d, loc, ctx, extras.get(str(mid)) if mid else None):
-                calcs.append(row)
-                if srow is not None:
-                    structs.append(srow)
-    except ParseError:
-        raise
-    except Exception as exc:
-        raise ParseError("MP document", "pymatgen/MP API documents", f"{type(exc).__name__}: {exc}") from exc
+    for loc, d in zip(locs, docs):
+        mid = d.get("material_id") if isinstance(d, dict) else None
+        for row, srow in _doc_rows(d, loc, ctx, extras.get(str(mid)) if mid else None):
+            calcs.append(row)
+            if srow is not None:
+                structs.append(srow)
     if not calcs:
         raise ParseError("documents", "at least one MP document or ComputedEntry", "an empty list")
     if structs:

@@ -11,7 +11,7 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -32,6 +32,36 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+MIN_VOLUME = 1e-6  # Angstrom^3; a cell below this is degenerate (coplanar or zero lattice vectors)
+
+
+def check_structure(structure: Structure, locator: str) -> None:
+    """Raise ParseError unless ``structure`` has sites, a finite lattice and coordinates, and a volume.
+
+    pymatgen builds a Structure from a zero or NaN lattice without complaint;
+    every later step (density, spglib, which crashes the process on NaN) needs these.
+    """
+    import numpy as np
+
+    matrix = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.isfinite(matrix).all():
+        raise ParseError(f"{locator} lattice", "finite lattice vectors (Angstrom)", str(matrix.tolist()))
+    volume = abs(float(np.linalg.det(matrix)))
+    if not volume > MIN_VOLUME:
+        raise ParseError(f"{locator} lattice", f"a cell volume above {MIN_VOLUME} Angstrom^3",
+                         f"{volume:g} (lattice {matrix.tolist()})")
+    if len(structure) == 0:
+        raise ParseError(f"{locator} sites", "at least one site", "none")
+    coords = np.asarray(structure.frac_coords, dtype=float)
+    if not np.isfinite(coords).all():
+        raise ParseError(f"{locator} sites", "finite coordinates", "NaN or infinite values")
+    from pymatgen.core import Element
+
+    dummies = sorted({str(e) for e in structure.composition.element_composition if not isinstance(e, Element)})
+    if dummies:  # pymatgen turns an unknown symbol such as 'Xx' into a dummy species without a mass
+        raise ParseError(f"{locator} species", "chemical elements", ", ".join(dummies))
+
+
 def structure_row(
     structure: Structure,
     ctx: ParseContext,
@@ -47,6 +77,7 @@ def structure_row(
     spglib cannot assign one (e.g. a disordered cell it rejects) the three
     symmetry columns are null rather than failing the record.
     """
+    check_structure(structure, locator)
     comp = structure.composition
     el_comp = comp.element_composition  # strips oxidation states from species
     elements = sorted(el.symbol for el in el_comp.elements)
@@ -250,7 +281,7 @@ def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
         warnings.simplefilter("always")
         try:
             cif = CifFile.from_str(text)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError("CIF", "CIF 1.1 data blocks", f"{type(exc).__name__}: {exc}") from exc
         rows = []
         failures = []
@@ -258,7 +289,7 @@ def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
             try:
                 # one block at a time, so a bad block is reported by number and does not hide the good ones
                 structs = CifParser.from_str(str(block)).parse_structures(primitive=False, on_error="raise")
-            except Exception as exc:
+            except LIBRARY_INPUT_ERRORS as exc:
                 failures.append(f"cif_block={n} (data_{name}): {type(exc).__name__}: {exc}")
                 continue
             for s in structs:
@@ -288,7 +319,7 @@ def _parse_poscar(text: str, ctx: ParseContext, result: ParseResult) -> None:
         warnings.simplefilter("always")
         try:
             poscar = Poscar.from_str(text)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError("POSCAR", "a VASP POSCAR/CONTCAR", f"{type(exc).__name__}: {exc}") from exc
     result.add_rows("structures", [structure_row(poscar.structure, ctx, "poscar")])
     result.warnings.extend(sorted({str(w.message) for w in caught}))
@@ -309,7 +340,7 @@ def _parse_structure_json(text: str, ctx: ParseContext, result: ParseResult) -> 
             raise ParseError(f"document [{i}] @class", "Structure", repr(found))
         try:
             s = Structure.from_dict(d)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError(f"document [{i}]", "a pymatgen Structure dict", f"{type(exc).__name__}: {exc}") from exc
         rows.append(structure_row(s, ctx, "json" if not isinstance(doc, list) else f"[{i}]"))
     result.add_rows("structures", rows)
@@ -320,17 +351,12 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
     result = ParseResult()
     head = data[:8192]
     text = _decode(data, "structure file")
-    try:
-        if _detect_structure_json(head, ctx.filename) or text.lstrip()[:1] in ("{", "["):
-            _parse_structure_json(text, ctx, result)
-        elif _detect_cif(head, ctx.filename) or _CIF_BLOCK.search(head):
-            _parse_cif(text, ctx, result)
-        else:
-            _parse_poscar(text, ctx, result)
-    except ParseError:
-        raise
-    except Exception as exc:  # never let a library error escape unexplained
-        raise ParseError("structure", "a CIF, POSCAR or Structure JSON", f"{type(exc).__name__}: {exc}") from exc
+    if _detect_structure_json(head, ctx.filename) or text.lstrip()[:1] in ("{", "["):
+        _parse_structure_json(text, ctx, result)
+    elif _detect_cif(head, ctx.filename) or _CIF_BLOCK.search(head):
+        _parse_cif(text, ctx, result)
+    else:
+        _parse_poscar(text, ctx, result)
     return result
 
 

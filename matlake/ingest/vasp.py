@@ -21,7 +21,7 @@ from xml.etree.ElementTree import ParseError as XMLParseError
 
 import numpy as np
 
-from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, describe_start
 from matlake.ingest.structures import _head_lines, grid_after, head_cut_in_coordinates, poscar_header_end, structure_row
 
 VASPRUN_VERSION = "1.0.0"
@@ -160,19 +160,14 @@ def parse_vasprun(data: bytes, ctx: ParseContext) -> ParseResult:
     from pymatgen.io.vasp import Vasprun
 
     if not detect_vasprun(data[:8192], ctx.filename):
-        raise ParseError("vasprun.xml root", "an XML document with <modeling> and <generator>", repr(data[:40]))
+        raise ParseError("vasprun.xml root", "an XML document with <modeling> and <generator>", describe_start(data))
     with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml", ctx) as path:
         warnings.simplefilter("always")
         try:
             vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             raise _translate_vasprun_error(exc, data, path, ctx.filename) from exc
-    try:
-        row, struct_row = _vasprun_rows(vr, data, ctx)
-    except ParseError:
-        raise
-    except Exception as exc:
-        raise _translate_vasprun_error(exc, data) from exc
+    row, struct_row = _vasprun_rows(vr, data, ctx)
     result = ParseResult()
     result.add_rows("structures", [struct_row])
     result.add_rows("calculations", [row])
@@ -292,18 +287,22 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
         raise ParseError(
             "volumetric header",
             "a POSCAR block (comment, scale, lattice, [symbols], counts, Direct/Cartesian, coordinates)",
-            repr(data[:40]),
+            describe_start(data),
         )
     grid = grid_after(lines, end)
     if grid is None:
         raise ParseError("grid line", "three positive integers after a blank line following the coordinates",
                          repr("\n".join(lines[end:end + 2])[:120]))
+    n_values = grid[0] * grid[1] * grid[2]
+    if 2 * n_values > len(data):  # each value takes a digit and a separator at least
+        raise ParseError("grid line", f"a grid that {len(data)} bytes can hold",
+                         f"{grid[0]}x{grid[1]}x{grid[2]} = {n_values} values")
     cls = Locpot if kind == "LOCPOT" else Elfcar if kind == "ELFCAR" else Chgcar
     with warnings.catch_warnings(record=True) as caught, _as_file(data, f"_{kind}", ctx) as path:
         warnings.simplefilter("always")
         try:
             vol = cls.from_file(path)
-        except Exception as exc:
+        except LIBRARY_INPUT_ERRORS as exc:
             n = grid[0] * grid[1] * grid[2]
             raise ParseError(
                 f"{kind} grid data",
@@ -311,57 +310,52 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
                 f"{type(exc).__name__}: {exc}",
             ) from exc
     result = ParseResult()
-    try:
-        structure = vol.structure
-        srow = structure_row(structure, ctx, "structure")
-        channels = list(vol.data.keys())
-        # pymatgen names a spin-polarized LOCPOT's blocks spin_up/spin_down (and keeps
-        # total/diff as deprecated aliases); charge files have total (+ diff)
-        if "spin_up" in channels:
-            main_key, second_key = "spin_up", "spin_down"
-        else:
-            main_key = "total" if "total" in channels else channels[0]
-            second_key = "diff" if "diff" in channels else None
-        main = vol.data[main_key]
-        if main.shape != grid:
-            raise ParseError("grid shape", f"{grid} as declared in the header", str(main.shape))
-        main_sha = ctx.put_array(main)  # npz deflate: the costliest step here (see report / bench)
-        second_sha = None
-        if second_key:
-            second = vol.data[second_key]
-            # a non-magnetic spin-polarized LOCPOT has two identical blocks: encode once
-            second_sha = main_sha if np.array_equal(second, main) else ctx.put_array(second)
-        ngrid = main.size
-        mean = float(main.mean())
-        volume = float(structure.volume)
-        if kind in _CHARGE_KINDS:
-            unit, integral = "e (rho*V_cell, VASP convention)", float(main.sum()) / ngrid
-        elif kind == "LOCPOT":
-            unit, integral = "eV", mean * volume
-        else:
-            unit, integral = "", None
-        row = {
-            "record_id": ctx.record_id("grid"),
-            "kind": kind,
-            "structure_id": srow["record_id"],
-            "reduced_formula": srow["reduced_formula"],
-            "grid_shape": list(main.shape),
-            "channels": [main_key] + ([second_key] if second_key else []),
-            "array_sha256": main_sha,
-            "diff_sha256": second_sha,
-            "data_unit": unit,
-            "min": float(main.min()),
-            "max": float(main.max()),
-            "mean": mean,
-            "integral": integral,
-            "source_name": ctx.filename,
-            "source_sha256": ctx.source_sha256,
-            "source_locator": "grid",
-        }
-    except ParseError:
-        raise
-    except Exception as exc:
-        raise ParseError(f"{kind} content", "a structure and a finite grid", f"{type(exc).__name__}: {exc}") from exc
+    structure = vol.structure
+    srow = structure_row(structure, ctx, "structure")
+    channels = list(vol.data.keys())
+    # pymatgen names a spin-polarized LOCPOT's blocks spin_up/spin_down (and keeps
+    # total/diff as deprecated aliases); charge files have total (+ diff)
+    if "spin_up" in channels:
+        main_key, second_key = "spin_up", "spin_down"
+    else:
+        main_key = "total" if "total" in channels else channels[0]
+        second_key = "diff" if "diff" in channels else None
+    main = vol.data[main_key]
+    if main.shape != grid:
+        raise ParseError("grid shape", f"{grid} as declared in the header", str(main.shape))
+    main_sha = ctx.put_array(main)  # npz deflate: the costliest step here (see report / bench)
+    second_sha = None
+    if second_key:
+        second = vol.data[second_key]
+        # a non-magnetic spin-polarized LOCPOT has two identical blocks: encode once
+        second_sha = main_sha if np.array_equal(second, main) else ctx.put_array(second)
+    ngrid = main.size
+    mean = float(main.mean())
+    volume = float(structure.volume)
+    if kind in _CHARGE_KINDS:
+        unit, integral = "e (rho*V_cell, VASP convention)", float(main.sum()) / ngrid
+    elif kind == "LOCPOT":
+        unit, integral = "eV", mean * volume
+    else:
+        unit, integral = "", None
+    row = {
+        "record_id": ctx.record_id("grid"),
+        "kind": kind,
+        "structure_id": srow["record_id"],
+        "reduced_formula": srow["reduced_formula"],
+        "grid_shape": list(main.shape),
+        "channels": [main_key] + ([second_key] if second_key else []),
+        "array_sha256": main_sha,
+        "diff_sha256": second_sha,
+        "data_unit": unit,
+        "min": float(main.min()),
+        "max": float(main.max()),
+        "mean": mean,
+        "integral": integral,
+        "source_name": ctx.filename,
+        "source_sha256": ctx.source_sha256,
+        "source_locator": "grid",
+    }
     result.add_rows("structures", [srow])
     result.add_rows("volumetric", [row])
     result.warnings.extend(sorted({f"{w.category.__name__}: {w.message}" for w in caught}))

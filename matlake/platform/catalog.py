@@ -155,18 +155,29 @@ class Link(Base):
 
 
 class LedgerEntry(Base):
-    """One source file seen by one parser version: ok, failed, or (for files no parser reads) unknown."""
+    """One attempt to ingest a source file: ``ok``, ``failed`` (bad input) or ``error`` (a parser bug).
+
+    The key is (sha256, parser, parser_version, attempt_key).  ``attempt_key``
+    is empty for ``ok`` rows, so the same bytes are parsed once per parser
+    version whatever the options; a failure's key names the kind and options
+    it was tried with, so the same file tried differently is tried again; a
+    file that could not be read has no bytes (``sha256`` empty) and a key
+    made of its path, size, mtime and the reason.  ``detail`` keeps the
+    traceback of an ``error`` row.
+    """
 
     __tablename__ = "ingest_ledger"
-    __table_args__ = (UniqueConstraint("sha256", "parser", "parser_version"),)
+    __table_args__ = (UniqueConstraint("sha256", "parser", "parser_version", "attempt_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     parser: Mapped[str] = mapped_column(String(64))
     parser_version: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # ok | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)  # ok | failed | error
     message: Mapped[str] = mapped_column(Text, default="")
+    attempt_key: Mapped[str] = mapped_column(String(80), default="", server_default="")
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
     record_ids_json: Mapped[str] = mapped_column(Text, default="[]")
     n_records: Mapped[int] = mapped_column(Integer, default=0)
     activity_id: Mapped[str] = mapped_column(String(40), ForeignKey("activities.activity_id"))

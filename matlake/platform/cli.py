@@ -97,13 +97,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = list(args.paths)
     if paths[:1] == ["mp"]:
         return _ingest_mp(lake, args, options)
+    from matlake.ingest import check_kind
+
+    check_kind(args.kind)  # before any file is read
     report = lake.ingest(paths, kind=args.kind, options=options, workers=args.workers, batch_size=args.batch_size,
                          progress=None if args.progress else False, dask=args.dask)
     for o in report.outcomes:
-        if o.status == "failed":
-            print(f"FAILED {o.message}", file=sys.stderr)
+        if o.status in ("failed", "error"):
+            print(f"{o.status.upper()} {o.message}", file=sys.stderr)
+        elif args.strict and o.still_failed:
+            flag = "--failed" if o.prior == "failed" else "--errors"
+            print(f"STILL {o.prior.upper()} {o.path} (unchanged since then; see matlake ledger {flag})",
+                  file=sys.stderr)
     print(report.summary())
-    return 1 if report.failed and args.strict else 0
+    return 1 if report.still_failed and args.strict else 0
 
 
 def _ingest_mp(lake, args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -253,14 +260,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     lake = _lake(args)
-    cond = "where status = 'failed'" if args.failed else ""
-    df = lake.sql(f"select id, status, parser, parser_version, n_records, source_path, message from ledger {cond} "
-                  f"order by id desc limit {int(args.limit)}").df()
-    if args.failed and not df.empty:
+    wanted = [s for s, on in (("failed", args.failed), ("error", args.errors)) if on]
+    cond = f"where status in ({', '.join(repr(s) for s in wanted)})" if wanted else ""
+    df = lake.sql(f"select id, status, parser, parser_version, n_records, source_path, message, detail from ledger "
+                  f"{cond} order by id desc limit {int(args.limit)}").df()
+    if wanted and not df.empty:
         for _, r in df.iterrows():
-            print(f"#{r['id']} {r['parser']} {r['parser_version']}: {r['message']}")
+            print(f"#{r['id']} {r['status']} {r['parser']} {r['parser_version']}: {r['message']}")
+            if args.traceback and r["detail"]:
+                print("    " + str(r["detail"]).rstrip().replace("\n", "\n    "))
         return 0
-    print_frame(df, args.limit)
+    print_frame(df.drop(columns=["detail"]), args.limit)
     return 0
 
 
@@ -319,13 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive); `ingest mp --query JSON`")
     s.add_argument("paths", nargs="+", help="files or folders; or the word mp with --query")
-    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, ... (default: detect)")
+    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis (default: auto, detect)")
     s.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
     s.add_argument("--batch-size", type=int, default=64, help="files per commit (default 64)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="parser option (repeatable)")
     s.add_argument("--dask", metavar="ADDRESS", help="parse on a Dask cluster (scheduler address)")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    s.add_argument("--strict", action="store_true", help="exit 1 when any file failed")
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 when any file is failed or errored, including files unchanged since a failure")
     s.add_argument("--query", help="mp: JSON search criteria for the Materials Project")
     s.add_argument("--api-key", help="mp: API key (default $MP_API_KEY)")
     s.add_argument("--endpoint", help="mp: API endpoint (default: the public one)")
@@ -381,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_gc)
 
     s = sub.add_parser("ledger", parents=[common], help="the ingest ledger")
-    s.add_argument("--failed", action="store_true", help="only failures, with their messages")
+    s.add_argument("--failed", action="store_true", help="only failures (bad input, unreadable files), with messages")
+    s.add_argument("--errors", action="store_true", help="only errors (parser bugs), with messages")
+    s.add_argument("--traceback", action="store_true", help="with --errors: the traceback of each error")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_ledger)
 

@@ -2,13 +2,17 @@
 
 Parsers (``matlake.ingest``) are pure; this module does everything around
 them.  Each source file becomes one ``ingest`` activity that *used* the raw
-object and generated the file's rows, plus one ledger row (``ok`` or
-``failed``).  Files are parsed in worker processes (``workers``) or on a Dask
+object and generated the file's rows, plus one ledger row: ``ok``,
+``failed`` (bad input, or a file that could not be read: then without bytes)
+or ``error`` (a detector or parser raised something other than ParseError:
+a bug, kept with its traceback).  Files are parsed in worker processes (``workers``) or on a Dask
 cluster (``dask``), and committed in batches: one Parquet file per table per
 batch, one catalog transaction per batch.
 
 Re-ingesting bytes already seen by the same parser version is a no-op; a
-newer parser version re-parses and adds version n+1 of the same records.
+newer parser version re-parses and adds version n+1 of the same records.  A
+failure is tried again when the kind or options differ (see
+:func:`attempt_key`); ``matlake retry`` tries errors again as they are.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
+import stat
 import sys
+import traceback
+import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from sqlalchemy import select
 
-from matlake.ingest import ParseContext, ParseError, detect
+from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
+from matlake.ingest.base import describe_start, printable
 from matlake.platform import catalog as cat
 from matlake.platform.objects import ObjectStore
 
@@ -38,7 +47,47 @@ if TYPE_CHECKING:
 
 HEAD_BYTES = 8192
 UNKNOWN_PARSER = "unknown"
-MAX_SOURCE_BYTES = 2 * 1024**3  # a single source file larger than this is refused, not read
+MAX_SOURCE_BYTES = 2 * 1024**3  # default: a single source file larger than this is refused, not read
+MAX_SOURCE_ENV = "MATLAKE_MAX_SOURCE_BYTES"
+OK_KEY = ""  # the attempt key of every ok ledger row: one success per (bytes, parser version)
+
+
+def max_source_bytes() -> int:
+    """Largest source file read, in bytes: ``$MATLAKE_MAX_SOURCE_BYTES`` if set, else 2 GiB."""
+    value = os.environ.get(MAX_SOURCE_ENV, "").strip()
+    if not value:
+        return MAX_SOURCE_BYTES
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit <= 0:
+        raise ValueError(f"${MAX_SOURCE_ENV}: expected a positive number of bytes, found {value!r}")
+    return limit
+
+
+def attempt_key(kind: str, options: dict[str, Any]) -> str:
+    """Ledger key part of a failure: the kind and options it was tried with.
+
+    The same bytes that failed are tried again when the kind or an option
+    differs, and come back ``unchanged`` when tried the same way again.
+    """
+    text = json.dumps({"kind": kind, "options": options}, sort_keys=True, default=str)
+    return "try:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def unread_key(path: str, stamp: tuple[int, int] | None, reason: str) -> str:
+    """Ledger key part of a file that was not read (no bytes, so no hash).
+
+    Made of the path, size, mtime and reason: the same unreadable file is
+    recorded once, a changed one again, and a later successful read (which
+    has a hash) is never blocked by it.
+    """
+    text = f"{path}\x00{stamp}\x00{reason}"
+    return "unread:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+LedgerIndex = Mapping[tuple[str, str, str, str], str]  # (sha256, parser, version, attempt key) -> status
 
 
 @dataclass
@@ -49,6 +98,7 @@ class SourceItem:
     kind: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
     object_sha: str | None = None  # read from the store instead of the path
+    again: bool = False  # try even if this attempt is in the ledger (``retry`` of an ``error``)
 
 
 @dataclass
@@ -58,7 +108,7 @@ class SourceOutcome:
     size: int
     parser: str
     parser_version: str
-    status: str  # ok | failed | unchanged
+    status: str  # ok | failed | error | unchanged
     message: str = ""
     tables: dict[str, pa.Table] = field(default_factory=dict)
     objects: list[tuple[str, int]] = field(default_factory=list)  # (sha, size) written by the parser
@@ -66,6 +116,14 @@ class SourceOutcome:
     warnings: list[str] = field(default_factory=list)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    attempt_key: str = OK_KEY
+    detail: str = ""  # traceback of an error
+    prior: str = ""  # status of the ledger row that made this source unchanged (or an unread one known)
+
+    @property
+    def still_failed(self) -> bool:
+        """Failed or errored now, or unchanged since a failure or error."""
+        return self.status in ("failed", "error") or (self.status == "unchanged" and self.prior in ("failed", "error"))
 
 
 @dataclass
@@ -73,14 +131,22 @@ class IngestReport:
     new: int = 0
     unchanged: int = 0
     failed: int = 0
+    errors: int = 0
     records: int = 0
     snapshots: list[int] = field(default_factory=list)
     outcomes: list[SourceOutcome] = field(default_factory=list)
 
+    @property
+    def still_failed(self) -> int:
+        """Files that failed or errored, now or in the attempt that left them unchanged."""
+        return sum(1 for o in self.outcomes if o.still_failed)
+
     def summary(self) -> str:
         snaps = f", snapshots {self.snapshots[0]}..{self.snapshots[-1]}" if self.snapshots else ""
-        return (f"{self.new} new, {self.unchanged} unchanged, {self.failed} failed files; "
-                f"{self.records} records{snaps}")
+        old = self.still_failed - self.failed - self.errors
+        again = f" ({old} of them failed before)" if old > 0 else ""
+        return (f"{self.new} new, {self.unchanged} unchanged{again}, {self.failed} failed, {self.errors} errors "
+                f"files; {self.records} records{snaps}")
 
 
 # --------------------------------------------------------------------------- pure per-file work
@@ -94,9 +160,9 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             for sub in sorted(path.rglob("*")):
                 rel = sub.relative_to(path).parts
-                if sub.is_file() and not any(part.startswith(".") for part in rel):
-                    out.append(sub)
-        elif path.is_file():
+                if not sub.is_dir() and sub.exists() and not any(part.startswith(".") for part in rel):
+                    out.append(sub)  # special files (FIFOs, sockets) too: they get a failed ledger row
+        elif path.exists():
             out.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
@@ -139,69 +205,117 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
-def process_source(item: SourceItem, objects_root: str, known: frozenset[tuple[str, str, str]]) -> SourceOutcome:
+def _unread(item: SourceItem, known: LedgerIndex, started: datetime, stamp: tuple[int, int] | None,
+            size: int, reason: str) -> SourceOutcome:
+    """The outcome of a file not read: failed, no bytes, keyed by path, size, mtime and reason."""
+    key = unread_key(item.path, stamp, reason)
+    return SourceOutcome(item.path, "", size, UNKNOWN_PARSER, "0", "failed", f"{item.path}: {reason}",
+                         started_at=started, ended_at=cat.utcnow(), attempt_key=key,
+                         prior=known.get(("", UNKNOWN_PARSER, "0", key), ""))
+
+
+def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
+                 started: datetime) -> tuple[bytes, tuple[int, int] | None] | SourceOutcome:
+    """The bytes of a source and its (size, mtime) stamp, or the failed outcome of a file not read."""
+    if item.object_sha:
+        try:
+            return store.get(item.object_sha), None
+        except Exception as exc:  # noqa: BLE001 - missing, unreadable or corrupt: reported, not raised
+            return _unread(item, known, started, None, 0, f"cannot read raw object {item.object_sha}: {exc}")
+    try:
+        st = os.stat(item.path)
+    except OSError as exc:
+        return _unread(item, known, started, None, 0, f"cannot read: {exc.strerror or exc}")
+    stamp = (st.st_size, st.st_mtime_ns)
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device or other special file")
+        return _unread(item, known, started, stamp, 0, f"cannot read: not a regular file ({what})")
+    limit = max_source_bytes()
+    if st.st_size > limit:
+        return _unread(item, known, started, stamp, st.st_size,
+                       f"field size: expected at most {limit} bytes (${MAX_SOURCE_ENV}), found {st.st_size}")
+    try:
+        with open(item.path, "rb") as fh:
+            return fh.read(), stamp
+    except OSError as exc:
+        return _unread(item, known, started, stamp, st.st_size, f"cannot read: {exc.strerror or exc}")
+
+
+def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> SourceOutcome:
     """Read, hash, detect, parse one source; keep its raw bytes and arrays as objects.
 
     Runs in worker processes: it touches only the object store (content
     addressed, idempotent) and never the catalog or Parquet tables.
+    ``known`` is the ledger's index (see :func:`_ledger_index`).  The status
+    is ``ok``; ``failed`` for bad input (a :class:`ParseError`, a file not
+    read, unsupported content); ``error`` for any other exception inside a
+    detector or parser (a bug: the traceback goes to ``detail``); or
+    ``unchanged`` when the ledger already has this attempt (``prior`` then
+    says how it ended).  The raw bytes of every failure are kept.
     """
     started = cat.utcnow()
     store = ObjectStore(Path(objects_root))
     name = Path(item.path).name
-    stamp: tuple[int, int] | None = None
-    try:
-        if item.object_sha:
-            raw = store.get(item.object_sha)
-        else:
-            st = os.stat(item.path)
-            stamp = (st.st_size, st.st_mtime_ns)
-            size = st.st_size
-            if size > MAX_SOURCE_BYTES:
-                return SourceOutcome(item.path, "", size, UNKNOWN_PARSER, "0", "failed",
-                                     f"{item.path}: field size: expected at most {MAX_SOURCE_BYTES} bytes, found {size}",
-                                     started_at=started, ended_at=cat.utcnow())
-            with open(item.path, "rb") as fh:
-                raw = fh.read()
-    except OSError as exc:
-        return SourceOutcome(item.path, "", 0, UNKNOWN_PARSER, "0", "failed",
-                             f"{item.path}: cannot read: {exc.strerror or exc}", started_at=started, ended_at=cat.utcnow())
+    got = _read_source(item, store, known, started)
+    if isinstance(got, SourceOutcome):
+        return got
+    raw, stamp = got
     sha = hashlib.sha256(raw).hexdigest()
-    out = SourceOutcome(item.path, sha, len(raw), UNKNOWN_PARSER, "0", "failed", started_at=started)
+    out = SourceOutcome(item.path, sha, len(raw), UNKNOWN_PARSER, "0", "failed", started_at=started,
+                        attempt_key=attempt_key(item.kind, item.options))
+
+    def seen() -> bool:
+        """True (and ``out`` unchanged) when the ledger has this success or this attempt."""
+        done = known.get((sha, out.parser, out.parser_version, OK_KEY))
+        if done is None and not item.again:
+            done = known.get((sha, out.parser, out.parser_version, out.attempt_key))
+        if done is None:
+            return False
+        out.status, out.prior = "unchanged", done
+        return True
+
+    def end(status: str, message: str, detail: str = "") -> SourceOutcome:
+        if item.again:  # a retried attempt gets a row of its own
+            out.attempt_key += ":" + uuid.uuid4().hex[:12]
+        store.put(raw, sha)  # the raw bytes of every failure are kept
+        out.status, out.message, out.detail = status, message, detail
+        out.ended_at = cat.utcnow()
+        return out
+
+    def bug(what: str, exc: BaseException) -> SourceOutcome:
+        return end("error", f"{item.path}: {what}: {printable(f'{type(exc).__name__}: {exc}')} (a bug, not bad "
+                            f"input; traceback in the ledger's detail)", traceback.format_exc())
+
     try:
         head = content_head(raw, HEAD_BYTES)
     except ParseError as exc:
-        store.put(raw, sha)
-        out.message = str(exc.with_file(item.path))
-        out.ended_at = cat.utcnow()
-        return out
+        return out if seen() else end("failed", str(exc.with_file(item.path)))
+    if not head.strip() and len(head) < HEAD_BYTES:
+        empty = "empty file" if not raw else ("empty file (gzip of nothing)" if not head
+                                              else "empty file (only whitespace)")
+        return out if seen() else end("failed", f"{item.path}: {empty}")
     try:
         parser = detect(head, name, item.kind)
-    except ValueError as exc:  # unknown --kind
-        out.message = f"{item.path}: {exc}"
-        out.ended_at = cat.utcnow()
-        return out
+    except Exception as exc:  # noqa: BLE001 - a detector bug must not sink the batch
+        return out if seen() else bug("a format detector crashed", exc)
     if parser is None:
-        out.parser_version = "0"
-        if (sha, UNKNOWN_PARSER, "0") in known:
-            out.status = "unchanged"
+        if seen():
             return out
-        store.put(raw, sha)
-        what = "any known format" if item.kind == "auto" else f"a {item.kind} file"
-        out.message = (f"{item.path}: field content: expected {what}, found unrecognised content "
-                       f"starting {head[:40]!r}")
-        out.ended_at = cat.utcnow()
-        return out
+        what = ("any supported format" if item.kind == "auto" else f"a {item.kind} file")
+        found = "binary data" if describe_start(head).startswith("binary") else "text"
+        return end("failed", f"{item.path}: unsupported format: field content: expected {what}, found {found} "
+                             f"({len(raw)} bytes) that no parser recognises; supported kinds and formats: "
+                             f"{supported_formats(item.kind)}")
     out.parser, out.parser_version = parser.name, parser.version
-    if (sha, parser.name, parser.version) in known:
-        out.status = "unchanged"
+    if seen():
         return out
     store.put(raw, sha)  # the raw bytes are kept whatever happens next
+    versioned = f"(parser {parser.name} {parser.version})"
     try:
         content = decompress(raw, name)
     except ParseError as exc:
-        out.message = f"{exc.with_file(item.path)} (parser {parser.name} {parser.version})"
-        out.ended_at = cat.utcnow()
-        return out
+        return end("failed", f"{exc.with_file(item.path)} {versioned}")
     plain_file = (content is raw and stamp is not None and not name.lower().endswith(COMPRESSED_SUFFIXES))
     ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
                        content_path=item.path if plain_file else None)
@@ -212,32 +326,28 @@ def process_source(item: SourceItem, objects_root: str, known: frozenset[tuple[s
             ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options)
             result = parser.parse(content, ctx)
     except ParseError as exc:
-        out.message = f"{exc.with_file(item.path)} (parser {parser.name} {parser.version})"
-        out.ended_at = cat.utcnow()
-        return out
+        return end("failed", f"{exc.with_file(item.path)} {versioned}")
     except Exception as exc:  # noqa: BLE001 - a parser bug must not sink the batch
-        out.message = (f"{item.path}: parser {parser.name} {parser.version} failed unexpectedly: "
-                       f"{type(exc).__name__}: {exc}")
-        out.ended_at = cat.utcnow()
-        return out
+        return bug(f"parser {parser.name} {parser.version} crashed", exc)
     tables: dict[str, pa.Table] = {}
     rids: list[str] = []
     from matlake import schemas
 
     try:
         for tname, rows in result.tables.items():
+            if not isinstance(rows, pa.Table) and not rows:
+                continue  # no rows for this table (an empty list has no columns to conform)
             table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
             table = schemas.get(tname).conform(table, source=item.path)
             tables[tname] = table
             rids.extend(table.column("record_id").to_pylist())
-    except (KeyError, ValueError, pa.ArrowException) as exc:
-        out.message = f"{item.path}: parser {parser.name} {parser.version} produced invalid rows: {exc}"
-        out.ended_at = cat.utcnow()
-        return out
+    except Exception as exc:  # noqa: BLE001 - rows the schema refuses are the parser's bug
+        return bug(f"parser {parser.name} {parser.version} produced rows its table refuses", exc)
     for osha, data in ctx.objects.items():
         store.put(data, osha)
         out.objects.append((osha, len(data)))
     out.status = "ok"
+    out.attempt_key = OK_KEY
     out.tables = tables
     out.record_ids = rids
     out.warnings = list(result.warnings)
@@ -248,7 +358,7 @@ def process_source(item: SourceItem, objects_root: str, known: frozenset[tuple[s
 # --------------------------------------------------------------------------- executors
 
 
-def _map_local(items: list[SourceItem], objects_root: str, known: frozenset, workers: int) -> Iterator[SourceOutcome]:
+def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int) -> Iterator[SourceOutcome]:
     if workers <= 1 or len(items) <= 1:
         for it in items:
             yield process_source(it, objects_root, known)
@@ -266,12 +376,12 @@ def _map_local(items: list[SourceItem], objects_root: str, known: frozenset, wor
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _map_dask(items: list[SourceItem], objects_root: str, known: frozenset, address: str) -> Iterator[SourceOutcome]:
+def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, address: str) -> Iterator[SourceOutcome]:
     from distributed import Client, as_completed
 
     with Client(address) as client:
-        # Scatter the ledger keys as one object: scatter() splits a bare set into
-        # one future per element (and fails outright on an empty set).
+        # Scatter the ledger index as one object: scatter() splits a bare collection into
+        # one future per element (and fails outright on an empty one).
         [known_f] = client.scatter([known], broadcast=True, hash=False)
         futures = client.map(process_source, items, objects_root=objects_root, known=known_f, pure=False)
         try:
@@ -285,25 +395,42 @@ def _map_dask(items: list[SourceItem], objects_root: str, known: frozenset, addr
 
 
 def _ledger_keys(lake: "Lake") -> frozenset[tuple[str, str, str]]:
+    """(sha256, parser, parser_version) of every ledger row (``jobs --dry-run`` plans with it)."""
     with lake.engine.connect() as conn:
         rows = conn.execute(select(cat.LedgerEntry.sha256, cat.LedgerEntry.parser, cat.LedgerEntry.parser_version))
         return frozenset((a, b, c) for a, b, c in rows)
 
 
-def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: frozenset, message: str,
+def _ledger_index(lake: "Lake") -> dict[tuple[str, str, str, str], str]:
+    """Every ledger row's key (sha256, parser, parser_version, attempt_key) -> its status."""
+    le = cat.LedgerEntry
+    with lake.engine.connect() as conn:
+        rows = conn.execute(select(le.sha256, le.parser, le.parser_version, le.attempt_key, le.status))
+        return {(a, b, c, d): st for a, b, c, d, st in rows}
+
+
+def _key(o: SourceOutcome) -> tuple[str, str, str, str]:
+    return (o.sha256, o.parser, o.parser_version, o.attempt_key)
+
+
+def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, message: str,
                   how: dict[str, tuple[str, dict[str, Any]]] | None = None) -> int | None:
-    """One commit for a batch of parsed sources.  ``how`` maps a source path to the
-    (kind, options) it was ingested with, kept in the activity so a retry can reuse them."""
+    """One commit for a batch of attempted sources: an activity and a ledger row each.
+
+    ``how`` maps a source path to the (kind, options) it was ingested with,
+    kept in the activity so a retry can reuse them.  A source not read (no
+    bytes) still gets both, with an empty sha256 and no *used* object.
+    """
     from matlake.platform.lake import ChangeSet
 
-    seen_parsers = {(s, p) for (s, p, _v) in known}
+    seen_parsers = {(s, p) for (s, p, _v, _k) in known}
     cs = ChangeSet("ingest", message)
     for o in batch:
         kind, options = (how or {}).get(o.path, ("auto", {}))
         act = cs.activity("ingest", o.parser, o.parser_version,
                           parameters={"source_path": o.path, "kind": kind, "options": options,
                                       "warnings": o.warnings[:20]},
-                          started_at=o.started_at, status="ok" if o.status == "ok" else "failed", error=o.message)
+                          started_at=o.started_at, status=o.status, error=o.message)
         act.ended_at = o.ended_at
         if o.sha256:
             act.used("object", o.sha256)
@@ -314,10 +441,9 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: frozenset, me
         version = 1 if (o.sha256, o.parser) not in seen_parsers else None
         for tname, table in o.tables.items():
             cs.add_rows(tname, table, act, version=version, source=o.path)
-        if o.sha256:
-            cs.add_ledger(source_path=o.path, sha256=o.sha256, size=o.size, parser=o.parser,
-                          parser_version=o.parser_version, status=o.status, message=o.message,
-                          record_ids=o.record_ids, activity=act)
+        cs.add_ledger(source_path=o.path, sha256=o.sha256, size=o.size, parser=o.parser,
+                      parser_version=o.parser_version, status=o.status, message=o.message,
+                      record_ids=o.record_ids, activity=act, attempt_key=o.attempt_key, detail=o.detail)
     return lake.commit(cs)
 
 
@@ -337,17 +463,22 @@ def ingest(
 ) -> IngestReport:
     """Ingest files/folders (or prepared ``items``) into the lake; returns counts and outcomes.
 
-    ``stop`` is polled before each parsed file is taken: once it returns True no
-    further file is taken, the files taken so far are committed, and the rest
-    are left for a later run.
+    An unknown ``kind`` (or an item's) and a bad ``$MATLAKE_MAX_SOURCE_BYTES``
+    raise ``ValueError`` before any file is read.  ``stop`` is polled before
+    each parsed file is taken: once it returns True no further file is taken,
+    the files taken so far are committed, and the rest are left for a later run.
     """
+    check_kind(kind)
+    max_source_bytes()
     if items is None:
         files = expand_paths(paths or [])
         items = [SourceItem(str(p.resolve()), kind, dict(options or {})) for p in files]
     items = list(items)
+    for k in sorted({it.kind for it in items}):
+        check_kind(k)
     how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
-    known = _ledger_keys(lake)
+    known = _ledger_index(lake)
     show = sys.stderr.isatty() if progress is None else progress
     stream: Iterable[SourceOutcome]
     if dask:
@@ -359,7 +490,7 @@ def ingest(
 
         stream = tqdm(stream, total=len(items), desc="ingest", unit="file", file=sys.stderr)
     pending: list[SourceOutcome] = []
-    batch_keys: set[tuple[str, str, str]] = set()
+    batch_keys: dict[tuple[str, str, str, str], str] = {}
 
     def flush() -> None:
         nonlocal known
@@ -375,7 +506,7 @@ def ingest(
                 sid = _commit_batch(lake, batch, known, f"ingest {len(batch)} files", how)
                 if sid is not None:
                     report.snapshots.append(sid)
-                known = known | {(o.sha256, o.parser, o.parser_version) for o in batch}
+                known = {**known, **{_key(o): o.status for o in batch}}
                 break
             except Exception as exc:
                 from matlake.platform.lake import DuplicateSource
@@ -383,25 +514,28 @@ def ingest(
                 if not isinstance(exc, DuplicateSource):
                     raise
                 # Another process committed some of these sources first: drop them and retry.
-                known = _ledger_keys(lake)
-                kept = [o for o in batch if (o.sha256, o.parser, o.parser_version) not in known]
+                known = _ledger_index(lake)
+                kept = [o for o in batch if _committed(o, known) is None]
                 if len(kept) == len(batch):
                     raise  # not another process's commit: retrying could loop forever
                 for o in batch:
-                    if (o.sha256, o.parser, o.parser_version) in known:
-                        _count(o, "unchanged")
+                    prior = _committed(o, known)
+                    if prior is not None:
+                        _count(o, "unchanged", prior)
                 batch = kept
         for o in batch:
             _count(o, o.status)
 
-    def _count(o: SourceOutcome, status: str) -> None:
+    def _count(o: SourceOutcome, status: str, prior: str = "") -> None:
         if status == "unchanged":
             o.status = "unchanged"
-            o.tables = {}
+            o.prior = prior or o.prior
             report.unchanged += 1
         elif status == "ok":
             report.new += 1
             report.records += len(o.record_ids)
+        elif status == "error":
+            report.errors += 1
         else:
             report.failed += 1
         o.tables = {}  # rows are in the lake now; do not keep them in memory
@@ -412,16 +546,27 @@ def ingest(
     for o in stream:
         if stop is not None and stop():
             break
-        key = (o.sha256, o.parser, o.parser_version)
-        if o.status == "unchanged" or key in batch_keys or (o.sha256 and key in known):
-            _count(o, "unchanged")  # includes the same bytes twice in one batch
-            continue
-        if not o.sha256:  # unreadable file: nothing to keep, report only
+        if not o.sha256 and o.prior:  # not read, as when last recorded: report it, record nothing new
             _count(o, "failed")
             continue
-        batch_keys.add(key)
+        prior = _committed(o, known) if o.status != "unchanged" else None
+        if o.status == "unchanged" or prior is not None:
+            _count(o, "unchanged", prior or "")
+            continue
+        if _key(o) in batch_keys:  # the same bytes (or unread file) twice in one batch
+            _count(o, "unchanged", batch_keys[_key(o)])
+            continue
+        batch_keys[_key(o)] = o.status
         pending.append(o)
         if len(pending) >= batch_size:
             flush()
     flush()
     return report
+
+
+def _committed(o: SourceOutcome, known: LedgerIndex) -> str | None:
+    """The status of the ledger row that already covers this outcome (its success or this attempt), if any."""
+    if not o.sha256:
+        return known.get(_key(o))
+    done = known.get((o.sha256, o.parser, o.parser_version, OK_KEY))
+    return done if done is not None else known.get(_key(o))

@@ -222,12 +222,14 @@ class ChangeSet:
                                       "original_name": original_name, "hash_algo": HASH_ALGO})
 
     def add_ledger(self, *, source_path: str, sha256: str, size: int, parser: str, parser_version: str,
-                   status: str, message: str, record_ids: Sequence[str], activity: PendingActivity) -> None:
+                   status: str, message: str, record_ids: Sequence[str], activity: PendingActivity,
+                   attempt_key: str = "", detail: str = "") -> None:
+        """One ingest ledger row (see :class:`matlake.platform.catalog.LedgerEntry` for the key)."""
         self.ledger.append({
             "source_path": source_path, "sha256": sha256, "size": size, "parser": parser,
             "parser_version": parser_version, "status": status, "message": message,
             "record_ids_json": json.dumps(list(record_ids)), "n_records": len(record_ids),
-            "activity_id": activity.activity_id,
+            "activity_id": activity.activity_id, "attempt_key": attempt_key, "detail": detail,
         })
 
     def add_model(self, **fields: Any) -> None:

@@ -457,18 +457,23 @@ class RetryResult:
 
     @property
     def nothing_new(self) -> bool:
-        return self.report is None or (self.report.new == 0 and self.report.failed == 0)
+        return self.report is None or (self.report.new == 0 and self.report.failed == 0
+                                       and self.report.errors == 0)
 
 
 def retry(lake: "Lake", parser: str | None = None, workers: int = 1) -> RetryResult:
-    """Re-parse sources whose ledger rows failed, from their raw objects, with the current parsers.
+    """Re-parse sources whose ledger rows failed or errored, with the current parsers.
 
-    A source already tried by the current version of the parser that detects
-    it comes back ``unchanged`` (nothing new to try); after a parser fix
-    (a new version) its records are committed by an ingest activity that
-    *used* the same raw object.  ``parser`` limits the retry to failures of
-    that parser name.  Each source is re-read with the ``--kind`` and parser
-options it was first ingested with (kept in its ingest activity).
+    Sources are read from their raw objects; a file that could not be read
+    (no bytes kept) is read again from its path.  A failure already tried by
+    the current version of the parser that detects it comes back
+    ``unchanged`` (nothing new to try); after a parser fix (a new version)
+    its records are committed by an ingest activity that *used* the same raw
+    object.  An ``error`` (a parser bug, perhaps fixed without a new version,
+    or a transient crash) is tried again in any case and gets a new ledger
+    row.  ``parser`` limits the retry to rows of that parser name.  Each
+    source is re-read with the ``--kind`` and parser options it was first
+    ingested with (kept in its ingest activity).
     A raw object whose file no longer hashes to its name is not re-parsed: it
     is reported in ``corrupted_objects`` and the other sources are retried.
     """
@@ -476,18 +481,33 @@ options it was first ingested with (kept in its ingest activity).
 
     le = cat.LedgerEntry
     with lake.engine.connect() as conn:
-        q = (select(le.sha256, le.source_path, le.parser, cat.Activity.parameters_json)
+        q = (select(le.sha256, le.source_path, le.status, cat.Activity.parameters_json)
              .join(cat.Activity, cat.Activity.activity_id == le.activity_id)
-             .where(le.status == "failed").order_by(le.id))
+             .where(le.status.in_(("failed", "error"))).order_by(le.id))
         if parser:
             q = q.where(le.parser == parser)
         failed = conn.execute(q).all()
-        ok = set(conn.execute(select(le.sha256).where(le.status == "ok")).scalars())
+        ok_rows = conn.execute(select(le.sha256, le.source_path).where(le.status == "ok")).all()
+    ok, ok_paths = {sha for sha, _p in ok_rows}, {p for _s, p in ok_rows}
     items: dict[str, SourceItem] = {}
     missing: list[str] = []
     corrupted: list[str] = []
-    for sha, path, _p, params_json in failed:
-        if sha in ok or sha in items or not sha:
+    for sha, path, status, params_json in failed:
+        params = json.loads(params_json or "{}")
+        # the kind and options the file was first ingested with (older activities: auto)
+        kind, options = params.get("kind", "auto"), params.get("options") or {}
+        if not sha:  # never read: read the file again, if it is still there
+            if path in ok_paths or f"path:{path}" in items:
+                continue
+            if not os.path.lexists(path):
+                missing.append(f"{path}: was not read (no raw object) and is gone")
+                continue
+            items[f"path:{path}"] = SourceItem(path, kind, options)
+            continue
+        if sha in ok:
+            continue
+        if sha in items:
+            items[sha].again = items[sha].again or status == "error"
             continue
         if not lake.objects.exists(sha):
             missing.append(f"{path}: raw object {sha} is missing from objects/")
@@ -497,9 +517,7 @@ options it was first ingested with (kept in its ingest activity).
         except ObjectCorrupted as exc:
             corrupted.append(f"{path}: {exc}")
             continue
-        params = json.loads(params_json or "{}")
-        # the kind and options the file was first ingested with (older activities: auto)
-        items[sha] = SourceItem(path, params.get("kind", "auto"), params.get("options") or {}, object_sha=sha)
+        items[sha] = SourceItem(path, kind, options, object_sha=sha, again=status == "error")
     if not items:
         return RetryResult(0, missing, None, corrupted)
     report = ingest(lake, items=list(items.values()), workers=workers, progress=False)
@@ -577,10 +595,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
               f"versions")
         return 1 if res.corrupted_objects else 0
     for o in rep.outcomes:
-        if o.status == "failed":
-            print(f"FAILED {o.message}")
+        if o.status in ("failed", "error"):
+            print(f"{o.status.upper()} {o.message}")
     print(f"retried {res.candidates} failed sources: {rep.new} now ok ({rep.records} records), "
-          f"{rep.failed} still failing with a new parser version, {rep.unchanged} unchanged")
+          f"{rep.failed} failed again, {rep.errors} errors, {rep.unchanged} unchanged (already tried with the "
+          f"current parser versions)")
     return 1 if res.corrupted_objects else 0
 
 
@@ -602,7 +621,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--as-of", help="snapshot id or tag (default: latest)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("retry", parents=[common], help="re-parse failed sources from their raw objects")
+    s = sub.add_parser("retry", parents=[common], help="re-parse failed and errored sources from their raw objects")
     s.add_argument("--parser", help="only failures of this parser name")
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(func=cmd_retry)

@@ -32,7 +32,8 @@ CATALOG_VIEWS: dict[str, str] = {
     "catalog_links": "select l.activity_id, l.role, l.entity_kind, l.entity_id, l.entity_version, l.table_name "
                      "from links l join activities a on a.activity_id = l.activity_id where a.snapshot_id <= :sid",
     "ledger": "select id, source_path, sha256, size, parser, parser_version, status, message, record_ids_json, "
-              "n_records, activity_id, snapshot_id, created_at from ingest_ledger where snapshot_id <= :sid",
+              "n_records, activity_id, snapshot_id, created_at, attempt_key, detail from ingest_ledger "
+              "where snapshot_id <= :sid",
     "model_versions": "select model_id, name, version, module, module_version, target, view_sql, snapshot_id, "
                       "metrics_json, params_json, artifact_sha256, n_train, activity_id, created_at "
                       "from model_versions where snapshot_id <= :sid",
