@@ -104,8 +104,8 @@ def run(directory: str | os.PathLike, force: bool = False) -> dict:
     report = lake.ingest(sources, workers=2, progress=False)
     print(report.summary())
     for o in report.outcomes:
-        if o.status == "failed":
-            print("  failed:", o.message)
+        if o.status in ("failed", "error"):
+            print(f"  {o.status}:", o.message)
     again = lake.ingest(sources, progress=False)
     print(f"re-ingest of the same folders: {again.summary()}")
 

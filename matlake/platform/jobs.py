@@ -486,7 +486,7 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
     """
     import hashlib
 
-    from matlake.ingest import ParseError, detect
+    from matlake.ingest import detect
     from matlake.platform.ingestion import HEAD_BYTES, UNKNOWN_PARSER, _ledger_keys, decompress
 
     known = _ledger_keys(lake)
@@ -504,8 +504,8 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
             found = detect(decompress(raw, p.name)[:HEAD_BYTES], p.name, job.kind)
             if found is not None:
                 parser, version = found.name, found.version
-        except ParseError:
-            pass  # a corrupt file is still new until the ledger records its failure
+        except Exception:  # noqa: BLE001 - a corrupt file (ParseError) or a detector bug: the run records it
+            pass  # it is still new until the ledger records its failure
         status = "unchanged" if (sha, parser, version) in known else "new"
         out.append(PlannedFile(str(p), status, parser, version, sha))
     out.sort(key=lambda f: f.path)
