@@ -173,3 +173,12 @@ def test_cli_find_prints_sites_and_placements_writes_a_png_and_fails_in_one_line
     assert "ion: expected an element symbol" in bad.stderr
     again = matlake_cli("insertion", "find", "YPO4_static_AECCAR0.gz", "--ion", "Li", "--n", "2", "--lake", str(root))
     assert "nothing new" in again.stdout
+
+
+@pytest.mark.parametrize("spec", ["4-2", "x", "2-", ""])
+def test_cli_n_refuses_backward_ranges_and_non_numbers(spec):
+    from matlake.models.insertion.cli import _ns
+
+    assert _ns("2-4,6") == [2, 3, 4, 6]
+    with pytest.raises(ValueError, match=r"--n: expected a number, a range like 2-4"):
+        _ns(spec)
