@@ -173,3 +173,51 @@ def test_cli_find_prints_sites_and_placements_writes_a_png_and_fails_in_one_line
     assert "ion: expected an element symbol" in bad.stderr
     again = matlake_cli("insertion", "find", "YPO4_static_AECCAR0.gz", "--ion", "Li", "--n", "2", "--lake", str(root))
     assert "nothing new" in again.stdout
+
+
+@pytest.mark.parametrize("spec", ["4-2", "x", "2-", ""])
+def test_cli_n_refuses_backward_ranges_and_non_numbers(spec):
+    from matlake.models.insertion.cli import _ns
+
+    assert _ns("2-4,6") == [2, 3, 4, 6]
+    with pytest.raises(ValueError, match=r"--n: expected a number, a range like 2-4"):
+        _ns(spec)
+
+
+def _si_aeccars(tmp_path):
+    """AECCAR0/AECCAR2 files of the Si cell (the CHGCAR's grid, coarsened), to sit beside its CHGCAR."""
+    import gzip
+
+    from pymatgen.io.vasp import Chgcar, Poscar
+
+    raw = tmp_path / "Si_static_CHGCAR"
+    raw.write_bytes(gzip.decompress(dft_sample("Si_static_CHGCAR.gz").read_bytes()))
+    ch = Chgcar.from_file(str(raw))
+    out = []
+    for kind, scale in (("AECCAR0", 0.5), ("AECCAR2", 1.0)):
+        path = tmp_path / f"Si_extra_{kind}"
+        Chgcar(Poscar(ch.structure), {"total": ch.data["total"][::2, ::2, ::2] * scale}).write_file(str(path))
+        out.append(path)
+    return out
+
+
+def test_a_named_grid_is_used_and_siblings_only_fill_the_missing_fields(tmp_path):
+    import matlake
+
+    lk = matlake.init(tmp_path / "lake")
+    try:
+        lk.ingest([dft_sample(n) for n in SI] + _si_aeccars(tmp_path), progress=False)
+        names = dict(lk.sql("select record_id, source_name from volumetric").fetchall())
+        # the CHGCAR is named: it is the density, the LOCPOT joins as the potential, the AECCARs stay out
+        named = find(lk, "Si_static_CHGCAR.gz", ion="Li")
+        assert sorted(names[i] for i in named.volumetric_ids) == ["Si_static_CHGCAR.gz", "Si_static_LOCPOT.gz"]
+        assert named.result.fields["density"].label == "CHGCAR"
+        # the LOCPOT is named: the density is the all-electron one (AECCAR0 + AECCAR2), preferred to the CHGCAR
+        pot = find(lk, "Si_static_LOCPOT.gz", ion="Li")
+        assert sorted(names[i] for i in pot.volumetric_ids) == ["Si_extra_AECCAR0", "Si_extra_AECCAR2",
+                                                                "Si_static_LOCPOT.gz"]
+        # a named AECCAR0 gets its partner and the LOCPOT
+        a0 = find(lk, "Si_extra_AECCAR0", ion="Li")
+        assert set(a0.volumetric_ids) == set(pot.volumetric_ids)
+    finally:
+        lk.close()

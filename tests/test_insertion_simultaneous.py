@@ -115,3 +115,30 @@ def test_chgnet_reranks_the_lowest_ewald_placements(setup):
         assert np.isfinite(c.energy) and c.energy != pytest.approx(c.ewald_energy, abs=1e-3)
     with pytest.raises(ValueError, match="ranker: expected one of"):
         insert_simultaneously(host, sites, "Mg", 2, table=table, ranker="lj")
+
+
+def _scattered_sites(m: int, seed: int = 0):
+    """A one-atom cubic host and ``m`` scattered sites, each its own group (no symmetry maps them)."""
+    from pymatgen.core import Lattice, Structure
+
+    from matlake.models.insertion.sites import SiteSet
+
+    host = Structure(Lattice.cubic(30.0), ["Na"], [[0.0, 0.0, 0.0]])
+    frac = np.random.default_rng(seed).uniform(0.1, 0.9, size=(m, 3))
+    z = np.zeros(m)
+    sites = SiteSet(field_kind="density", field_label="synthetic", extremum="min", frac_coords=frac,
+                    cart_coords=frac @ host.lattice.matrix, grid_value=z, local_average=z,
+                    group=np.arange(m), multiplicity=np.ones(m, int), group_average=z,
+                    host_distance=np.full(m, 5.0), host_species=["Na"] * m, n_extrema=m, n_after_collisions=m,
+                    unit="e/Angstrom^3", params={"group_tol": 0.5})
+    return host, sites
+
+
+def test_nearly_all_of_32_candidates_filled_keeps_every_placement_distinct():
+    # 30 Li on 32 sites without symmetry: 496 placements, none equivalent to another (an integer key
+    # of 30 base-32 digits would overflow and merge them)
+    host, sites = _scattered_sites(32)
+    confs, summary = insert_simultaneously(host, sites, "Li", 30, min_ion_distance=0.0, top=3)
+    assert summary["n_allowed"] == summary["n_distinct"] == 496
+    assert all(c.multiplicity == 1 for c in confs)
+    assert [c.energy for c in confs] == sorted(c.energy for c in confs)

@@ -221,3 +221,36 @@ def test_a_stray_site_without_symmetry_partners_does_not_split_the_groups(ypo4):
     assert labels[-1] not in set(labels[:-1].tolist())
     for g in range(2):
         assert len(set(labels[:-1][sites.group == g].tolist())) == 1
+
+
+def _orbit_size(structure, frac, merge: float) -> tuple[int, np.ndarray]:
+    """Number of distinct symmetry images of ``frac`` (images closer than ``merge`` Angstrom count once)
+    and the images, from the space-group operations of ``structure``."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    ops = SpacegroupAnalyzer(structure, symprec=0.1).get_symmetry_operations(cartesian=False)
+    imgs = np.array([op.operate(frac) % 1 for op in ops])
+    d = pbc_distances(structure.lattice, imgs, imgs)
+    kept: list[int] = []
+    for i in range(len(imgs)):
+        if all(d[i, j] >= merge for j in kept):
+            kept.append(i)
+    return len(kept), imgs
+
+
+def test_multiplicities_are_the_orbit_sizes_of_the_sites(ypo4, si):
+    # each group holds one site per symmetry image of its first site (images closer than the 0.5
+    # Angstrom clustering distance being one site); YPO4's first group sits one grid step off a
+    # special position, so its 16 images pair up into 8 sites
+    _chg, loc = si
+    fields = [ypo4_field(ypo4), combine_grids("potential", [("LOCPOT", loc.data["total"], loc.structure)])]
+    expected = [[8, 8], [2, 4]]
+    for fld, mults in zip(fields, expected):
+        sites = find_sites(fld)
+        assert [int(sites.multiplicity[sites.group == g][0]) for g in range(sites.n_groups)] == mults
+        for g in range(sites.n_groups):
+            members = sites.frac_coords[sites.group == g]
+            size, imgs = _orbit_size(fld.structure, members[0], merge=0.5)
+            assert size == len(members) == sites.multiplicity[sites.group == g][0]
+            # every member is an image of the first, within the grouping tolerance
+            assert pbc_distances(fld.structure.lattice, members, imgs).min(1).max() <= 0.5

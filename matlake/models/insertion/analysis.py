@@ -386,6 +386,29 @@ def _siblings(lake: "Lake", first: dict[str, Any], host: "Structure", sid: int) 
     return out
 
 
+def _completing(named: Sequence[dict[str, Any]], candidates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sibling grids that complete the named ones, never replace them: the AECCAR partner of a
+    named AECCAR0/AECCAR2; when no density is named, AECCAR0 + AECCAR2 (both present) or else a
+    CHGCAR/CHG (a PARCHG, a partial density, only when named); when no LOCPOT is named, a LOCPOT."""
+    kinds = {r["kind"] for r in named}
+    by_kind: dict[str, dict[str, Any]] = {}
+    for r in candidates:
+        by_kind.setdefault(r["kind"], r)
+    out: list[dict[str, Any]] = []
+    aeccars = ("AECCAR0", "AECCAR2")
+    named_density = kinds & set(DENSITY_KINDS)
+    if named_density & set(aeccars):
+        out += [by_kind[k] for k in aeccars if k not in kinds and k in by_kind]
+    elif not named_density:
+        if all(k in by_kind for k in aeccars):
+            out += [by_kind[k] for k in aeccars]
+        else:
+            out += [by_kind[k] for k in ("CHGCAR", "CHG", "CHGCAR-like") if k in by_kind][:1]
+    if not kinds & set(POTENTIAL_KINDS):
+        out += [by_kind[k] for k in POTENTIAL_KINDS if k in by_kind][:1]
+    return out
+
+
 def _host_calculation(lake: "Lake", host: "Structure", formula: str | None, sid: int) -> str | None:
     import json
 
@@ -406,10 +429,12 @@ def find(lake: "Lake", ids: Sequence[str] | str, ion: str = "Li", n: Sequence[in
     """Find insertion sites in the grids ``ids`` (volumetric record ids, unique prefixes or source
     names) and commit them with provenance.
 
-    With ``siblings`` (default) the other density/potential grids of the same cell
-    (same formula, lattice and positions to 1e-3 Angstrom; one of each kind, preferring
-    the named grid's shape, then the newest) join the named ones.  ``options`` go to :class:`InsertionFinder`.  Raises before
-    committing anything on bad input.
+    With ``siblings`` (default) grids of the same cell (same formula, lattice and positions
+    to 1e-3 Angstrom; one of each kind, preferring the named grid's shape, then the newest)
+    complete the named ones, never replacing a named grid: the AECCAR partner of a named
+    AECCAR, a density when none is named (AECCAR0 + AECCAR2 if both are there, else a
+    CHGCAR) and a LOCPOT when none is named.  ``options`` go to :class:`InsertionFinder`.
+    Raises before committing anything on bad input.
     """
     from matlake.platform import catalog as cat
     from matlake.platform.derivation import commit_derived, find_same_run, record_versions
@@ -429,8 +454,7 @@ def find(lake: "Lake", ids: Sequence[str] | str, ion: str = "Li", n: Sequence[in
     host = lake.structure(first["structure_id"], sid)
     if siblings:
         have = {r["record_id"] for r in records}
-        records += [r for r in _siblings(lake, first, host, sid) if r["record_id"] not in have
-                    and r["kind"] not in {x["kind"] for x in records}]
+        records += _completing(records, [r for r in _siblings(lake, first, host, sid) if r["record_id"] not in have])
     grids = []
     for r in records:
         g = lake.volumetric(r["record_id"], sid)

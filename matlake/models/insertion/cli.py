@@ -88,9 +88,12 @@ def _ns(spec: str) -> list[int]:
         part = part.strip()
         lo, sep, hi = part.partition("-")
         try:
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+            values = list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
         except ValueError:
-            raise ValueError(f"--n: expected a number, a range like 2-4 or a list like 2,3; found {spec!r}") from None
+            values = []
+        if not values:  # not a number, or a range running backwards such as 4-2
+            raise ValueError(f"--n: expected a number, a range like 2-4 or a list like 2,3; found {spec!r}")
+        out += values
     return out
 
 

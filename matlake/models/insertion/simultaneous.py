@@ -74,9 +74,18 @@ def candidate_indices(sites: SiteSet, max_candidates: int = MAX_CANDIDATES) -> n
 
 
 def _keys(combos: np.ndarray, base: int) -> np.ndarray:
-    """Integer key of each sorted row (base ``base`` digits)."""
-    powers = base ** np.arange(combos.shape[1] - 1, -1, -1, dtype=np.int64)
-    return (np.sort(combos, axis=-1).astype(np.int64) * powers).sum(-1)
+    """Integer key of each row as a set of site indices in ``range(base)``: the bitmask of the
+    sites when ``base`` <= 62, else base-``base`` digits of the sorted row.  ``ValueError`` when
+    the key would not fit in 63 bits (it would wrap around and merge distinct selections)."""
+    combos = np.asarray(combos, dtype=np.int64)
+    if base <= 62:
+        return np.left_shift(np.int64(1), combos).sum(-1)
+    n = combos.shape[-1]
+    if n * math.log2(base) >= 63:
+        raise ValueError(f"n={n} on {base} candidate sites: expected selections that fit a 63-bit key, "
+                         "found too many sites; lower max_candidates or n")
+    powers = base ** np.arange(n - 1, -1, -1, dtype=np.int64)
+    return (np.sort(combos, axis=-1) * powers).sum(-1)
 
 
 def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *,
@@ -130,8 +139,11 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
                          f"{dist[np.triu_indices(m, 1)].min() if m > 1 else float('nan'):.3f} Angstrom); "
                          "lower min_ion_distance or n")
     perms = symmetry_permutations(host, frac, tol=sites.params.get("group_tol", 0.5), symprec=symprec)
-    # canonical key of each selection: the smallest key over its symmetry images
-    canon = np.min(np.stack([_keys(p[combos], m) for p in perms]), axis=0)
+    # canonical key of each selection: the smallest key over its symmetry images (a running
+    # minimum, so memory stays at one key per selection whatever the number of operations)
+    canon = _keys(perms[0][combos], m)
+    for p in perms[1:]:
+        np.minimum(canon, _keys(p[combos], m), out=canon)
     classes, first, counts = np.unique(canon, return_index=True, return_counts=True)
     reps = np.sort(combos[first], axis=1)
     if table is None:
@@ -142,8 +154,9 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
                              f"{len(table.host_site)} sites")
         table = table.subset(cand)
     energy = table.insertion_energy(reps)
-    # lowest energy first; ties (within 1 meV) broken by the canonical key, so ranks are reproducible
-    order = np.lexsort((classes, np.round(energy, 3)))
+    # lowest energy first; ties (within 1 meV) broken by the representative's site indices
+    # (lexicographic), so ranks are reproducible
+    order = np.lexsort(tuple(reps[:, j] for j in range(n - 1, -1, -1)) + (np.round(energy, 3),))
     bare = host.copy()
     bare.remove_oxidation_states()
 
@@ -163,7 +176,7 @@ def insert_simultaneously(host: "Structure", sites: SiteSet, ion: str, n: int, *
         pool = [int(k) for k in order[:max(rerank_pool, top)]]
         e = ranker_fn([bare] + [build(k)[2] for k in pool])
         rank_energy = {k: float(v - e[0]) for k, v in zip(pool, e[1:])}
-        order = np.array(sorted(pool, key=lambda k: (round(rank_energy[k], 3), int(classes[k]))))
+        order = np.array(sorted(pool, key=lambda k: (round(rank_energy[k], 3), tuple(reps[k].tolist()))))
         method = f"{ranker_text}, on the {len(pool)} lowest Ewald placements ({table.method})"
     out = []
     for rank, k in enumerate(order[:top], start=1):
