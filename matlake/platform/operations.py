@@ -33,23 +33,15 @@ from sqlalchemy import select
 
 from matlake import schemas
 from matlake.platform import catalog as cat
-from matlake.platform.objects import ObjectCorrupted, ObjectStore, fsync_path
+from matlake.platform.objects import ObjectCorrupted, ObjectStore, fsync_path, sha256_file
 
 if TYPE_CHECKING:
     from matlake.platform.ingestion import IngestReport
     from matlake.platform.lake import Lake
 
-CHUNK = 1 << 20  # bytes read at a time when hashing files
 BATCH_ROWS = 65_536  # rows per Arrow batch when streaming Parquet
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _consistent_connection(lake: "Lake"):
@@ -171,7 +163,7 @@ def doctor(lake: "Lake", deep: bool = False) -> DoctorReport:
         if size != f["bytes"]:
             p.append(f"data file {f['path']}: expected {f['bytes']} bytes, found {size}")
             continue
-        if file_sha256(path) != f["sha256"]:
+        if sha256_file(path) != f["sha256"]:
             p.append(f"data file {f['path']}: sha256 differs from the registered {f['sha256']}")
             continue
         try:
@@ -294,7 +286,7 @@ def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
                         max_version = max(max_version, int(pa.compute.max(t.column("version")).as_py() or 1))
                         tombstones += int(pa.compute.sum(t.column("tombstone").cast(pa.int32())).as_py() or 0)
             fsync_path(tmp)
-            sha = file_sha256(tmp)
+            sha = sha256_file(tmp)
             rel = f"tables/{name}/{sha}.parquet"
             os.replace(tmp, lake.root / rel)
             fsync_path(tdir)
@@ -387,7 +379,7 @@ def export_parquet(lake: "Lake", out_dir: str | os.PathLike, as_of: int | str | 
                     dest.unlink()  # every row of this file was superseded
                     continue
                 entry["files"].append({"path": dest.relative_to(out).as_posix(), "rows": n,
-                                       "bytes": dest.stat().st_size, "sha256": file_sha256(dest)})
+                                       "bytes": dest.stat().st_size, "sha256": sha256_file(dest)})
                 entry["rows"] += n
             con.unregister("newer")
     except OSError as exc:

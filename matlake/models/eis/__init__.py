@@ -16,8 +16,7 @@ Names are imported on first use (PEP 562), so that ``import matlake.models.eis.c
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from matlake.models.lazy import lazy_exports
 
 _EXPORTS = {
     "lin_kk": "validity", "LinKKResult": "validity",
@@ -35,14 +34,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'matlake.models.eis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"matlake.models.eis.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -17,8 +17,7 @@ matlake.models.insertion.cli`` (done by every ``matlake`` command) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from matlake.models.lazy import lazy_exports
 
 _EXPORTS = {
     "Field": "sites", "SiteSet": "sites", "combine_grids": "sites", "find_sites": "sites",
@@ -33,14 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'matlake.models.insertion' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"matlake.models.insertion.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
