@@ -160,9 +160,10 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             for sub in sorted(path.rglob("*")):
                 rel = sub.relative_to(path).parts
-                if not sub.is_dir() and sub.exists() and not any(part.startswith(".") for part in rel):
-                    out.append(sub)  # special files (FIFOs, sockets) too: they get a failed ledger row
-        elif path.exists():
+                if (not sub.is_dir() and (sub.exists() or sub.is_symlink())
+                        and not any(part.startswith(".") for part in rel)):
+                    out.append(sub)  # special files and broken links too: they get a failed ledger row
+        elif path.exists() or path.is_symlink():
             out.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
@@ -225,7 +226,10 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
     try:
         st = os.stat(item.path)
     except OSError as exc:
-        return _unread(item, known, started, None, 0, f"cannot read: {exc.strerror or exc}")
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError) and os.path.islink(item.path):
+            reason = f"broken symbolic link to {os.readlink(item.path)}"
+        return _unread(item, known, started, None, 0, f"cannot read: {reason}")
     stamp = (st.st_size, st.st_mtime_ns)
     if not stat.S_ISREG(st.st_mode):
         what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
@@ -472,7 +476,9 @@ def ingest(
     max_source_bytes()
     if items is None:
         files = expand_paths(paths or [])
-        items = [SourceItem(str(p.resolve()), kind, dict(options or {})) for p in files]
+        # A broken link is named as itself (resolving it would name a target that is not there).
+        items = [SourceItem(str(p.resolve() if p.exists() else p.absolute()), kind, dict(options or {}))
+                 for p in files]
     items = list(items)
     for k in sorted({it.kind for it in items}):
         check_kind(k)
