@@ -75,6 +75,17 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, cli_lake):
         assert len(lines) == 1 and lines[0].startswith("matlake: error:"), (args, proc.stderr)
 
 
+def test_no_lake_given_outside_a_lake_says_how_to_name_one(tmp_path):
+    env = dict(os.environ)
+    env.pop("MATLAKE_LAKE", None)
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "tables"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 1
+    msg = proc.stderr.strip()
+    assert msg.startswith("matlake: error: no lake given") and str(tmp_path) in msg
+    assert "--lake DIR" in msg and "MATLAKE_LAKE=DIR" in msg and "matlake init DIR" in msg
+
+
 @pytest.mark.parametrize(("query", "hint"), [
     ("select formla from structures", 'Candidate bindings: "formula"'),
     ("select * from structure", 'Did you mean "structures"?'),
