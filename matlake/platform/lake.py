@@ -316,6 +316,12 @@ class Lake:
             made.undo()
             if left:
                 raise LakeError(f"init {root} failed: {_first_line(exc)}{left}") from exc
+            orig = getattr(exc, "orig", None)
+            if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == "3F000":  # invalid_schema_name
+                raise LakeError(
+                    f"init {root} failed: the catalog {cat.safe_url(url)} has no schema to create tables in "
+                    f"(the search_path schema named in the URL does not exist): create it first "
+                    f"(CREATE SCHEMA name; in psql) and run init again; no lake was created") from exc
             raise
         engine.dispose()
         return lake
