@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import stat
 import sys
 import traceback
@@ -362,15 +363,50 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
 # --------------------------------------------------------------------------- executors
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _ignore_stop_signals() -> None:
+    """Worker initializer: SIGTERM and SIGINT are for the parent only.
+
+    systemd (KillMode=control-group) and Ctrl-C signal every process of the group; a
+    worker killed mid-file would break the pool and fail the run.  The parent decides:
+    it stops taking files, commits what was parsed and shuts the pool down.  A worker
+    starts with the signals blocked (see :class:`_WorkerPool`); ignoring them discards
+    any that arrived while it started."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """Workers are spawned inside ``submit``: spawn them with the stop signals blocked
+    (a blocked mask is inherited across fork and exec), so that a signal to the whole
+    group cannot kill one before its initializer ignores them.  The parent's own
+    signals stay pending for the moment and are delivered as soon as ``submit`` returns."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool that parses files: spawned workers that ignore SIGTERM/SIGINT."""
+    import multiprocessing as mp
+
+    # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
+    return _WorkerPool(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_ignore_stop_signals)
+
+
 def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int) -> Iterator[SourceOutcome]:
     if workers <= 1 or len(items) <= 1:
         for it in items:
             yield process_source(it, objects_root, known)
         return
-    import multiprocessing as mp
-
-    # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = worker_pool(workers)
     try:
         futures = [pool.submit(process_source, it, objects_root, known) for it in items]
         for f in futures:
