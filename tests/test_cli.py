@@ -67,6 +67,8 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, cli_lake):
         ("lineage", "ab" * 32, "--down", "--lake", str(cli_lake)),
         ("tag", "x", "--as-of", "999", "--lake", str(cli_lake)),
         ("ingest", str(tmp_path / "missing.cif"), "--lake", str(cli_lake)),
+        ("train", "nosuch-model", "--lake", str(cli_lake)),
+        ("schema", "nosuchtable", "--lake", str(cli_lake)),
     ]
     for args in cases:
         proc = matlake(*args, check=False)
@@ -84,6 +86,15 @@ def test_no_lake_given_outside_a_lake_says_how_to_name_one(tmp_path):
     msg = proc.stderr.strip()
     assert msg.startswith("matlake: error: no lake given") and str(tmp_path) in msg
     assert "--lake DIR" in msg and "MATLAKE_LAKE=DIR" in msg and "matlake init DIR" in msg
+
+
+def test_unknown_model_name_and_table_errors_name_what_exists(cli_lake):
+    proc = matlake("train", "nosuch-model", "--lake", str(cli_lake), check=False)
+    assert proc.returncode == 1
+    assert "model module 'nosuch-model': expected one of composition-regressor or package.module:Class" in proc.stderr
+    proc = matlake("schema", "nosuchtable", "--lake", str(cli_lake), check=False)
+    # the message itself, not the repr of a KeyError in quotes
+    assert proc.stderr.startswith("matlake: error: unknown table 'nosuchtable'; known tables:"), proc.stderr
 
 
 @pytest.mark.parametrize(("query", "hint"), [
