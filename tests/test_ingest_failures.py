@@ -303,6 +303,8 @@ def test_unsupported_content_names_the_kinds_and_formats_and_prints_no_bytes(sql
     msg = sqlite_lake.ingest([text], kind="vasp", progress=False).outcomes[0].message
     assert "unsupported format" in msg and "expected a vasp file" in msg
     assert "vasprun.xml" in msg and "eis" not in msg and "just some notes" not in msg
+    msg = sqlite_lake.ingest([text], kind="eis", progress=False).outcomes[0].message
+    assert "expected an eis file" in msg
 
 
 def test_empty_file_says_empty_file(sqlite_lake, tmp_path):

@@ -307,7 +307,8 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
     if parser is None:
         if seen():
             return out
-        what = ("any supported format" if item.kind == "auto" else f"a {item.kind} file")
+        article = "an" if item.kind[:1] in ("a", "e", "i", "o", "u") or item.kind.startswith("mp") else "a"
+        what = ("any supported format" if item.kind == "auto" else f"{article} {item.kind} file")
         found = "binary data" if describe_start(head).startswith("binary") else "text"
         return end("failed", f"{item.path}: unsupported format: field content: expected {what}, found {found} "
                              f"({len(raw)} bytes) that no parser recognises; supported kinds and formats: "
