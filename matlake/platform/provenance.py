@@ -36,9 +36,10 @@ class Graph:
     # (src, dst, relation): relation is 'used' (activity -> entity) or 'wasGeneratedBy' (entity -> activity)
     edges: list[tuple[Node, Node, str]] = field(default_factory=list)
     truncated: dict[Node, int] = field(default_factory=dict)  # node -> children not shown
-    # Walking down: record -> (table, record_id, version, subject_id, source_sha256) of its row,
-    # so a tree can show, under an activity reached from one input, only that input's rows.
-    rows: dict[Node, tuple[str, str, int, str | None, str | None]] = field(default_factory=dict)
+    # Walking down: (activity id, record id) -> (table, record_id, version, subject_id, source_sha256)
+    # of the row the activity generated, so a tree can show, under an activity reached from one
+    # input, only that input's rows.
+    rows: dict[tuple[str, str], tuple[str, str, int, str | None, str | None]] = field(default_factory=dict)
 
     def upstream(self, node: Node) -> list[tuple[Node, str]]:
         return [(d, r) for s, d, r in self.edges if s == node]
@@ -73,7 +74,7 @@ class _Walker:
         # Walking down: activity -> the used records/objects it was reached from (None: all of its
         # outputs, e.g. reached from a model or a snapshot, which every output depends on).
         self.down_focus: dict[str, set[str] | None] = {}
-        self.row_of: dict[Node, tuple[str, str, int, str | None, str | None]] = {}
+        self.row_of: dict[tuple[str, str], tuple[str, str, int, str | None, str | None]] = {}
 
     # ---- lookups
     def resolve(self, entity_id: str) -> Node:
@@ -248,7 +249,7 @@ class _Walker:
             focus = self.down_focus.get(nid)
             rows = self.generated_records(nid)
             for r in rows:
-                self.row_of[("record", r[1])] = r
+                self.row_of[(nid, r[1])] = r
             if focus is not None:
                 rows = [r for r in rows if _derived_from(r, focus)]
             out = [(("record", rid), "wasGeneratedBy") for (_t, rid, *_rest) in rows]
@@ -323,7 +324,7 @@ def lineage(lake: "Lake", entity_id: str, direction: str = "up", depth: int = 12
                     queue.append((nb, level + 1))
     for (node, _d), n in hidden.items():
         g.truncated[node] = g.truncated.get(node, 0) + n
-    g.rows = {n: r for n, r in w.row_of.items() if n in g.labels}
+    g.rows = {k: r for k, r in w.row_of.items() if ("record", k[1]) in g.labels}
     return g
 
 
@@ -336,7 +337,8 @@ def render_tree(g: Graph, direction: str = "up") -> str:
         if direction == "down" and node[0] == "activity" and parent is not None and parent[0] in ("record", "object"):
             # Reached from one input: of the rows the activity made, only those derived from it
             # (the graph may hold the others because another branch, e.g. a model, reaches them).
-            kids = [(k, r) for k, r in kids if k not in g.rows or _derived_from(g.rows[k], {parent[1]})]
+            made = {k: g.rows.get((node[1], k[1])) for k, _r in kids if k[0] == "record"}
+            kids = [(k, r) for k, r in kids if made.get(k) is None or _derived_from(made[k], {parent[1]})]
         extra = g.truncated.get(node, 0)
         for i, (kid, rel) in enumerate(kids):
             last = i == len(kids) - 1 and not extra
