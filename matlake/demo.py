@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 SAMPLE_ENV = "MATLAKE_SAMPLE_DATA"
@@ -59,12 +60,15 @@ def write_pymatgen_structures(folder: Path) -> list[Path]:
         if not s.is_ordered:
             continue
         stem = path.stem.replace("(", "_").replace(")", "_")
-        if i % 2 == 0:
-            target = folder / f"{stem}.cif"
-            CifWriter(s).write_file(target)
-        else:
-            target = folder / f"{stem}.POSCAR"
-            s.to(filename=str(target), fmt="poscar")
+        with warnings.catch_warnings():
+            # pymatgen warns while writing the formula of He_BCC (no electronegativity for He)
+            warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
+            if i % 2 == 0:
+                target = folder / f"{stem}.cif"
+                CifWriter(s).write_file(target)
+            else:
+                target = folder / f"{stem}.POSCAR"
+                s.to(filename=str(target), fmt="poscar")
         out.append(target)
     return out
 

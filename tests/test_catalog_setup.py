@@ -112,6 +112,16 @@ def test_cli_init_with_a_plain_postgresql_url_as_the_help_shows(pg_url, tmp_path
     assert "n" in proc.stdout and "0" in proc.stdout
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_init_with_a_search_path_schema_that_does_not_exist_says_to_create_it(pg_url, tmp_path, scheme):
+    base = _with_scheme(pg_url, scheme).split("?")[0]
+    url = f"{base}?options=-csearch_path%3Dno_such_schema_r7"
+    with pytest.raises(LakeError, match=r"no schema to create tables in .*does not exist.*CREATE SCHEMA"):
+        matlake.init(tmp_path / "lake", catalog=url)
+    assert not (tmp_path / "lake").exists()
+
+
 # --------------------------------------------------------------------------- failed init leaves nothing
 
 

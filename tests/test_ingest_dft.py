@@ -247,6 +247,21 @@ def test_poscar_and_structure_json_round_trip_the_lattice():
     assert row["spacegroup_number"] == 227
 
 
+def test_noble_gas_structure_parses_without_pymatgen_electronegativity_warning():
+    from pymatgen.core import Element, Lattice, Structure
+    from pymatgen.io.vasp import Poscar
+
+    s = Structure(Lattice.cubic(4.43), ["Ne"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        poscar = Poscar(s).get_str().encode()
+    Element.Ne.__dict__.pop("X", None)  # pymatgen caches X and warns once per process: start fresh
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No Pauling electronegativity for Ne" used to reach the user
+        row = conformed(run("structure", poscar, "POSCAR")[0])["structures"].to_pylist()[0]
+    assert (row["formula"], row["reduced_formula"]) == ("Ne4", "Ne")
+
+
 # --- Materials Project JSON ---------------------------------------------------------------
 
 

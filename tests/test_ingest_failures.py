@@ -170,6 +170,24 @@ def test_special_file_gets_a_failed_row_and_an_activity_without_bytes_once(lake,
     assert doctor(lake).ok
 
 
+def test_broken_symlink_in_a_folder_gets_a_failed_row_naming_the_link_and_its_target(sqlite_lake, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    link = folder / "gone.cif"
+    link.symlink_to(tmp_path / "moved-away.cif")  # a dangling link: a file the walk finds but cannot read
+    _copy(sample("dft", CIF), folder / CIF)
+    report = sqlite_lake.ingest([folder], progress=False)
+    assert (report.new, report.failed) == (1, 1)
+    rows = _ledger(sqlite_lake, "status = 'failed'")
+    assert len(rows) == 1
+    path, sha, _parser, _status, message, _detail, _key = rows[0]
+    assert (path, sha) == (str(link), "")
+    assert f"broken symbolic link to {tmp_path / 'moved-away.cif'}" in message
+
+    again = sqlite_lake.ingest([link], progress=False)  # named directly: the same row, not a crash
+    assert again.failed == 1 and len(_ledger(sqlite_lake, "status = 'failed'")) == 1
+
+
 def test_permission_denied_is_a_failed_row_naming_the_reason(sqlite_lake, tmp_path, monkeypatch):
     src = _copy(sample("dft", CIF), tmp_path / CIF)
 
@@ -285,6 +303,8 @@ def test_unsupported_content_names_the_kinds_and_formats_and_prints_no_bytes(sql
     msg = sqlite_lake.ingest([text], kind="vasp", progress=False).outcomes[0].message
     assert "unsupported format" in msg and "expected a vasp file" in msg
     assert "vasprun.xml" in msg and "eis" not in msg and "just some notes" not in msg
+    msg = sqlite_lake.ingest([text], kind="eis", progress=False).outcomes[0].message
+    assert "expected an eis file" in msg
 
 
 def test_empty_file_says_empty_file(sqlite_lake, tmp_path):

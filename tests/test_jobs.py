@@ -464,6 +464,34 @@ def test_serve_runs_incrementally_on_schedule_and_stops_cleanly_on_sigterm(lake)
     assert lake.sql("select count(*) from impedance").fetchone()[0] == 3
 
 
+def test_sigterm_to_the_whole_process_group_interrupts_a_parallel_run_cleanly(lake):
+    import numpy as np
+
+    raw = lake.root.parent / "raw"
+    raw.mkdir()
+    f = np.logspace(5, -1, 60)
+    for i in range(40):  # distinct spectra, so that the run has files in flight in both workers
+        z = 10 + 0.01 * i + 50 / (1 + 1j * 2 * np.pi * f * 5e-3)
+        (raw / f"s{i:02d}.csv").write_text("freq,Zreal,Zimag\n" + "".join(f"{a},{b.real},{b.imag}\n"
+                                                                          for a, b in zip(f, z)))
+        os.utime(raw / f"s{i:02d}.csv", (OLD, OLD))
+    (lake.root / "jobs.toml").write_text('[[job]]\nname = "eis"\nsources = ["raw/*.csv"]\n'
+                                         'schedule = "* * * * * *"\nworkers = 2\nsettle_seconds = 0\n')
+    # systemd's default KillMode=control-group signals every process, the parse workers too
+    proc = subprocess.Popen([sys.executable, "-m", "matlake.platform.cli", "jobs", "serve", "--lake", str(lake.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: runs(lake), 60, "a run to start", proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "BrokenProcessPool" not in out + err
+    assert {r["status"] for r in runs(lake)} <= {"ok", "interrupted"}, runs(lake)
+    assert J.active_leases(lake) == []
+
+
 # --------------------------------------------------------------------------- migration 0002
 
 

@@ -111,6 +111,32 @@ def test_lineage_down_from_training_data_reaches_every_prediction_through_the_mo
     assert _predictions_reached(lineage(lake, out["activity_id"], direction="down", max_fanout=100)) == everything
 
 
+def _subtree(lines: list[str], start: int) -> list[str]:
+    """The lines of the tree printed below ``lines[start]`` (deeper indentation)."""
+    depth = lines[start].index("─")
+    out = []
+    for line in lines[start + 1:]:
+        if line.index("─") <= depth:
+            break
+        out.append(line)
+    return out
+
+
+def test_lineage_down_tree_shows_under_each_record_only_the_predictions_derived_from_it(trained):
+    lake, info, out = trained
+    sha = lake.sql("select sha256 from ledger where source_path like '%Si_static_vasprun.xml.gz'").fetchone()[0]
+    structure = lake.sql("select record_id from structures where source_sha256 = ?", params=[sha]).fetchone()[0]
+    mine = lake.sql("select record_id from predictions where subject_id = ?", params=[structure]).fetchall()
+    assert len(mine) == 1
+    lines = render_tree(lineage(lake, sha, direction="down", max_fanout=100), "down").splitlines()
+    at = next(i for i, ln in enumerate(lines) if f"generated record {structure}" in ln)
+    below = [ln for ln in _subtree(lines, at) if "(predictions " in ln]
+    assert len(below) == 1 and mine[0][0] in below[0], "\n".join(lines)  # not the predict run's nine
+    # the Si calculation trained the model: under the model, every prediction of the run
+    at = next(i for i, ln in enumerate(lines) if f"generated model {info.model_id}" in ln)
+    assert len([ln for ln in _subtree(lines, at) if "(predictions " in ln]) == out["n"] == 9
+
+
 def test_lineage_of_unknown_id_is_a_clear_error(sqlite_lake):
     from matlake.platform.lake import LakeError
 

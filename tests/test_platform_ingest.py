@@ -147,6 +147,21 @@ def test_parallel_workers_give_the_same_records(tmp_path, dft_dir):
     assert serial.sql(q).fetchall() == parallel.sql(q).fetchall()
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_parse_workers_survive_the_stop_signals_that_systemd_and_ctrl_c_send_to_the_whole_group(signame):
+    import os
+    import signal
+
+    pool = ingestion.worker_pool(1)
+    try:
+        pid = pool.submit(os.getpid).result(timeout=120)
+        os.kill(pid, getattr(signal, signame))  # what KillMode=control-group or a terminal's Ctrl-C does
+        # a worker that died would break the pool (BrokenProcessPool) and fail the run it was parsing for
+        assert pool.submit(os.getpid).result(timeout=120) == pid
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def test_expand_paths_is_recursive_sorted_and_skips_hidden(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.cif").write_text("x")

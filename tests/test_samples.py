@@ -65,3 +65,19 @@ def test_nothing_in_the_repository_points_at_the_old_shared_folder():
             if pattern.search(text):
                 hits.append(name)
     assert hits == []
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_from_the_clone_without_warnings_or_failed_files(tmp_path):
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in (demo.SAMPLE_ENV, "MATLAKE_LAKE", "MATLAKE_DEBUG")}
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "demo", str(tmp_path / "demo")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Warning" not in out, out  # e.g. pymatgen's "No Pauling electronegativity for He"
+    assert "0 failed, 0 errors" in out and "  failed:" not in out and "  error:" not in out
+    assert re.search(r"re-ingest of the same folders: 0 new, \d+ unchanged", out)
+    assert "used object" in out and "_vasprun.xml.gz" in out  # the lineage reaches raw sample files

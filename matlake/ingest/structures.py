@@ -94,10 +94,14 @@ def structure_row(
             crystal_system = sga.get_crystal_system()
     except Exception:  # spglib gives up on some cells; symmetry is optional metadata
         pass
+    with warnings.catch_warnings():
+        # pymatgen sorts formulas by electronegativity and warns for He, Ne, Ar (none defined)
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
+        formula, reduced_formula = el_comp.formula, el_comp.reduced_formula
     return {
         "record_id": ctx.record_id(locator),
-        "formula": el_comp.formula,
-        "reduced_formula": el_comp.reduced_formula,
+        "formula": formula,
+        "reduced_formula": reduced_formula,
         "chemsys": "-".join(elements),
         "elements": elements,
         "nelements": len(elements),

@@ -275,8 +275,11 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if ":" not in args.module and args.module not in KNOWN_MODELS:
+        raise CliError(f"model module {args.module!r}: expected one of {', '.join(sorted(KNOWN_MODELS))} "
+                       f"or package.module:Class")
     lake = _lake(args)
-    module = args.module if ":" in args.module else KNOWN_MODELS.get(args.module, args.module)
+    module = args.module if ":" in args.module else KNOWN_MODELS[args.module]
     info = lake.train(module, as_of=args.as_of, params=_kv(args.param))
     print(f"trained {info.name} v{info.version} ({info.model_id}) on snapshot {info.snapshot_id} "
           f"with {info.n_train} rows; metrics: {json.dumps(info.metrics)}")
@@ -447,7 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_text(exc: Exception) -> str:
     """One line; a query error keeps DuckDB's hint lines ("Did you mean", candidates) below it."""
-    text = str(exc).strip()
+    # KeyError's str() is the repr of its key: show the message itself, not it in quotes
+    text = (exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str)
+            else str(exc)).strip()
     if not text:
         return type(exc).__name__
     query = sys.modules.get("matlake.platform.query")  # not loaded: the error cannot be a QueryError

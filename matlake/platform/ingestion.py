@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import stat
 import sys
 import traceback
@@ -160,9 +161,10 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             for sub in sorted(path.rglob("*")):
                 rel = sub.relative_to(path).parts
-                if not sub.is_dir() and sub.exists() and not any(part.startswith(".") for part in rel):
-                    out.append(sub)  # special files (FIFOs, sockets) too: they get a failed ledger row
-        elif path.exists():
+                if (not sub.is_dir() and (sub.exists() or sub.is_symlink())
+                        and not any(part.startswith(".") for part in rel)):
+                    out.append(sub)  # special files and broken links too: they get a failed ledger row
+        elif path.exists() or path.is_symlink():
             out.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
@@ -225,7 +227,10 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
     try:
         st = os.stat(item.path)
     except OSError as exc:
-        return _unread(item, known, started, None, 0, f"cannot read: {exc.strerror or exc}")
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError) and os.path.islink(item.path):
+            reason = f"broken symbolic link to {os.readlink(item.path)}"
+        return _unread(item, known, started, None, 0, f"cannot read: {reason}")
     stamp = (st.st_size, st.st_mtime_ns)
     if not stat.S_ISREG(st.st_mode):
         what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
@@ -302,7 +307,8 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
     if parser is None:
         if seen():
             return out
-        what = ("any supported format" if item.kind == "auto" else f"a {item.kind} file")
+        article = "an" if item.kind[:1] in ("a", "e", "i", "o", "u") or item.kind.startswith("mp") else "a"
+        what = ("any supported format" if item.kind == "auto" else f"{article} {item.kind} file")
         found = "binary data" if describe_start(head).startswith("binary") else "text"
         return end("failed", f"{item.path}: unsupported format: field content: expected {what}, found {found} "
                              f"({len(raw)} bytes) that no parser recognises; supported kinds and formats: "
@@ -358,15 +364,50 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
 # --------------------------------------------------------------------------- executors
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _ignore_stop_signals() -> None:
+    """Worker initializer: SIGTERM and SIGINT are for the parent only.
+
+    systemd (KillMode=control-group) and Ctrl-C signal every process of the group; a
+    worker killed mid-file would break the pool and fail the run.  The parent decides:
+    it stops taking files, commits what was parsed and shuts the pool down.  A worker
+    starts with the signals blocked (see :class:`_WorkerPool`); ignoring them discards
+    any that arrived while it started."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """Workers are spawned inside ``submit``: spawn them with the stop signals blocked
+    (a blocked mask is inherited across fork and exec), so that a signal to the whole
+    group cannot kill one before its initializer ignores them.  The parent's own
+    signals stay pending for the moment and are delivered as soon as ``submit`` returns."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool that parses files: spawned workers that ignore SIGTERM/SIGINT."""
+    import multiprocessing as mp
+
+    # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
+    return _WorkerPool(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_ignore_stop_signals)
+
+
 def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int) -> Iterator[SourceOutcome]:
     if workers <= 1 or len(items) <= 1:
         for it in items:
             yield process_source(it, objects_root, known)
         return
-    import multiprocessing as mp
-
-    # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = worker_pool(workers)
     try:
         futures = [pool.submit(process_source, it, objects_root, known) for it in items]
         for f in futures:
@@ -472,7 +513,9 @@ def ingest(
     max_source_bytes()
     if items is None:
         files = expand_paths(paths or [])
-        items = [SourceItem(str(p.resolve()), kind, dict(options or {})) for p in files]
+        # A broken link is named as itself (resolving it would name a target that is not there).
+        items = [SourceItem(str(p.resolve() if p.exists() else p.absolute()), kind, dict(options or {}))
+                 for p in files]
     items = list(items)
     for k in sorted({it.kind for it in items}):
         check_kind(k)

@@ -42,6 +42,7 @@ from matlake.platform import catalog as cat
 from matlake.platform import migrate
 from matlake.platform.config import (
     CONFIG_NAME,
+    ENV_LAKE,
     SQLITE_NAME,
     CreatedPaths,
     LakeConfig,
@@ -315,6 +316,12 @@ class Lake:
             made.undo()
             if left:
                 raise LakeError(f"init {root} failed: {_first_line(exc)}{left}") from exc
+            orig = getattr(exc, "orig", None)
+            if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == "3F000":  # invalid_schema_name
+                raise LakeError(
+                    f"init {root} failed: the catalog {cat.safe_url(url)} has no schema to create tables in "
+                    f"(the search_path schema named in the URL does not exist): create it first "
+                    f"(CREATE SCHEMA name; in psql) and run init again; no lake was created") from exc
             raise
         engine.dispose()
         return lake
@@ -335,6 +342,12 @@ class Lake:
                 raise LakeNotFound(f"no lake catalog at {where}: lake_settings.root not set")
             config = read_config(Path(root))
         else:
+            given = (path_or_url is not None and str(path_or_url) != "") or bool(os.environ.get(ENV_LAKE))
+            if not given and not (Path(where) / CONFIG_NAME).exists():
+                # No lake named anywhere: the current directory was only a guess.
+                raise LakeNotFound(
+                    f"no lake given and no {CONFIG_NAME} in the current directory {where}: pass --lake DIR "
+                    f"or set {ENV_LAKE}=DIR (in Python: matlake.open(DIR)), or create a lake with `matlake init DIR`")
             config = read_config(Path(where))
         lake = cls(config)
         if upgrade:
