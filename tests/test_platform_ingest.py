@@ -147,6 +147,78 @@ def test_parallel_workers_give_the_same_records(tmp_path, dft_dir):
     assert serial.sql(q).fetchall() == parallel.sql(q).fetchall()
 
 
+def _watch_pools(monkeypatch):
+    """Record every parse pool started (its size and ledger index) and every task submitted to one."""
+    import pickle
+
+    seen = {"pools": [], "tasks": []}
+    real_pool, real_submit = ingestion.worker_pool, ingestion._WorkerPool.submit
+
+    def pool(workers, known=None):
+        seen["pools"].append((workers, known))
+        return real_pool(workers, known)
+
+    def submit(self, fn, /, *args, **kwargs):
+        seen["tasks"].append(pickle.dumps((fn, args, kwargs)))
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ingestion, "worker_pool", pool)
+    monkeypatch.setattr(ingestion._WorkerPool, "submit", submit)
+    return seen
+
+
+def test_parallel_reingest_sends_the_ledger_once_per_worker_not_with_every_file(sqlite_lake, tmp_path, monkeypatch):
+    from sqlalchemy import func, select
+
+    from matlake.platform import catalog as cat
+    from workers import write_eis_files
+
+    files = write_eis_files(tmp_path / "src", 0, 12)
+    first = sqlite_lake.ingest(files, workers=1, progress=False)
+    assert (first.new, first.failed, first.errors) == (12, 0, 0)
+
+    def ledger_rows():
+        with sqlite_lake.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(cat.LedgerEntry)).scalar_one()
+
+    rows_before = ledger_rows()
+    seen = _watch_pools(monkeypatch)
+    again = sqlite_lake.ingest(files, workers=2, progress=False)
+    assert (again.new, again.unchanged, again.failed, again.errors) == (0, 12, 0, 0)
+    assert all(o.status == "unchanged" and o.prior == "ok" for o in again.outcomes)
+    assert ledger_rows() == rows_before
+    # One pool of 2 workers, started with the whole ledger index ...
+    [(size, known)] = seen["pools"]
+    assert size == 2 and len(known) == rows_before
+    shas = {sha for (sha, _parser, _version, _attempt) in known}
+    assert shas == {o.sha256 for o in again.outcomes}
+    # ... and 12 tasks, each carrying its file and no key of the ledger.
+    assert len(seen["tasks"]) == 12
+    for task in seen["tasks"]:
+        assert not any(sha.encode() in task for sha in shas)
+
+
+def test_parse_pool_is_sized_to_the_files_and_not_started_for_one(sqlite_lake, tmp_path, monkeypatch):
+    from workers import write_eis_files
+
+    files = write_eis_files(tmp_path / "src", 0, 3)
+    seen = _watch_pools(monkeypatch)
+    one = sqlite_lake.ingest(files[:1], workers=8, progress=False)
+    assert one.new == 1 and seen["pools"] == []
+    rest = sqlite_lake.ingest(files, workers=8, progress=False)
+    assert (rest.new, rest.unchanged) == (2, 1)
+    assert [size for size, _known in seen["pools"]] == [3]
+    assert {o.path for o in rest.outcomes} == {str(p.resolve()) for p in files}
+
+
+def test_process_source_without_a_ledger_index_outside_a_worker_is_refused(tmp_path):
+    from workers import write_eis_files
+
+    [path] = write_eis_files(tmp_path / "src", 0, 1)
+    with pytest.raises(RuntimeError, match="needs the ledger index"):
+        ingestion.process_source(ingestion.SourceItem(str(path)), str(tmp_path / "objects"))
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_parse_workers_survive_the_stop_signals_that_systemd_and_ctrl_c_send_to_the_whole_group(signame):
     import os

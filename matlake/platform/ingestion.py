@@ -247,18 +247,24 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
         return _unread(item, known, started, stamp, st.st_size, f"cannot read: {exc.strerror or exc}")
 
 
-def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> SourceOutcome:
+def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | None = None) -> SourceOutcome:
     """Read, hash, detect, parse one source; keep its raw bytes and arrays as objects.
 
     Runs in worker processes: it touches only the object store (content
     addressed, idempotent) and never the catalog or Parquet tables.
-    ``known`` is the ledger's index (see :func:`_ledger_index`).  The status
+    ``known`` is the ledger's index (see :func:`_ledger_index`); omitted, it is
+    the index the worker received once at start (see :func:`worker_pool`).  The status
     is ``ok``; ``failed`` for bad input (a :class:`ParseError`, a file not
     read, unsupported content); ``error`` for any other exception inside a
     detector or parser (a bug: the traceback goes to ``detail``); or
     ``unchanged`` when the ledger already has this attempt (``prior`` then
     says how it ended).  The raw bytes of every failure are kept.
     """
+    if known is None:
+        known = _worker_known
+        if known is None:
+            raise RuntimeError("process_source needs the ledger index: pass known=, or run it in a pool "
+                               "started by worker_pool(workers, known)")
     started = cat.utcnow()
     store = ObjectStore(Path(objects_root))
     name = Path(item.path).name
@@ -366,6 +372,10 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex) -> S
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
+# The ledger index of this parse worker: sent once when the worker starts (see
+# :func:`worker_pool`), not pickled again with every file it is given.
+_worker_known: LedgerIndex | None = None
+
 
 def _ignore_stop_signals() -> None:
     """Worker initializer: SIGTERM and SIGINT are for the parent only.
@@ -378,6 +388,13 @@ def _ignore_stop_signals() -> None:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _start_worker(known: LedgerIndex | None) -> None:
+    """Worker initializer: ignore the stop signals and keep the ledger index for every file."""
+    global _worker_known
+    _ignore_stop_signals()
+    _worker_known = known
 
 
 class _WorkerPool(ProcessPoolExecutor):
@@ -394,12 +411,17 @@ class _WorkerPool(ProcessPoolExecutor):
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """The process pool that parses files: spawned workers that ignore SIGTERM/SIGINT."""
+def worker_pool(workers: int, known: LedgerIndex | None = None) -> ProcessPoolExecutor:
+    """The process pool that parses files: spawned workers that ignore SIGTERM/SIGINT.
+
+    ``known`` (the ledger index) is pickled once per worker, when it starts; a task
+    then sends only its file: ``pool.submit(process_source, item, objects_root)``.
+    """
     import multiprocessing as mp
 
     # spawn: a forked child would inherit the parent's catalog connections and DuckDB threads.
-    return _WorkerPool(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_ignore_stop_signals)
+    return _WorkerPool(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
+                       initargs=(known,))
 
 
 def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int) -> Iterator[SourceOutcome]:
@@ -407,9 +429,10 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
         for it in items:
             yield process_source(it, objects_root, known)
         return
-    pool = worker_pool(workers)
+    # No more workers than files; each gets the ledger index once, not once per file.
+    pool = worker_pool(min(workers, len(items)), known)
     try:
-        futures = [pool.submit(process_source, it, objects_root, known) for it in items]
+        futures = [pool.submit(process_source, it, objects_root) for it in items]
         for f in futures:
             yield f.result()
     finally:
