@@ -521,3 +521,20 @@ def test_migration_0002_goes_up_and_down_on_sqlite(tmp_path):
 
 def test_migration_0002_goes_up_and_down_on_postgresql(pg_url):
     _check_0002(pg_url)
+
+
+def test_dry_run_plans_a_failed_file_again_only_when_the_job_tries_it_another_way(sqlite_lake):
+    raw = sqlite_lake.root.parent / "raw"
+    raw.mkdir(parents=True)
+    bad = raw / "notes.txt"
+    bad.write_text("not a spectrum\n" * 20)
+    os.utime(bad, (OLD, OLD))
+    plain = make_job(sqlite_lake)
+    assert J.run_job(sqlite_lake, plain).failed == 1
+    # the same attempt again: a run would skip it, so the plan says unchanged
+    assert [f.status for f in J.plan(sqlite_lake, plain)] == ["unchanged"]
+    # another kind: a run would try it again (its failure is keyed by kind and options), so it is new
+    as_eis = make_job(sqlite_lake, kind="eis")
+    assert [f.status for f in J.plan(sqlite_lake, as_eis)] == ["new"]
+    assert J.run_job(sqlite_lake, as_eis).failed == 1
+    assert [f.status for f in J.plan(sqlite_lake, as_eis)] == ["unchanged"]

@@ -272,15 +272,13 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     if isinstance(got, SourceOutcome):
         return got
     raw, stamp = got
-    sha = hashlib.sha256(raw).hexdigest()
+    sha = item.object_sha or hashlib.sha256(raw).hexdigest()  # a stored object was hash-checked on read
     out = SourceOutcome(item.path, sha, len(raw), UNKNOWN_PARSER, "0", "failed", started_at=started,
                         attempt_key=attempt_key(item.kind, item.options))
 
     def seen() -> bool:
         """True (and ``out`` unchanged) when the ledger has this success or this attempt."""
-        done = known.get((sha, out.parser, out.parser_version, OK_KEY))
-        if done is None and not item.again:
-            done = known.get((sha, out.parser, out.parser_version, out.attempt_key))
+        done = known.get((sha, out.parser, out.parser_version, OK_KEY)) if item.again else _committed(out, known)
         if done is None:
             return False
         out.status, out.prior = "unchanged", done
@@ -456,13 +454,6 @@ def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, ad
 
 
 # --------------------------------------------------------------------------- orchestration
-
-
-def _ledger_keys(lake: "Lake") -> frozenset[tuple[str, str, str]]:
-    """(sha256, parser, parser_version) of every ledger row (``jobs --dry-run`` plans with it)."""
-    with lake.engine.connect() as conn:
-        rows = conn.execute(select(cat.LedgerEntry.sha256, cat.LedgerEntry.parser, cat.LedgerEntry.parser_version))
-        return frozenset((a, b, c) for a, b, c in rows)
 
 
 def _ledger_index(lake: "Lake") -> dict[tuple[str, str, str, str], str]:

@@ -481,15 +481,17 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
     """What a run would do now, without writing anything (``jobs run --dry-run``).
 
     Each settled file is read, hashed and its parser detected exactly as
-    ``ingest`` does; it is ``new`` unless the ledger holds its (sha256,
-    parser, parser version).
+    ``ingest`` does; it is ``new`` unless the ledger holds a success for its
+    (sha256, parser, parser version) or a failure tried with the job's kind
+    and options.
     """
     import hashlib
 
     from matlake.ingest import detect
-    from matlake.platform.ingestion import HEAD_BYTES, UNKNOWN_PARSER, _ledger_keys, decompress
+    from matlake.platform.ingestion import HEAD_BYTES, OK_KEY, UNKNOWN_PARSER, _ledger_index, attempt_key, decompress
 
-    known = _ledger_keys(lake)
+    known = _ledger_index(lake)
+    tried = attempt_key(job.kind, job.options)
     ready, deferred = settle(source_files(job), job.settle_seconds)
     out = [PlannedFile(str(p), "deferred", message=f"modified within {job.settle_seconds:g} s") for p in deferred]
     for p in ready:
@@ -506,7 +508,9 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
                 parser, version = found.name, found.version
         except Exception:  # noqa: BLE001 - a corrupt file (ParseError) or a detector bug: the run records it
             pass  # it is still new until the ledger records its failure
-        status = "unchanged" if (sha, parser, version) in known else "new"
+        # the rule ingest applies: unchanged after a success, or after this very attempt (same kind and options)
+        seen = (sha, parser, version, OK_KEY) in known or (sha, parser, version, tried) in known
+        status = "unchanged" if seen else "new"
         out.append(PlannedFile(str(p), status, parser, version, sha))
     out.sort(key=lambda f: f.path)
     return out
