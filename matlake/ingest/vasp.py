@@ -303,10 +303,9 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
         try:
             vol = cls.from_file(path)
         except LIBRARY_INPUT_ERRORS as exc:
-            n = grid[0] * grid[1] * grid[2]
             raise ParseError(
                 f"{kind} grid data",
-                f"{grid[0]}x{grid[1]}x{grid[2]} = {n} values per data block",
+                f"{grid[0]}x{grid[1]}x{grid[2]} = {n_values} values per data block",
                 f"{type(exc).__name__}: {exc}",
             ) from exc
     result = ParseResult()

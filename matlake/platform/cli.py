@@ -97,9 +97,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = list(args.paths)
     if paths[:1] == ["mp"]:
         return _ingest_mp(lake, args, options)
-    from matlake.ingest import check_kind
-
-    check_kind(args.kind)  # before any file is read
     report = lake.ingest(paths, kind=args.kind, options=options, workers=args.workers, batch_size=args.batch_size,
                          progress=None if args.progress else False, dask=args.dask)
     for o in report.outcomes:

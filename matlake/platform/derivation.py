@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from matlake.platform import catalog as cat
 from matlake.platform.lake import ChangeSet, LakeError
+from matlake.platform.modeling import _canonical
 
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
@@ -44,10 +45,6 @@ def record_versions(lake: "Lake", used: Sequence[tuple[str, str]], snapshot: int
                 raise LakeError(f"{table}: no live record {rid!r} at snapshot {snapshot}")
             out[(table, rid)] = found[rid]
     return out
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
 
 
 def find_same_run(lake: "Lake", kind: str, name: str, version: str, parameters: Mapping[str, Any],

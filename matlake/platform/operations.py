@@ -501,11 +501,11 @@ def retry(lake: "Lake", parser: str | None = None, workers: int = 1) -> RetryRes
         if sha in items:
             items[sha].again = items[sha].again or status == "error"
             continue
-        if not lake.objects.exists(sha):
-            missing.append(f"{path}: raw object {sha} is missing from objects/")
-            continue
         try:
             lake.objects.check(sha)  # never re-parse bytes that are not the ones first received
+        except KeyError:
+            missing.append(f"{path}: raw object {sha} is missing from objects/")
+            continue
         except ObjectCorrupted as exc:
             corrupted.append(f"{path}: {exc}")
             continue
