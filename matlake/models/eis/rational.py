@@ -475,7 +475,7 @@ def _reduce(
             # a fixed-pole refit may undersell a reduced model: polish, then judge
             # (the best fixed-pole candidate and every merge of a near-degenerate pair)
             stuck = None
-            for cand in [best[1], *merges]:
+            for cand in [best[1], *(m for m in merges if m is not best[1])]:  # each basis polished once
                 polished = _polish(s, f, wt, cand)
                 p_coef, p_g = _lsq(s, f, wt, polished)
                 p_score = _bic(_rms(f, p_g, wt), polished.n_params, n_obs)

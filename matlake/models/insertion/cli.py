@@ -41,10 +41,11 @@ def cmd_find(args: argparse.Namespace) -> int:
         print(f"{fld.label} ({kind}, {s.extremum}ima): {s.n_extrema} grid extrema, {s.n_after_collisions} at least "
               f"{s.params['min_dist']} A from the host, {len(s)} sites in {s.n_groups} symmetry groups")
         rows = []
+        reps = s.representatives()
+        od = res.other_distance[kind]
+        pe = res.potential_energy[kind]
         for g in range(s.n_groups):
-            i = s.representatives()[g]
-            od = res.other_distance[kind]
-            pe = res.potential_energy[kind]
+            i = reps[g]
             rows.append({"group": g + 1, "mult": int(s.multiplicity[i]),
                          "frac": " ".join(f"{v:.4f}" for v in s.frac_coords[i]),
                          f"avg [{s.unit}]": _fmt(float(s.group_average[i])),

@@ -101,10 +101,11 @@ class EwaldTable:
         from pymatgen.core import Structure
         from pymatgen.core.ewald import EwaldSummation
 
+        symbol = check_ion(ion)
         q_ion = ion_charge(ion, charge)
         q_host, how = host_charges(host)
         sites = np.atleast_2d(np.asarray(sites, float))
-        species = [s.specie.symbol for s in host] + [check_ion(ion)] * len(sites)
+        species = [s.specie.symbol for s in host] + [symbol] * len(sites)
         coords = np.vstack([host.frac_coords, sites]) if len(sites) else host.frac_coords
         full = Structure(host.lattice, species, coords, site_properties={
             "charge": list(q_host) + [q_ion] * len(sites)})
@@ -114,7 +115,7 @@ class EwaldTable:
         return cls(host_block=float(mat[:n, :n].sum()), host_site=2.0 * mat[:n, n:].sum(0),
                    site_site=mat[n:, n:].copy(), host_charge=float(q_host.sum()), ion_charge=q_ion,
                    eta=float(ew.eta), volume=float(host.volume),
-                   method=f"Ewald (pymatgen EwaldSummation); ion {check_ion(ion)}{q_ion:+g}; host {how}")
+                   method=f"Ewald (pymatgen EwaldSummation); ion {symbol}{q_ion:+g}; host {how}")
 
     def subset(self, indices: np.ndarray) -> "EwaldTable":
         """The table of the sites ``indices`` only (same screening parameter, so the same energies)."""

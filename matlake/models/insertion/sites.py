@@ -205,7 +205,7 @@ def _cluster(frac: np.ndarray, cell: _Cell, tol: float) -> list[np.ndarray]:
     rows = np.repeat(np.arange(n), [len(p) for p in pairs])
     cols = np.concatenate([np.asarray(p, int) for p in pairs]) % n if len(rows) else np.zeros(0, int)
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    ncomp, labels = connected_components(graph, directed=False)
+    _, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     return np.split(order, bounds)
