@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
-              "matlake.models.insertion.cli", "matlake.demo")
+              "matlake.models.insertion.cli", "matlake.models.spectra.cli", "matlake.demo")
 
 
 class CliError(Exception):
