@@ -382,6 +382,30 @@ def test_user_grids_are_committed_listed_and_resolved_at_the_snapshot(sqlite_lak
         "xdi-ni_metal_rt.xdi"]
 
 
+def test_align_step_uses_a_reference_spectrum_from_the_lake(sqlite_lake):
+    lake = sqlite_lake
+    reference = _spectrum_row("ni_metal_rt.xdi")
+    moved = dict(reference, record_id="ni-miscalibrated", source_name="ni_moved.xdi",
+                 axis=[e + 2.73 for e in reference["axis"]])
+    _commit_spectra(lake, [reference, moved])
+    steps = [{"step": "align", "reference": reference["record_id"]}, {"step": "normalize"}]
+    rep = process(lake, Pipeline.from_json("aligned", json.dumps(steps)))
+    assert rep.n_subjects == 2 and not rep.errors
+    rows = {r: (e0, json.loads(st)) for r, e0, st in lake.sql(
+        "select subject_id, e0, steps_json from spectra_processed").fetchall()}
+    e0_ref, steps_ref = rows[reference["record_id"]]
+    e0_moved, steps_moved = rows["ni-miscalibrated"]
+    assert steps_moved[0]["resolved"]["shift_ev"] == pytest.approx(-2.73, abs=0.05)
+    assert steps_ref[0]["resolved"]["shift_ev"] == pytest.approx(0.0, abs=0.05)
+    assert e0_moved == pytest.approx(e0_ref, abs=0.5)
+    params = json.loads(lake.sql("select parameters_json from activities where activity_id = ?",
+                                 params=[rep.activity_id]).fetchone()[0])
+    assert params["params"]["references"] == {reference["record_id"]: 1}
+    bad = [{"step": "align", "reference": "no-such-spectrum"}]
+    with pytest.raises(ValueError, match="found no spectrum 'no-such-spectrum'"):
+        process(lake, Pipeline.from_json("bad", json.dumps(bad)))
+
+
 # --------------------------------------------------------------------------- CLI and plots
 
 

@@ -15,8 +15,9 @@ the functions in the last section, which go through the platform):
   much a spectrum falls short of it).
 
 A :class:`Pipeline` is an ordered list of :class:`Step` s with their parameters
-(JSON in ``spectra_processed.steps_json``); :func:`run_pipeline` applies one to
-arrays.  Built-in pipelines (:func:`builtin_pipeline`): ``xanes-study`` (shift,
+(JSON in ``spectra_processed.steps_json``, each step with what it resolved: the
+alignment shift found, E0 and the fit ranges used, the grid's extent);
+:func:`run_pipeline` applies one to arrays.  Built-in pipelines (:func:`builtin_pipeline`): ``xanes-study`` (shift,
 3 eV FWHM Gaussian, max-normalise, ``xanes-ni-k``: the XANES featurization
 study's treatment of computed spectra) and ``normalize`` (pre-edge
 normalisation, optionally onto a grid).
@@ -257,9 +258,10 @@ def max_normalize(y: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- pipelines
 
-STEP_KINDS = ("shift", "broaden", "normalize", "max_normalize", "grid")
+STEP_KINDS = ("shift", "align", "broaden", "normalize", "max_normalize", "grid")
 _STEP_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     "shift": {"delta_ev": (int, float)},
+    "align": {"reference": (str,), "method": (str,), "window": (list,), "max_shift": (int, float)},
     "broaden": {"fwhm_ev": (int, float), "shape": (str,)},
     "normalize": {"e0": (int, float, type(None)), "step": (int, float, type(None)), "pre1": (int, float, type(None)),
                   "pre2": (int, float, type(None)), "norm1": (int, float, type(None)),
@@ -268,7 +270,7 @@ _STEP_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     "max_normalize": {},
     "grid": {"grid": (str,)},
 }
-_REQUIRED = {"shift": ("delta_ev",), "broaden": ("fwhm_ev",), "grid": ("grid",)}
+_REQUIRED = {"shift": ("delta_ev",), "align": ("reference",), "broaden": ("fwhm_ev",), "grid": ("grid",)}
 NORMALIZE_OUTPUTS = ("norm", "flat")
 
 
@@ -276,7 +278,9 @@ NORMALIZE_OUTPUTS = ("norm", "flat")
 class Step:
     """One processing step: ``kind`` (one of :data:`STEP_KINDS`) and its parameters.
 
-    shift: ``delta_ev`` (eV).  broaden: ``fwhm_ev`` (eV), ``shape`` gaussian|lorentzian.
+    shift: ``delta_ev`` (eV).  align: ``reference`` (the record_id of a ``spectra`` row), ``method``
+    derivative|e0, ``window`` [low, high] eV relative to the reference's E0, ``max_shift`` (eV).
+    broaden: ``fwhm_ev`` (eV), ``shape`` gaussian|lorentzian.
     normalize: larch's ``e0``, ``step``, ``pre1``, ``pre2``, ``norm1``, ``norm2`` (eV relative
     to E0), ``nnorm``, ``npre``, and ``output`` norm|flat.  max_normalize: none.
     grid: ``grid`` (a grid name).
@@ -301,6 +305,13 @@ class Step:
         if self.kind == "broaden" and self.params.get("shape", "gaussian") not in BROADENING_SHAPES:
             raise ValueError(f"step broaden: shape expected one of {BROADENING_SHAPES}, "
                              f"found {self.params['shape']!r}")
+        if self.kind == "align":
+            window = self.params.get("window", [-20.0, 40.0])
+            if (len(window) != 2 or not all(isinstance(v, (int, float)) for v in window)
+                    or not window[0] < window[1]):
+                raise ValueError(f"step align: window expected [low, high] eV relative to E0, found {window!r}")
+            if self.params.get("method", "derivative") not in ("derivative", "e0"):
+                raise ValueError(f"step align: method expected 'derivative' or 'e0', found {self.params['method']!r}")
         if self.kind == "normalize" and self.params.get("output", "norm") not in NORMALIZE_OUTPUTS:
             raise ValueError(f"step normalize: output expected one of {NORMALIZE_OUTPUTS}, "
                              f"found {self.params['output']!r}")
@@ -422,10 +433,12 @@ def _prepare(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.nd
 
 def run_pipeline(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, *, axis_unit: str = "eV",
                  intensity_quantity: str | None = "mu", grids: Mapping[str, Grid] | None = None,
+                 references: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  what: str = "spectrum") -> ProcessedSpectrum:
     """Apply ``pipeline`` to (x, y).  ``x`` in ``axis_unit`` (energy steps need eV), increasing;
     non-finite points are dropped.  ``grids`` maps grid names to grids (built-ins are known
-    without it).  ``what`` names the spectrum in error messages."""
+    without it); ``references`` maps the record ids that align steps name to their (axis in
+    eV, intensity).  ``what`` names the spectrum in error messages."""
     x, y = _prepare(x, y, what)
     quantity = intensity_quantity or "intensity"
     out: dict[str, Any] = {"e0": None, "edge_step": None, "pre_edge_line": None, "post_edge_poly": None}
@@ -434,10 +447,21 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, *, axis_unit:
     for step in pipeline.steps:
         record = step.to_dict()
         p = step.params
-        if step.kind in ("shift", "broaden", "normalize") and axis_unit != "eV":
+        if step.kind in ("shift", "align", "broaden", "normalize") and axis_unit != "eV":
             raise ValueError(f"{what}: field axis_unit expected 'eV' for the {step.kind} step, found {axis_unit!r}")
         if step.kind == "shift":
             x = shift_energy(x, float(p["delta_ev"]))
+        elif step.kind == "align":
+            if p["reference"] not in (references or {}):
+                raise ValueError(f"{what}: step align expected the reference spectrum {p['reference']!r}, "
+                                 "found it not provided")
+            rx, ry = references[p["reference"]]
+            found = align_to_reference(x, y, rx, ry, method=p.get("method", "derivative"),
+                                       window=tuple(p.get("window", (-20.0, 40.0))),
+                                       max_shift=float(p.get("max_shift", 20.0)))
+            x = shift_energy(x, found.shift_ev)
+            record["resolved"] = {"shift_ev": found.shift_ev, "score": _finite_or_none(found.score),
+                                  "reference_e0": found.reference_e0}
         elif step.kind == "broaden":
             y = broaden(x, y, float(p["fwhm_ev"]), p.get("shape", "gaussian"))
         elif step.kind == "max_normalize":
@@ -486,7 +510,10 @@ class SpectrumProcessor(Featurizer):
     version or ``force`` adds a version of the same record.  ``grids`` are the grids
     the pipeline needs, resolved by the caller at the snapshot it reads (the
     parameters keep each grid's name, size and a digest of its points, so
-    redefining a user grid counts as new parameters).
+    redefining a user grid counts as new parameters).  ``references`` (record id ->
+    (version, axis in eV, intensity)) are the spectra that align steps name, read
+    by the caller at the same snapshot; their versions are in the parameters, so a
+    corrected reference is new work.
     """
 
     version = PROCESSING_VERSION
@@ -495,16 +522,20 @@ class SpectrumProcessor(Featurizer):
                  "source_kind, sample, source_name, file_format, axis, axis_unit, axis_quantity, intensity, "
                  "intensity_quantity, n_points from spectra")
 
-    def __init__(self, pipeline: Pipeline, grids: Mapping[str, Grid] | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, grids: Mapping[str, Grid] | None = None,
+                 references: Mapping[str, tuple[int, np.ndarray, np.ndarray]] | None = None) -> None:
         self.pipeline = pipeline
         self.name = f"spectra-{pipeline.name}"
         self.grids = dict(grids or {})
+        self.references = {rid: (np.asarray(x, float), np.asarray(y, float))
+                           for rid, (_, x, y) in (references or {}).items()}
         name = pipeline.grid_name
         if name is not None and name not in self.grids:
             self.grids[name] = resolve_grid(name)  # built-in; an unknown name fails here, before any work
         super().__init__(pipeline=pipeline.name, steps=pipeline.to_list(),
                          grids={g.name: {"n": len(g), "start": g.start, "stop": g.stop, "unit": g.unit,
-                                         "points_sha256": _grid_digest(g)} for g in self.grids.values()})
+                                         "points_sha256": _grid_digest(g)} for g in self.grids.values()},
+                         references={rid: int(v) for rid, (v, _, _) in (references or {}).items()})
 
     def featurize_one(self, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         subject = str(row["subject_id"])
@@ -515,7 +546,7 @@ class SpectrumProcessor(Featurizer):
                              f"{'null' if row.get('intensity') is None else 'a list'}")
         result = run_pipeline(self.pipeline, np.asarray(row["axis"], float), np.asarray(row["intensity"], float),
                               axis_unit=row.get("axis_unit") or "eV", intensity_quantity=row.get("intensity_quantity"),
-                              grids=self.grids, what=what)
+                              grids=self.grids, references=self.references, what=what)
         if not np.all(np.isfinite(result.intensity)):
             raise ValueError(f"{what}: pipeline {self.pipeline.name} expected finite intensities, found "
                              f"{int((~np.isfinite(result.intensity)).sum())} non-finite values")
@@ -559,7 +590,17 @@ def process(lake: "Lake", pipeline: Pipeline, *, where: str | None = None, as_of
     grids: dict[str, Grid] = {}
     if pipeline.grid_name is not None:
         grids[pipeline.grid_name] = resolve_grid(pipeline.grid_name, user_grid_rows(lake, sid))
-    processor = SpectrumProcessor(pipeline, grids)
+    references: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+    for rid in sorted({st.params["reference"] for st in pipeline.steps if st.kind == "align"}):
+        found = lake.sql("select version, axis, intensity, axis_unit from spectra where record_id = ?", as_of=sid,
+                         params=[rid]).fetchone()
+        if found is None:
+            raise ValueError(f"step align: reference expected a spectra record_id, found no spectrum {rid!r} "
+                             f"at snapshot {sid}")
+        if found[3] != "eV":
+            raise ValueError(f"step align: reference {rid} field axis_unit expected 'eV', found {found[3]!r}")
+        references[rid] = (int(found[0]), np.asarray(found[1], float), np.asarray(found[2], float))
+    processor = SpectrumProcessor(pipeline, grids, references)
     return featurize(lake, processor, as_of=sid, where=where, progress=progress, force=force)
 
 
@@ -613,7 +654,8 @@ def add_grid(lake: "Lake", name: str, points: Sequence[float] | np.ndarray, *, u
     if existing:
         old = existing[0]
         same = (np.array_equal(np.asarray(old["axis"], float), grid.array) and old["unit"] == unit
-                and old["element"] == element and old["edge"] == edge and (old["description"] or "") == row["description"])
+                and old["element"] == element and old["edge"] == edge
+                and (old["description"] or "") == row["description"])
         if same:
             return {"status": "unchanged", "record_id": row["record_id"], "snapshot": None, "activity_id": None,
                     "n": len(grid)}
