@@ -519,8 +519,8 @@ class SpectrumProcessor(Featurizer):
     version = PROCESSING_VERSION
     subject_table = "spectra"
     input_sql = ("select record_id as subject_id, version as subject_version, technique, element, edge, "
-                 "source_kind, sample, source_name, file_format, axis, axis_unit, axis_quantity, intensity, "
-                 "intensity_quantity, n_points from spectra")
+                 "source_kind, code, measurement_mode, sample, source_name, file_format, parent_id, axis, axis_unit, "
+                 "axis_quantity, intensity, intensity_quantity, n_points from spectra")
 
     def __init__(self, pipeline: Pipeline, grids: Mapping[str, Grid] | None = None,
                  references: Mapping[str, tuple[int, np.ndarray, np.ndarray]] | None = None) -> None:
@@ -577,8 +577,9 @@ def process(lake: "Lake", pipeline: Pipeline, *, where: str | None = None, as_of
             force: bool = False, progress: bool = False) -> "FeaturizeReport":
     """Run ``pipeline`` over the ``spectra`` of ``lake`` (those matching the SQL condition ``where``).
 
-    ``where`` may use subject_id, technique, element, edge, source_kind, sample,
-    source_name, file_format, axis_unit, axis_quantity, intensity_quantity and n_points.
+    ``where`` may use subject_id, technique, element, edge, source_kind, code,
+    measurement_mode, sample, source_name, file_format, parent_id (null unless a pixel of
+    a spectrum image), axis_unit, axis_quantity, intensity_quantity and n_points.
     The pipeline's grid is resolved at the snapshot the spectra are read from (a
     built-in, else a ``spectral_grids`` row); an unknown grid fails before any work.
     Spectra already processed by this version with the same steps and grids are

@@ -128,7 +128,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _common_run(s: argparse.ArgumentParser) -> None:
     s.add_argument("--where", help="SQL condition on the spectra: subject_id, technique, element, edge, source_kind, "
-                                   "sample, source_name, file_format, axis_unit, n_points, ...")
+                                   "code, sample, source_name, file_format, parent_id, axis_unit, n_points, ...")
     s.add_argument("--as-of", help="snapshot id or tag of the spectra and grids (default: latest)")
     s.add_argument("--force", action="store_true",
                    help="re-process spectra already processed with the same pipeline and parameters (adds versions)")
