@@ -129,8 +129,8 @@ def align_to_reference(x: np.ndarray, y: np.ndarray, reference_x: np.ndarray, re
     ``method='derivative'`` (default): maximise the Pearson correlation of dy/dE of
     the shifted spectrum and of the reference over ``window`` (eV relative to the
     reference's E0, which is found with larch's rule unless given), for |dE| <=
-    ``max_shift`` eV.  Both derivatives are compared on a uniform axis 4x finer than
-    the reference's median step in the window (at most 0.05 eV); the derivative of
+    ``max_shift`` eV.  Both axes increase (eV).  The derivatives are compared on a uniform
+    axis 4x finer than the reference's median step in the window (0.005-0.05 eV); the derivative of
     the shifted spectrum is read off by linear interpolation (zero outside its
     data).  A scan in 0.1 eV steps finds the best shift, a bounded scalar search
     refines it to 1e-4 eV.  Scale and offset do not matter (correlation).
@@ -148,12 +148,14 @@ def align_to_reference(x: np.ndarray, y: np.ndarray, reference_x: np.ndarray, re
         return Alignment(e0_ref - e0, "e0", math.nan, (e0_ref, e0_ref), e0_ref, e0)
     if method != "derivative":
         raise ValueError(f"alignment method: expected 'derivative' or 'e0', found {method!r}")
+    if not (math.isfinite(max_shift) and max_shift > 0):
+        raise ValueError(f"alignment max_shift: expected a positive number of eV, found {max_shift}")
     lo, hi = max(e0_ref + window[0], rx[0]), min(e0_ref + window[1], rx[-1])
     inside = (rx >= lo) & (rx <= hi)
     if hi <= lo or inside.sum() < 4:
         raise ValueError(f"alignment window: expected at least 4 reference points in {e0_ref + window[0]:.6g}-"
                          f"{e0_ref + window[1]:.6g} eV, found {int(inside.sum())}")
-    step = min(0.05, float(np.median(np.diff(rx[inside]))) / 4.0)
+    step = min(0.05, max(0.005, float(np.median(np.diff(rx[inside]))) / 4.0))
     grid = np.arange(lo, hi + 0.5 * step, step)
     d_ref = np.interp(grid, rx, _derivative(rx, ry))
     d_ref = d_ref - d_ref.mean()
@@ -185,6 +187,7 @@ def align_to_reference(x: np.ndarray, y: np.ndarray, reference_x: np.ndarray, re
 
 BROADENING_SHAPES = ("gaussian", "lorentzian")
 _MAX_FINE_POINTS = 400_000
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # Gaussian FWHM = 2.3548 sigma
 
 
 def _kernel_cdf(t: np.ndarray, fwhm: float, shape: str) -> np.ndarray:
@@ -192,8 +195,7 @@ def _kernel_cdf(t: np.ndarray, fwhm: float, shape: str) -> np.ndarray:
     if shape == "gaussian":
         from scipy.special import ndtr
 
-        sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-        return ndtr(t / sigma)
+        return ndtr(t / (fwhm / _FWHM_PER_SIGMA))
     return 0.5 + np.arctan(2.0 * t / fwhm) / np.pi
 
 
@@ -230,7 +232,7 @@ def broaden(x: np.ndarray, y: np.ndarray, fwhm_ev: float, shape: str = "gaussian
     # finer than the data's smallest step (no detail lost), but never below FWHM/200: details that
     # fine are smeared by the kernel anyway, and a near-duplicate point must not blow up the work
     h = max(min(fwhm_ev / points_per_fwhm, float(np.diff(x).min())), fwhm_ev / 200.0)
-    reach = span if shape == "lorentzian" else min(span, 8.0 * fwhm_ev / 2.3548200450309493)
+    reach = span if shape == "lorentzian" else min(span, 8.0 * fwhm_ev / _FWHM_PER_SIGMA)
     h = max(h, (span + 2.0 * reach) / _MAX_FINE_POINTS)  # bounded work for long, finely sampled data
     n_reach = int(math.ceil(reach / h))
     n_data = int(math.ceil(span / h)) + 1
