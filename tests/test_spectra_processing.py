@@ -344,6 +344,10 @@ def test_new_processing_version_and_new_spectrum_version_add_versions(sqlite_lak
                         "order by version").fetchall()
     assert [(v, s) for v, s, _ in versions] == [(1, 1), (2, 1), (3, 2)]
     assert versions[2][2] == pytest.approx(2 * versions[0][2], rel=1e-9)
+    # the flattened output is another record beside the normalised one, not a version of it
+    assert process(lake, normalize_pipeline(output="flat")).n_subjects == 1
+    assert lake.sql("select intensity_quantity, version from spectra_processed order by 1").fetchall() == [
+        ("flattened mu", 1), ("normalized mu", 3)]
 
 
 def test_user_grids_are_committed_listed_and_resolved_at_the_snapshot(sqlite_lake):

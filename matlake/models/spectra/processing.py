@@ -507,9 +507,11 @@ class SpectrumProcessor(Featurizer):
     """Runs one :class:`Pipeline` on ``spectra`` rows; one ``spectra_processed`` row per spectrum.
 
     Named ``spectra-<pipeline>`` (the activity's name).  Record ids are
-    ``derived_record_id(name, spectrum, grid name or '')``: they do not depend on the
-    processing version or parameters, so a re-run with other parameters, a newer
-    version or ``force`` adds a version of the same record.  ``grids`` are the grids
+    ``derived_record_id(name, spectrum, '<grid name or empty>:<intensity quantity>')``:
+    normalised and flattened outputs, or outputs on different grids, are different
+    records, but the ids do not depend on the processing version or the other
+    parameters, so a re-run with another shift or fit range, a newer version or
+    ``force`` adds a version of the same record.  ``grids`` are the grids
     the pipeline needs, resolved by the caller at the snapshot it reads (the
     parameters keep each grid's name, size and a digest of its points, so
     redefining a user grid counts as new parameters).  ``references`` (record id ->
@@ -553,7 +555,8 @@ class SpectrumProcessor(Featurizer):
             raise ValueError(f"{what}: pipeline {self.pipeline.name} expected finite intensities, found "
                              f"{int((~np.isfinite(result.intensity)).sum())} non-finite values")
         processed = {
-            "record_id": derived_record_id(self.name, subject, result.grid_name or ""),
+            "record_id": derived_record_id(self.name, subject,
+                                           f"{result.grid_name or ''}:{result.intensity_quantity}"),
             "subject_id": subject, "subject_version": int(row["subject_version"]),
             "pipeline": self.pipeline.name, "steps_json": json.dumps(result.steps, sort_keys=True),
             "grid_name": result.grid_name, "axis": [float(v) for v in result.axis], "axis_unit": result.axis_unit,
