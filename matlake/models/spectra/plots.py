@@ -124,7 +124,6 @@ def plot_record(lake: "Lake", ident: str, png: str | Path, as_of: int | str | No
     cols = ("record_id, version, axis, intensity, axis_unit, axis_quantity, intensity_quantity, source_name, "
             "element, edge")
     processed = None
-    norm_id = None
     if table == "spectra_processed":
         prow = lake.sql("select * from spectra_processed where record_id = ?", as_of, [rid]).df().iloc[0].to_dict()
         raw = lake.sql(f"select {cols} from spectra_all where record_id = ? and version = ?", as_of,
