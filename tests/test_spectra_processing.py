@@ -369,6 +369,9 @@ def test_user_grids_are_committed_listed_and_resolved_at_the_snapshot(sqlite_lak
 
     rep = process(lake, normalize_pipeline(grid="ni-k-fine"))
     assert rep.n_subjects == 1
+    grid_links = lake.sql("select entity_version from catalog_links where activity_id = ? and role = 'used' "
+                          "and table_name = 'spectral_grids'", params=[rep.activity_id]).fetchall()
+    assert grid_links == [(1,)]  # the user grid the pipeline read is linked as a used record
     axis = lake.sql("select axis from spectra_processed where grid_name = 'ni-k-fine'").fetchone()[0]
     assert np.array_equal(axis, points)
     # redefining the grid is new work (its digest is in the parameters); older snapshots keep the old grid
@@ -405,6 +408,10 @@ def test_align_step_uses_a_reference_spectrum_from_the_lake(sqlite_lake):
     params = json.loads(lake.sql("select parameters_json from activities where activity_id = ?",
                                  params=[rep.activity_id]).fetchone()[0])
     assert params["params"]["references"] == {reference["record_id"]: 1}
+    # the reference is an input of every aligned spectrum: a used link, not only a parameter
+    used = lake.sql("select entity_id, entity_version from catalog_links where activity_id = ? and role = 'used' "
+                    "and table_name = 'spectra'", params=[rep.activity_id]).fetchall()
+    assert (reference["record_id"], 1) in used and ("ni-miscalibrated", 1) in used
     bad = [{"step": "align", "reference": "no-such-spectrum"}]
     with pytest.raises(ValueError, match="found no spectrum 'no-such-spectrum'"):
         process(lake, Pipeline.from_json("bad", json.dumps(bad)))

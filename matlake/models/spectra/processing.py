@@ -594,8 +594,10 @@ def process(lake: "Lake", pipeline: Pipeline, *, where: str | None = None, as_of
 
     sid = lake.resolve_snapshot(as_of)
     grids: dict[str, Grid] = {}
+    user_grids: list[dict[str, Any]] = []
     if pipeline.grid_name is not None:
-        grids[pipeline.grid_name] = resolve_grid(pipeline.grid_name, user_grid_rows(lake, sid))
+        user_grids = user_grid_rows(lake, sid)
+        grids[pipeline.grid_name] = resolve_grid(pipeline.grid_name, user_grids)
     references: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
     for rid in sorted({st.params["reference"] for st in pipeline.steps if st.kind == "align"}):
         found = lake.sql("select version, axis, intensity, axis_unit from spectra where record_id = ?", as_of=sid,
@@ -607,6 +609,10 @@ def process(lake: "Lake", pipeline: Pipeline, *, where: str | None = None, as_of
             raise ValueError(f"step align: reference {rid} field axis_unit expected 'eV', found {found[3]!r}")
         references[rid] = (int(found[0]), np.asarray(found[1], float), np.asarray(found[2], float))
     processor = SpectrumProcessor(pipeline, grids, references)
+    # the reference spectra and user grids are inputs too: linked as used records, not only named in parameters
+    processor.extra_used = [("spectra", rid, v) for rid, (v, _, _) in references.items()]
+    processor.extra_used += [("spectral_grids", str(r["record_id"]), int(r["version"]))
+                             for r in user_grids if r["name"] in grids]
     return featurize(lake, processor, as_of=sid, where=where, progress=progress, force=force)
 
 
