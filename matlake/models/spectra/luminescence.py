@@ -49,6 +49,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,7 @@ from matlake.models.spectra.units import HC_EV_NM, line_in_energy
 
 __all__ = ["LINE_SHAPES", "PeakFitError", "PeakFit", "PeakFitSet", "fit_peak", "find_window",
            "estimate_noise", "line_profile", "evaluate_line", "evaluate_fit", "parameters_json", "GeneratedEmitter", "generate_emitter_set",
-           "GENERATOR_NAME", "GENERATOR_VERSION", "EMITTER_ENSEMBLE"]
+           "GENERATOR_NAME", "GENERATOR_VERSION", "EMITTER_ENSEMBLE", "sigma_for_fwhm"]
 
 LINE_SHAPES: tuple[str, ...] = ("gaussian", "lorentzian", "voigt", "pseudovoigt")
 GENERATOR_NAME = "pl-emitter-generator"
@@ -356,34 +357,31 @@ class GeneratedEmitter:
     line_shape: str
     height: float  # counts above the baseline at the centre
     fraction: float | None  # pseudo-Voigt Lorentzian fraction
-    baseline_intercept: float  # counts at the centre
+    baseline_at_center: float  # counts
     baseline_slope: float  # counts / nm
     noise_sd: float  # counts
     parameters: dict[str, Any]  # every generator input, seed and index included
 
 
-def _sigma_for_fwhm(shape: str, fwhm: float, fraction: float | None) -> float:
-    """lmfit's sigma giving a line of FWHM ``fwhm`` (nm) - the exact half-maximum width for every shape."""
+def sigma_for_fwhm(shape: str, fwhm: float) -> float:
+    """lmfit's sigma giving a line of FWHM ``fwhm`` (nm): the exact half-maximum width for every shape
+    (pseudo-Voigt: both components have FWHM 2 sigma, whatever the fraction)."""
     if shape == "gaussian":
         return fwhm / (2 * math.sqrt(2 * math.log(2)))
     if shape in ("lorentzian", "pseudovoigt"):
         return fwhm / 2
-    return fwhm / _VOIGT_FWHM_PER_SIGMA()
+    return fwhm / _voigt_fwhm_per_sigma()
 
 
-_voigt_ratio: list[float] = []
-
-
-def _VOIGT_FWHM_PER_SIGMA() -> float:  # noqa: N802 - a constant computed once
+@lru_cache(maxsize=1)
+def _voigt_fwhm_per_sigma() -> float:
     """Exact FWHM / sigma of lmfit's Voigt with gamma = sigma (3.6013...), from its half-maximum points."""
-    if not _voigt_ratio:
-        from scipy.optimize import brentq
+    from scipy.optimize import brentq
 
-        top = line_profile("voigt", np.array([0.0]), 1.0, 0.0, 1.0)[0]
-        half = brentq(lambda x: line_profile("voigt", np.array([x]), 1.0, 0.0, 1.0)[0] - top / 2, 0.1, 10.0,
-                      xtol=1e-14)
-        _voigt_ratio.append(2 * half)
-    return _voigt_ratio[0]
+    top = line_profile("voigt", np.array([0.0]), 1.0, 0.0, 1.0)[0]
+    half = brentq(lambda x: line_profile("voigt", np.array([x]), 1.0, 0.0, 1.0)[0] - top / 2, 0.1, 10.0,
+                  xtol=1e-14)
+    return 2 * half
 
 
 def generate_emitter_set(n: int, seed: int, *, center_mean_nm: float = 590.7, center_sd_nm: float = 2.7,
@@ -407,6 +405,9 @@ def generate_emitter_set(n: int, seed: int, *, center_mean_nm: float = 590.7, ce
         if s not in LINE_SHAPES:
             raise ValueError(f"line_shapes: expected some of {', '.join(LINE_SHAPES)}, found {s!r}")
     first, last, step = axis_nm
+    if not (step > 0 and last > first + step):
+        raise ValueError(f"axis_nm: expected (first, last, step) with step > 0 and last > first + step, "
+                         f"found {tuple(axis_nm)}")
     x = np.round(first + step * np.arange(int(round((last - first) / step)) + 1), 9)
     rng = np.random.default_rng(seed)
     common = {"generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
@@ -425,12 +426,11 @@ def generate_emitter_set(n: int, seed: int, *, center_mean_nm: float = 590.7, ce
         height = float(rng.uniform(*height_range))
         base = float(rng.uniform(20.0, 100.0))
         slope = float(rng.uniform(-0.5, 0.5))
-        sigma = _sigma_for_fwhm(shape, fwhm, fraction)
+        sigma = sigma_for_fwhm(shape, fwhm)
         unit_top = float(line_profile(shape, np.array([center]), 1.0, center, sigma, fraction)[0])
         line = line_profile(shape, x, height / unit_top, center, sigma, fraction)
         noise_sd = noise * height
-        y = line + base + slope * (x - center) + rng.normal(0.0, noise_sd, x.size) if noise_sd > 0 else \
-            line + base + slope * (x - center)
+        y = line + base + slope * (x - center) + rng.normal(0.0, noise_sd, x.size)
         out.append(GeneratedEmitter(i, x.copy(), y, center, fwhm, shape, height, fraction, base, slope, noise_sd,
                                     {**common, "index": i}))
     return out

@@ -213,7 +213,7 @@ def generate_emitters(lake: "Lake", n: int = 50, seed: int = 0, *, sample: str =
             "sample": sample, "source_locator": f"emitter={e.index}",
             "metadata_json": json.dumps({"planted": {
                 "center_nm": e.center_nm, "fwhm_nm": e.fwhm_nm, "line_shape": e.line_shape, "height": e.height,
-                "fraction": e.fraction, "baseline_at_center": e.baseline_intercept,
+                "fraction": e.fraction, "baseline_at_center": e.baseline_at_center,
                 "baseline_slope": e.baseline_slope, "noise_sd": e.noise_sd}}, sort_keys=True),
         })
         for label, value, text, unit in (("center_nm", e.center_nm, None, "nm"), ("fwhm_nm", e.fwhm_nm, None, "nm"),

@@ -19,6 +19,7 @@ half-maximum energies of the converted line itself.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import constants
@@ -100,29 +101,13 @@ def fwhm_nm_to_ev_linear(center_nm: float, fwhm_nm: float) -> float:
     return HC_EV_NM * fwhm_nm / center_nm**2
 
 
-class LineInEnergy(tuple):
-    """(peak energy in eV, FWHM in eV, low and high half-maximum energies in eV)."""
+class LineInEnergy(NamedTuple):
+    """A line's maximum and half-maximum points on the energy axis (eV)."""
 
-    __slots__ = ()
-
-    def __new__(cls, peak_ev: float, fwhm_ev: float, low_ev: float, high_ev: float) -> "LineInEnergy":
-        return super().__new__(cls, (peak_ev, fwhm_ev, low_ev, high_ev))
-
-    @property
-    def peak_ev(self) -> float:
-        return self[0]
-
-    @property
-    def fwhm_ev(self) -> float:
-        return self[1]
-
-    @property
-    def low_ev(self) -> float:
-        return self[2]
-
-    @property
-    def high_ev(self) -> float:
-        return self[3]
+    peak_ev: float
+    fwhm_ev: float
+    low_ev: float
+    high_ev: float
 
 
 def line_in_energy(profile_per_nm: Callable[[np.ndarray], np.ndarray], center_nm: float,
