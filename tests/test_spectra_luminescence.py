@@ -279,7 +279,8 @@ def test_statistics_lineage_reaches_the_fits_and_the_generate_activity(emitter_l
     assert any(FITTER_NAME in a for a in acts)
     assert any(lum.GENERATOR_NAME in a for a in acts)
     records = {n[1] for n in g.reaches("record")}
-    fit_ids = set(lake.sql("select unnest(fit_ids) from emitter_statistics where name = 'hBN generated'").df().iloc[:, 0])
+    fit_ids = {r[0] for r in lake.sql("select unnest(fit_ids) from emitter_statistics "
+                                      "where name = 'hBN generated'").fetchall()}
     assert fit_ids <= records
     spectra = {r[0] for r in lake.sql("select record_id from spectra").fetchall()}
     assert spectra <= records
@@ -321,3 +322,18 @@ def test_a_bad_spectrum_fails_alone_while_the_others_fit(lake):
     assert lake.sql("select count(distinct subject_id) from pl_peak_fits").fetchone()[0] == 4
     with pytest.raises(Exception, match="expected at least 2 chosen peak fits"):
         emitter_statistics(lake, "sample = 'bad'")
+
+
+def test_generate_fit_and_statistics_are_idempotent_on_both_catalogs(lake):
+    first = generate_emitters(lake, 3, 9, sample="small")
+    assert generate_emitters(lake, 3, 9, sample="small").already
+    fit_peaks(lake, models=["gaussian", "lorentzian"])
+    assert fit_peaks(lake, models=["gaussian", "lorentzian"]).snapshot is None
+    stats = emitter_statistics(lake, "sample = 'small'")
+    again = emitter_statistics(lake, "sample = 'small'")
+    assert again.already and again.activity_id == stats.activity_id
+    assert again.row["n_emitters"] == 3 and sorted(again.row["spectrum_ids"]) == sorted(first.spectrum_ids)
+    # a later run with one model replaces the choice of each spectrum; the statistics follow it
+    fit_peaks(lake, models=["voigt"])
+    assert {r[0] for r in lake.sql("select model from pl_peak_choice").fetchall()} == {"voigt"}
+    assert emitter_statistics(lake, "sample = 'small'").row["models"] == ["voigt"]

@@ -57,7 +57,8 @@ import numpy as np
 from matlake.models.spectra.units import HC_EV_NM, line_in_energy
 
 __all__ = ["LINE_SHAPES", "PeakFitError", "PeakFit", "PeakFitSet", "fit_peak", "find_window",
-           "estimate_noise", "line_profile", "evaluate_line", "evaluate_fit", "parameters_json", "GeneratedEmitter", "generate_emitter_set",
+           "estimate_noise", "line_profile", "evaluate_line", "evaluate_fit", "parameters_json",
+           "GeneratedEmitter", "generate_emitter_set",
            "GENERATOR_NAME", "GENERATOR_VERSION", "EMITTER_ENSEMBLE", "sigma_for_fwhm"]
 
 LINE_SHAPES: tuple[str, ...] = ("gaussian", "lorentzian", "voigt", "pseudovoigt")

@@ -351,7 +351,9 @@ def fit_figure(x_nm: np.ndarray, y: np.ndarray, fit: dict[str, Any], title: str 
 
 def plot_fit(lake: "Lake", spectrum: str, out_dir: str | Path = ".", *, model: str | None = None,
              as_of: int | str | None = None, dpi: int = 120) -> Path:
-    """Write ``<name>_<id8>_peakfit.png`` for one spectrum and its chosen fit (or its ``model`` fit); returns the path."""
+    """Write ``<name>_<id8>_peakfit.png`` for one spectrum and its chosen fit (or its ``model`` fit).
+
+    Returns the path of the PNG."""
     from matlake.models.spectra.units import spectrum_ev_to_nm
 
     sid = resolve_spectrum(lake, spectrum, as_of)
