@@ -121,6 +121,33 @@ def test_noiseless_line_is_recovered_by_its_own_model(shape):
     assert f.center_ev == pytest.approx(units.HC_EV_NM / 589.3, rel=2e-4)
 
 
+def test_gaussian_fit_and_standard_errors_agree_with_scipy_curve_fit():
+    from scipy.optimize import curve_fit
+
+    e = lum.generate_emitter_set(1, 4, line_shapes=["gaussian"], noise=0.02)[0]
+    fits = lum.fit_peak(e.wavelength_nm, e.intensity, models=["gaussian"])
+    fit = fits.chosen
+    sel = (e.wavelength_nm >= fits.window_nm[0]) & (e.wavelength_nm <= fits.window_nm[1])
+    xs, ys = e.wavelength_nm[sel], e.intensity[sel]
+    assert xs.size == fit.n_points
+
+    def model(lam, amplitude, center, sigma, intercept, slope):
+        return (amplitude / (sigma * math.sqrt(2 * math.pi)) * np.exp(-((lam - center) ** 2) / (2 * sigma**2))
+                + intercept + slope * (lam - 590.0))
+
+    p0 = [fit.amplitude * 1.1, fit.center_nm + 0.3, fit.fwhm_nm / 2.2, 0.0, 0.0]
+    # unweighted, covariance scaled by the residual variance: lmfit's errors with one weight per spectrum
+    popt, pcov = curve_fit(model, xs, ys, p0=p0)
+    perr = np.sqrt(np.diag(pcov))
+    fwhm_factor = 2 * math.sqrt(2 * math.log(2))
+    assert fit.center_nm == pytest.approx(popt[1], abs=1e-6)
+    assert fit.fwhm_nm == pytest.approx(fwhm_factor * popt[2], rel=1e-6)
+    assert fit.amplitude == pytest.approx(popt[0], rel=1e-6)
+    assert fit.center_nm_stderr == pytest.approx(perr[1], rel=1e-3)
+    assert fit.fwhm_nm_stderr == pytest.approx(fwhm_factor * perr[2], rel=1e-3)
+    assert fit.amplitude_stderr == pytest.approx(perr[0], rel=1e-3)
+
+
 def test_generator_is_seeded_and_draws_the_published_ensemble():
     a = lum.generate_emitter_set(5, 7)
     b = lum.generate_emitter_set(5, 7)
