@@ -124,7 +124,7 @@ def checked_axis(axis: np.ndarray, intensity: np.ndarray, where: str) -> tuple[n
         i = int(bad[0]) + 1  # 0-based index of the offending point in the (possibly reversed) axis
         how = "repeats" if step[bad[0]] == 0 else "goes back to"
         raise ParseError(f"{where} axis point {i + 1}", "strictly increasing (or strictly decreasing) axis values",
-                         f"{how} {axis[i]!r} after {axis[i - 1]!r}")
+                         f"{how} {float(axis[i])!r} after {float(axis[i - 1])!r}")
     return axis, intensity, reversed_
 
 
@@ -344,7 +344,7 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
         if np.any(i0 <= 0) or np.any(it <= 0):
             k = int(np.flatnonzero((i0 <= 0) | (it <= 0))[0])
             raise ParseError(f"data row {k + 1} columns i0, itrans", "positive intensities for ln(i0/itrans)",
-                             f"i0={i0[k]!r}, itrans={it[k]!r}")
+                             f"i0={float(i0[k])!r}, itrans={float(it[k])!r}")
         mu = np.log(i0 / it)
     elif needed == ("ifluor", "i0"):
         i0 = column("i0")
@@ -562,6 +562,8 @@ def parse_emsa(data: bytes, ctx: ParseContext) -> ParseResult:
 
 _XAS_MODULE = re.compile(rb'"@module"\s*:\s*"pymatgen\.analysis\.xas\.spectrum"')
 _MATLAKE_BLOB = re.compile(rb'^\s*\{\s*"@matlake"\s*:')
+_XAS_KEYS = (re.compile(rb'"x"\s*:\s*\['), re.compile(rb'"y"\s*:\s*\['),
+             re.compile(rb'"(absorbing|absorption)_element"\s*:'))
 _TYPE_TECHNIQUE = {"XANES": "xanes", "EXAFS": "exafs", "XAFS": "xas"}
 
 
@@ -578,7 +580,7 @@ def detect_xas_json(head: bytes, filename: str) -> bool:
     start = head.lstrip()[:1]
     if start not in (b"{", b"[") or _MATLAKE_BLOB.match(head):
         return False
-    if _XAS_MODULE.search(head):
+    if _XAS_MODULE.search(head) or all(k.search(head) for k in _XAS_KEYS):
         return True
     if len(head) < 8192:  # the whole file is in the head: look at its keys
         try:
@@ -750,11 +752,9 @@ def _split(line: str, delimiter: str | None) -> list[str]:
 
 
 def _guess_delimiter(lines: Sequence[str]) -> str | None:
-    sample = [s for s in lines[:50] if s.strip() and s.strip()[0] not in "#%"]
-    for d in ("\t", ",", ";"):
-        if sample and all(d in s for s in sample[-10:]):
-            return d
-    return None  # whitespace
+    """Tab, comma or semicolon when the first non-comment line has one (in that order), else whitespace."""
+    first = next((s for s in lines if s.strip() and s.strip()[0] not in "#%"), "")
+    return next((d for d in ("\t", ",", ";") if d in first), None)
 
 
 def _column_index(spec: Any, names: list[str] | None, ncol: int, what: str) -> int:

@@ -2,8 +2,10 @@
 
 Read through rosettasciio (``rsciio.digitalmicrograph``), an optional dependency under GPL-3.0,
 installed by matlake's ``gpl`` extra (``pip install "matlake[gpl]"``).  Without it a DM file
-still gets its ledger row: ``failed``, saying which extra to install, and ``matlake retry``
-reads it once the extra is there.
+still gets its ledger row: ``failed``, saying which extra to install.  The ledger keys a
+failure by the parser version, kind and options it was tried with, so once the extra is
+installed the file is read by ingesting it with another kind (``--kind spectrum`` after an
+automatic attempt) or by a newer parser version.
 
 A spectrum image (an EELS line scan or map) becomes one ``spectrum_images`` row whose data
 cube is kept exactly as an array object, navigation axes first and the energy axis last
