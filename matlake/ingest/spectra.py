@@ -606,8 +606,7 @@ def _structure_of(spectrum: dict, where: str):
         raise ParseError(f"{where}.structure", "a pymatgen Structure dict", f"{type(exc).__name__}: {exc}") from exc
 
 
-def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = "mp-xas-json",
-                  locators: Sequence[str] | None = None) -> ParseResult:
+def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = "mp-xas-json") -> ParseResult:
     """pymatgen XAS dicts or MP XAS documents (``spectrum`` + ``task_id``...) → ``spectra`` + ``structures``.
 
     x in eV, y the computed absorption (arbitrary units).  The structure the spectrum was
@@ -621,6 +620,7 @@ def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = 
 
     result = ParseResult()
     spectra, structures = [], []
+    seen: set[str] = set()
     for i, doc in enumerate(docs):
         default = f"[{i}]" if len(docs) > 1 else "document"
         if not isinstance(doc, dict):
@@ -628,7 +628,7 @@ def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = 
         wrapper = doc if isinstance(doc.get("spectrum"), dict) else {}
         spectrum = dict(doc["spectrum"]) if wrapper else dict(doc)
         ident = wrapper.get("spectrum_id") or wrapper.get("task_id") or wrapper.get("material_id")
-        locator = locators[i] if locators else (str(ident) if ident else default)
+        locator = str(ident) if ident else default  # for messages until the spectrum is known
         meta: dict[str, Any] = {k: v for k, v in wrapper.items()
                                 if k not in ("spectrum", "structure", "builder_meta")}
         if "absorption_element" in spectrum and "absorbing_element" not in spectrum:
@@ -655,6 +655,12 @@ def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = 
         technique = _TYPE_TECHNIQUE.get(spectrum_type)
         if technique is None:
             raise ParseError(f"{locator}.spectrum_type", "XANES, EXAFS or XAFS", repr(spectrum_type))
+        if ident and not wrapper.get("spectrum_id"):
+            # one task has several spectra (elements, edges, types): name it as MP's spectrum_id does
+            locator = f"{ident}-{spectrum_type}-{element}-{edge}"
+        if locator in seen:
+            locator = f"{locator}#{i}"
+        seen.add(locator)
         srow = None
         site = getattr(xas, "absorbing_index", None)
         if structure is not None:
