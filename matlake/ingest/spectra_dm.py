@@ -51,17 +51,23 @@ def detect_dm(head: bytes, filename: str) -> bool:
     return order in (0, 1) and all(b in (0, 1) for b in flags)
 
 
-def _reader():
+def _reader() -> tuple[Any, tuple[type[BaseException], ...]]:
+    """rsciio's DM reader and the exceptions it raises on malformed files."""
     try:
+        from rsciio import exceptions as rx
         from rsciio.digitalmicrograph import file_reader
     except ImportError as exc:
         raise ParseError("reader", f"rosettasciio to read Gatan DM3/DM4 files: {GPL_HINT}",
                          f"rsciio is not installed ({exc})") from exc
-    return file_reader
+    # UnboundLocalError: rsciio 0.15 reaches an unset variable on some corrupt tag trees (found by fuzzing);
+    # caught only around its own call, so it cannot hide one of ours.
+    errors = (rx.ByteOrderError, rx.DM3FileVersionError, rx.DM3TagError, rx.DM3DataTypeError, rx.DM3TagTypeError,
+              rx.DM3TagIDError, UnboundLocalError)
+    return file_reader, errors
 
 
 def _read(data: bytes, ctx: ParseContext) -> list[dict[str, Any]]:
-    file_reader = _reader()
+    file_reader, reader_errors = _reader()
     suffix = ".dm4" if data[:4] == b"\x00\x00\x00\x04" else ".dm3"
     path, tmp = ctx.content_path, None
     if path is None:  # rsciio reads paths only
@@ -73,8 +79,13 @@ def _read(data: bytes, ctx: ParseContext) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return file_reader(path)
-    except (*LIBRARY_INPUT_ERRORS, struct.error, OverflowError) as exc:
+    except (*LIBRARY_INPUT_ERRORS, *reader_errors, struct.error) as exc:
         raise ParseError("DM tags", "a readable DigitalMicrograph file", f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        if isinstance(exc.errno, int):  # a real I/O failure (disk, permissions): not the file's fault
+            raise
+        # rsciio reports a corrupt tag as IOError(message, value), which leaves errno a string
+        raise ParseError("DM tags", "a readable DigitalMicrograph file", f"{exc.errno} {exc.strerror}") from exc
     finally:
         if tmp:
             os.unlink(tmp)
