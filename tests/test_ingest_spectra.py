@@ -74,7 +74,10 @@ def test_xdi_energy_and_mu_equal_larch(spectra_lake, name):
         assert row["instrument"].startswith("13-ID-C")
 
 
-def _xdi(columns: list[str], rows: list[list[float]], header: str = "# Element.symbol: Cu\n# Element.edge: K\n") -> bytes:
+CU_K = "# Element.symbol: Cu\n# Element.edge: K\n"
+
+
+def _xdi(columns: list[str], rows: list[list[float]], header: str = CU_K) -> bytes:
     head = "# XDI/1.0 test/1\n" + "".join(f"# Column.{i + 1}: {c}\n" for i, c in enumerate(columns)) + header
     return (head + "#----\n# " + " ".join(c.split()[0] for c in columns) + "\n"
             + "".join(" ".join(repr(v) for v in r) + "\n" for r in rows)).encode()
@@ -275,7 +278,8 @@ def test_csv_multi_column_and_named_columns_through_the_cli(tmp_path):
     src = tmp_path / "eels.txt"
     e = np.arange(500.0, 520.0, 0.5)
     a, b = np.sin(e / 7.0) + 2.0, np.cos(e / 5.0) + 3.0
-    src.write_text("E\tA\tB\n" + "".join(f"{x!r}\t{p!r}\t{q!r}\n" for x, p, q in zip(e.tolist(), a.tolist(), b.tolist())))
+    src.write_text("E\tA\tB\n"
+                   + "".join(f"{x!r}\t{p!r}\t{q!r}\n" for x, p, q in zip(e.tolist(), a.tolist(), b.tolist())))
     cmd = [sys.executable, "-m", "matlake.platform.cli", "ingest", str(src), "--kind", "spectrum",
            "--option", "technique=eels", "--option", "axis_unit=eV", "--option", "element=O",
            "--option", "edge=K", "--lake", str(root)]

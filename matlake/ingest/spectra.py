@@ -38,7 +38,6 @@ from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, 
 from matlake.schemas.spectra import TECHNIQUES
 
 PARSER_VERSION = "1.0.0"
-HC_EV_NM = 1239.8419843320026  # h*c in eV*nm (CODATA exact), for wavelength <-> energy notes
 
 __all__ = ["PARSERS", "spectrum_row", "xas_documents", "parse_xdi", "parse_emsa", "parse_xas_json", "parse_csv"]
 
@@ -271,7 +270,8 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
     text = _text(data, "an XDI file")
     lines = text.splitlines()
     if not lines or not _XDI_FIRST.match(lines[0].encode("utf-8", "replace")):
-        raise ParseError("line 1", "'# XDI/1.0' and optional application versions", repr(lines[0][:60] if lines else ""))
+        raise ParseError("line 1", "'# XDI/1.0' and optional application versions",
+                         repr(lines[0][:60] if lines else ""))
     versions = lines[0].lstrip("# ").split()
     fields: dict[str, dict[str, str]] = {}
     comments: list[str] = []
@@ -286,7 +286,7 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
             body = stripped[1:].strip()
             if state == "data":
                 if rows:
-                    raise ParseError(f"line {n}", "data rows only after the first one", repr(line[:60]))
+                    raise ParseError(f"line {n}", "only data rows once the data have begun", repr(line[:60]))
                 labels = body.split()
                 continue
             if body.startswith("---"):
@@ -313,7 +313,8 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
     ncol = max(columns)
     for i, r in enumerate(rows):
         if len(r) != len(rows[0]):
-            raise ParseError(f"data row {i + 1}", f"{len(rows[0])} numbers like the first row (columns of equal length)",
+            raise ParseError(f"data row {i + 1}",
+                             f"{len(rows[0])} numbers like the first row (columns of equal length)",
                              f"{len(r)} numbers (file cut short?)")
     if len(rows[0]) < ncol:
         raise ParseError("data row 1", f"at least {ncol} numbers (Column.{ncol} is declared)", f"{len(rows[0])}")
@@ -374,7 +375,8 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
     if not edge and ctx.options.get("edge"):
         edge, metadata["edge_from"] = str(ctx.options["edge"]), "ingest option edge"
     if not element:
-        raise ParseError("Element.symbol", "the absorbing element (XDI requires Element.symbol; or --option element=Cu)",
+        raise ParseError("Element.symbol",
+                         "the absorbing element (XDI requires Element.symbol; or --option element=Cu)",
                          "no Element.symbol or Scan.element field")
     if not edge:
         raise ParseError("Element.edge", "the absorption edge (XDI requires Element.edge; or --option edge=K)",
@@ -592,20 +594,6 @@ def detect_xas_json(head: bytes, filename: str) -> bool:
     return False
 
 
-def _structure_of(spectrum: dict, where: str):
-    from pymatgen.core import Structure
-
-    raw = spectrum.get("structure")
-    if raw is None:
-        return None
-    if isinstance(raw, Structure):
-        return raw
-    try:
-        return Structure.from_dict(raw)
-    except LIBRARY_INPUT_ERRORS as exc:
-        raise ParseError(f"{where}.structure", "a pymatgen Structure dict", f"{type(exc).__name__}: {exc}") from exc
-
-
 def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = "mp-xas-json") -> ParseResult:
     """pymatgen XAS dicts or MP XAS documents (``spectrum`` + ``task_id``...) → ``spectra`` + ``structures``.
 
@@ -646,9 +634,7 @@ def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = 
         except LIBRARY_INPUT_ERRORS as exc:
             raise ParseError(locator, "a pymatgen XAS dict (x, y, structure, absorbing_element, edge)",
                              f"{type(exc).__name__}: {exc}") from exc
-        structure = xas.structure if getattr(xas, "structure", None) is not None else None
-        if structure is not None and not hasattr(structure, "lattice"):
-            structure = _structure_of(spectrum, locator)
+        structure = getattr(xas, "structure", None)
         element = str(getattr(xas.absorbing_element, "symbol", xas.absorbing_element))
         edge = _edge_name(str(xas.edge), f"{locator}.edge")
         spectrum_type = str(getattr(xas, "spectrum_type", "XANES") or "XANES").upper()
