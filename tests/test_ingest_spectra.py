@@ -77,6 +77,24 @@ def test_xdi_energy_and_mu_equal_larch(spectra_lake, name):
 CU_K = "# Element.symbol: Cu\n# Element.edge: K\n"
 
 
+def test_xdi_mu_from_option_gives_ln_i0_over_itrans_equal_to_larch(tmp_path):
+    from larch.io import read_xdi
+
+    path = sample("spectra", "cu_metal_rt.xdi")
+    ref = read_xdi(str(path))
+    data = path.read_bytes()
+    row = sp.parse_xdi(data, _ctx(data, path.name, "spectrum-xdi", mu_from="ln(i0/itrans)")).tables["spectra"][0]
+    close(row["intensity"], np.log(ref.i0 / ref.itrans))
+    assert row["intensity_quantity"] == "mu (ln(i0/itrans))"
+    ni = sample("spectra", "ni_metal_rt.xdi").read_bytes()
+    result = sp.parse_xdi(ni, _ctx(ni, "ni.xdi", "spectrum-xdi", sample="my foil"))
+    assert result.tables["spectra"][0]["sample"] == "Ni metal foil"  # the file's value wins, and we are told
+    assert result.warnings == ["xdi: option sample='my foil' ignored: the file says 'Ni metal foil'"]
+    with pytest.raises(ParseError) as err:  # the Cu file has no fluorescence channel
+        sp.parse_xdi(data, _ctx(data, path.name, "spectrum-xdi", mu_from="ifluor/i0"))
+    assert err.value.field == "Column.N" and "itrans" in err.value.found
+
+
 def _xdi(columns: list[str], rows: list[list[float]], header: str = CU_K) -> bytes:
     head = "# XDI/1.0 test/1\n" + "".join(f"# Column.{i + 1}: {c}\n" for i, c in enumerate(columns)) + header
     return (head + "#----\n# " + " ".join(c.split()[0] for c in columns) + "\n"

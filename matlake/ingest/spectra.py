@@ -266,7 +266,12 @@ def _xdi_columns(fields: dict[str, dict[str, str]]) -> dict[int, tuple[str, str]
 
 
 def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
-    """An XDI 1.0 file → one ``spectra`` row (technique xas, energy in eV, mu as the XDI dictionary defines)."""
+    """An XDI 1.0 file → one ``spectra`` row (technique xas, energy in eV, mu as the XDI dictionary defines).
+
+    mu is the first of: the mutrans column, mufluor, ln(i0/itrans), ifluor/i0 (then the normalised
+    normtrans, normfluor) that the file's columns allow; the option ``mu_from`` (one of those
+    names) picks another.  ``intensity_quantity`` says which, e.g. 'mu (ln(i0/itrans))'.
+    """
     text = _text(data, "an XDI file")
     lines = text.splitlines()
     if not lines or not _XDI_FIRST.match(lines[0].encode("utf-8", "replace")):
@@ -331,14 +336,16 @@ def parse_xdi(data: bytes, ctx: ParseContext) -> ParseResult:
     unit, factor = axis_unit_factor(e_unit, f"Column.{by_name['energy'][0]} (energy) unit", allow_wavelength=False)
     energy = column("energy") * factor
 
-    wanted_mode = str(ctx.options.get("measurement_mode", "")).lower() or None
-    if wanted_mode not in (None, "transmission", "fluorescence"):
-        raise ParseError("option measurement_mode", "transmission or fluorescence", repr(wanted_mode))
-    choice = next((c for c in _XDI_MU if all(k in by_name for k in c[2]) and wanted_mode in (None, c[1])), None)
+    sources = [c[0].split("(", 1)[1][:-1] for c in _XDI_MU]  # 'mutrans', 'ln(i0/itrans)', ...
+    wanted = ctx.options.get("mu_from")
+    if wanted is not None and wanted not in sources:
+        raise ParseError("option mu_from", f"one of {', '.join(sources)}", repr(wanted))
+    choice = next((c for c, src in zip(_XDI_MU, sources)
+                   if all(k in by_name for k in c[2]) and wanted in (None, src)), None)
     if choice is None:
         names = [name for _, (name, _) in sorted(columns.items())]
-        raise ParseError("Column.N", "mutrans, mufluor, i0 + itrans or i0 + ifluor columns to give mu"
-                         + (f" ({wanted_mode})" if wanted_mode else ""), f"columns {names}")
+        what = f"the columns for mu_from={wanted}" if wanted else "mutrans, mufluor, i0 + itrans or i0 + ifluor columns"
+        raise ParseError("Column.N", f"{what} to give mu", f"columns {names}")
     quantity, mode, needed = choice
     if needed == ("i0", "itrans"):
         i0, it = column("i0"), column("itrans")
