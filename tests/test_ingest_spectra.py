@@ -161,6 +161,14 @@ def test_emsa_y_data_kv_beam_angles_and_date():
     assert (row["element"], row["edge"]) == ("O", "K")
 
 
+def test_emsa_xy_keeps_the_x_column_and_warns_when_offset_disagrees():
+    data = sample("spectra", "NMC_Ni_edge.msa").read_bytes().replace(b"4.508000e+002\r\n#", b"4.518000e+002\r\n#", 1)
+    assert b"#OFFSET      : 4.518000e+002" in data
+    result = sp.parse_emsa(data, _ctx(data, "ni.msa", "spectrum-emsa"))
+    assert result.tables["spectra"][0]["axis_min"] == 450.8
+    assert result.warnings == ["x column differs from OFFSET + i*XPERCHAN by up to 1 eV; the x column is used"]
+
+
 # --------------------------------------------------------------------------- XAS JSON vs pymatgen
 
 

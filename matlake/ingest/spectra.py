@@ -514,7 +514,7 @@ def parse_emsa(data: bytes, ctx: ParseContext) -> ParseResult:
         if offset is not None and xperchan:
             expected = offset + xperchan * np.arange(npoints)
             off = float(np.max(np.abs(x - expected)))
-            if off > 1e-6 * max(1.0, abs(xperchan)) * npoints:
+            if off > 0.01 * abs(xperchan):  # more than 1% of a channel: not rounding of the printed x
                 result.warnings.append(f"x column differs from OFFSET + i*XPERCHAN by up to {off:g} {xunits}; "
                                        "the x column is used")
                 metadata["x_column_vs_offset_xperchan"] = off
