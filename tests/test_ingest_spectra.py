@@ -145,7 +145,7 @@ def test_emsa_axis_and_counts_equal_rsciio(spectra_lake, name):
     assert row["intensity_unit"] == "counts"
 
 
-def test_emsa_y_data_kv_beam_angles_and_date():
+def test_emsa_y_data_kv_beam_angles_and_date_equal_rsciio(tmp_path):
     text = ("#FORMAT      : EMSA/MAS Spectral Data File\n#VERSION     : 1.0\n#TITLE       : t\n"
             "#DATE        : 05-MAR-2021\n#TIME        : 14:07\n#NPOINTS     : 5\n#NCOLUMNS    : 2\n"
             "#XUNITS      : keV\n#YUNITS      : counts\n#DATATYPE    : Y\n#XPERCHAN    : 0.01\n#OFFSET      : 0.5\n"
@@ -153,11 +153,17 @@ def test_emsa_y_data_kv_beam_angles_and_date():
             "#SPECTRUM    : data\n1, 2\n3, 4\n5\n#ENDOFDATA   :\n")
     data = text.encode()
     row = sp.parse_emsa(data, _ctx(data, "y.msa", "spectrum-emsa", element="O", edge="K")).tables["spectra"][0]
-    close(row["axis"], (0.5 + 0.01 * np.arange(5)) * 1000.0)
-    close(row["intensity"], [1, 2, 3, 4, 5])
-    assert row["beam_energy"] == pytest.approx(200e3, rel=RTOL)
-    assert (row["convergence_angle"], row["collection_angle"]) == (21.5, 45.0)
-    assert str(row["measured_at"]) == "2021-03-05 14:07:00"
+    from rsciio.msa import file_reader
+
+    (tmp_path / "y.msa").write_bytes(data)
+    ref = file_reader(str(tmp_path / "y.msa"))[0]
+    ax, tem = ref["axes"][0], ref["metadata"]["Acquisition_instrument"]["TEM"]
+    close(row["axis"], (ax["offset"] + ax["scale"] * np.arange(ax["size"])) * 1000.0)  # keV -> eV
+    close(row["intensity"], ref["data"])
+    assert row["beam_energy"] == pytest.approx(tem["beam_energy"] * 1e3, rel=RTOL)  # 200 kV, a plausible kV value
+    assert (row["convergence_angle"], row["collection_angle"]) == \
+        (tem["convergence_angle"], tem["Detector"]["EELS"]["collection_angle"])
+    assert str(row["measured_at"]) == f"{ref['metadata']['General']['date']} {ref['metadata']['General']['time']}"
     assert (row["element"], row["edge"]) == ("O", "K")
 
 
