@@ -165,7 +165,7 @@ def spectrum_row(
         "source_kind": source_kind,
         "metadata_json": dumps(meta),
         "file_format": file_format,
-        "source_name": ctx.filename if source_kind == "measured" else None,
+        "source_name": ctx.filename,  # also for a computed spectrum: the file (or MP blob) it was read from
         "source_sha256": ctx.source_sha256,
         "source_locator": locator,
         **columns,
@@ -865,8 +865,6 @@ def parse_csv(data: bytes, ctx: ParseContext) -> ParseResult:
             measurement_mode=str(opts["measurement_mode"]) if opts.get("measurement_mode") else None,
         )
         _fill_from_options(row, ctx, result.warnings)
-        if row.get("source_name") is None:
-            row["source_name"] = ctx.filename
         out.append(row)
     result.add_rows("spectra", out)
     return result
