@@ -199,7 +199,8 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
     for model in models:
         info, module, artifact = load_model(lake, model)
         if not isinstance(module, SpectraModel):
-            raise ValueError(f"model {info.name} ({info.model_id}): expected a spectra model module, found {info.module}")
+            raise ValueError(f"model {info.name} ({info.model_id}): expected a spectra model module, "
+                             f"found {info.module}")
         if len(module.params["grids"]) != 1:
             raise ValueError(f"model {info.name} ({info.model_id}): the shift test scores single-grid models; "
                              f"this one fuses {module.params['grids']}")

@@ -242,7 +242,8 @@ def ni_k_xanes(energy: np.ndarray, state: int, distance: float, distortion: floa
     above = np.clip(e - e0, 0.0, None)
     k = np.sqrt(HBAR2_2M * above)
     onset = 1.0 - np.exp(-above / p.exafs_onset)
-    mu = mu + p.exafs_amplitude * onset * np.sin(2.0 * k * distance + p.exafs_phase) * np.exp(-2.0 * p.exafs_sigma2 * k * k)
+    damping = np.exp(-2.0 * p.exafs_sigma2 * k * k)
+    mu = mu + p.exafs_amplitude * onset * np.sin(2.0 * k * distance + p.exafs_phase) * damping
     return mu
 
 
@@ -282,7 +283,8 @@ def _axis(lo: float, hi: float, step: float) -> np.ndarray:
 def o_k_edge(loss: np.ndarray, prepeak_high: bool, *, prepeak_noise: float = 0.0,
              peak_scales: tuple[float, ...] = (1.0, 1.0), calibration: float = 0.0,
              params: EelsParameters = EelsParameters()) -> np.ndarray:
-    """Noise-free O K edge (background subtracted, edge step 1) on ``loss`` (eV): pre-peak, arctan step, two broad peaks."""
+    """Noise-free O K edge (background subtracted, edge step 1) on ``loss`` (eV):
+    pre-peak, arctan step, two broad peaks."""
     p = params
     e = np.asarray(loss, dtype=float) - calibration
     height = (p.o_prepeak_high if prepeak_high else p.o_prepeak_low) + prepeak_noise

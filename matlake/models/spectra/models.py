@@ -14,7 +14,9 @@ records with the model version (so ``predict`` rebuilds the same view):
 ``label``       the ``spectrum_labels.label`` to learn (default ``oxidation_state``),
                 read from the first grid's spectrum;
 ``where``       optional SQL condition over the spectra row ``s`` and the
-                feature row ``f`` (e.g. ``s.sample like 'gen-xanes-train-%'``).
+                feature row ``f`` choosing the training rows (e.g.
+                ``s.sample like 'gen-xanes-train-%'``); the predict view covers
+                every spectrum with features (``matlake predict --where`` narrows it).
 
 Training rows name the first grid's ``spectrum_features`` record as subject, so
 the train activity *used* the feature records (whose lineage reaches the
@@ -140,7 +142,8 @@ class SpectraModel(ModelModule):
                              f"found {merged['featurizer']!r}")
         grids = merged["grids"]
         if not isinstance(grids, list) or not grids or len(set(grids)) != len(grids):
-            raise ValueError(f"{self.base_name}: grids: expected a non-empty list of distinct grid names, found {grids!r}")
+            raise ValueError(f"{self.base_name}: grids: expected a non-empty list of distinct grid names, "
+                             f"found {grids!r}")
         for value in [*grids, merged["label"]]:
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ValueError(f"{self.base_name}: expected a grid or label name of letters, digits and ._+-, "
@@ -163,9 +166,10 @@ class SpectraModel(ModelModule):
         return LABEL_UNITS.get(self.target, "")
 
     # ------------------------------------------------------------------ views
-    def _edges_sql(self) -> str:
+    def _edges_sql(self, training: bool) -> str:
         p = self.params
-        cond = f" and ({p['where']})" if p["where"] else ""
+        # 'where' picks the training set; predictions cover every spectrum with features (matlake predict --where).
+        cond = f" and ({p['where']})" if p["where"] and training else ""
         ctes = [f"e{i} as (select s.sample, f.record_id as feature_id, f.spectrum_id, f.vector "
                 f"from spectrum_features f join spectra s on s.record_id = f.spectrum_id "
                 f"where f.featurizer = '{p['featurizer']}' and f.grid_name = '{grid}'{cond})"
@@ -179,14 +183,15 @@ class SpectraModel(ModelModule):
 
     @property
     def train_sql(self) -> str:  # type: ignore[override]
-        base = self._edges_sql().replace("@SUBJECT@", "e0.feature_id as subject_id", 1)
+        base = self._edges_sql(True).replace("@SUBJECT@", "e0.feature_id as subject_id", 1)
         return (f"select v.*, l.value as y from ({base}) v join spectrum_labels l "
                 f"on l.subject_id = v.spectrum_id and l.label = '{self.target}' "
                 f"where l.value is not null order by v.subject_id")
 
     @property
     def predict_sql(self) -> str:  # type: ignore[override]
-        return f"select * from ({self._edges_sql().replace('@SUBJECT@', 'e0.spectrum_id as subject_id', 1)}) order by subject_id"
+        base = self._edges_sql(False).replace("@SUBJECT@", "e0.spectrum_id as subject_id", 1)
+        return f"select * from ({base}) order by subject_id"
 
     # ------------------------------------------------------------------ data
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:

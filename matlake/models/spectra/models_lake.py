@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from matlake.models.spectra.generator import GENERATOR_NAME, GENERATOR_VERSION, generate, generated_rows, parameters_from
+from matlake.models.spectra.generator import (
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    generate,
+    generated_rows,
+    parameters_from,
+)
 
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
