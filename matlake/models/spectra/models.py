@@ -464,8 +464,9 @@ class _TorchSpectraModel(TorchModelModule, SpectraModel):
         net.y_mean.fill_(float(y.mean()))
         net.y_scale.fill_(float(y.std()) if y.std() > 1e-12 else 1.0)
         net.to(device)
-        xt = torch.as_tensor(x, dtype=torch.float32, device=device)
-        zt = (torch.as_tensor(y, dtype=torch.float32, device=device) - net.y_mean) / net.y_scale
+        # copies: frame columns can be read-only numpy views, which torch refuses to wrap
+        xt = torch.tensor(np.array(x, dtype=np.float32), device=device)
+        zt = (torch.tensor(np.array(y, dtype=np.float32), device=device) - net.y_mean) / net.y_scale
         scaled = (xt - net.x_mean) / net.x_scale
         for i, member in enumerate(net.members):
             gen = torch.Generator().manual_seed(int(p["seed"]) * 1000 + i)  # each member its own batches
