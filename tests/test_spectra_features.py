@@ -291,6 +291,37 @@ def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
         fz.featurize_spectra(lake, "cdf", "nope", source="spectra")
 
 
+def test_bad_processed_rows_fail_alone(sqlite_lake):
+    """A row off the grid and a row with a negative intensity fail with their reasons; the batch goes on."""
+    from matlake.models.base import derived_record_id
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform import derivation
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(6)
+    ids, pids = commit_spectra(lake, raw_spectra(rng, 5))
+    g = BUILTIN_GRIDS["xanes-ni-k"]
+    y = edge_spectra(rng, 2)
+    y[1, 7] = -0.05
+    bad = [{"record_id": derived_record_id("test-bad", ids[i]), "subject_id": ids[i], "subject_version": 1,
+            "pipeline": "bad", "steps_json": "[]", "grid_name": "xanes-ni-k",
+            "axis": (g.array + (0.1 if i == 0 else 0.0)).tolist(), "axis_unit": "eV", "intensity": y[i].tolist(),
+            "intensity_quantity": "normalized mu", "n_points": len(g)} for i in range(2)]
+    derivation.commit_derived(lake, kind="process", name="test-bad", version="1", parameters={},
+                              used={("spectra", ids[0]): 1, ("spectra", ids[1]): 1},
+                              rows={"spectra_processed": bad})
+    rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    assert rep.n_subjects == 5 and set(rep.errors) == {bad[0]["record_id"], bad[1]["record_id"]}
+    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points up to 0.1 eV away"
+            in rep.errors[bad[0]["record_id"]])
+    assert f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, found minimum -0.05" \
+        in rep.errors[bad[1]["record_id"]]
+    assert set(_features(lake, "cdf")["subject_id"]) == set(pids)
+    # with negative='clip' the negative row is featurized too (the off-grid one still fails)
+    clipped = fz.featurize_spectra(lake, "cdf", "xanes-ni-k", negative="clip", where="pipeline = 'bad'")
+    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"]}
+
+
 def test_gaussian_and_cubic_featurizers_store_names_and_units(sqlite_lake):
     from matlake.models.spectra import featurize as fz
 

@@ -60,6 +60,8 @@ from matlake.models.spectra.grids import Grid, resolve_grid
 from matlake.models.spectra.processing import interpolate_to_grid
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from matlake.platform.lake import Lake
     from matlake.platform.modeling import FeaturizeReport, ModelInfo
 
@@ -203,7 +205,11 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
         return self.grids[name]
 
     def _on_grid(self, row: Mapping[str, Any], grid: Grid) -> np.ndarray:
-        """The row's intensity on ``grid`` (eV or nm as the grid says)."""
+        """The row's intensity on ``grid`` (eV or nm as the grid says).
+
+        Processed rows are only checked for length here; :meth:`_compute` compares
+        their axes with the grid's points for a whole group at once.
+        """
         what = f"{self.subject_table} {row['subject_id']}"
         axis = np.asarray(row["axis"], dtype=float)
         y = np.asarray(row["intensity"], dtype=float)
@@ -213,16 +219,29 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
         if unit != grid.unit:
             raise ValueError(f"{what}: axis_unit: expected {grid.unit} (the unit of grid {grid.name}), found {unit}")
         if self.params["source"] == "processed":
-            g = grid.array
-            if axis.shape != g.shape or not np.allclose(axis, g, rtol=0, atol=1e-6):
-                found = f"{axis.size} points ({axis[0]:.6g}-{axis[-1]:.6g})" if axis.size else "no points"
-                raise ValueError(f"{what}: axis: expected the {len(g)} points of grid {grid.name} "
-                                 f"({g[0]:.6g}-{g[-1]:.6g} {grid.unit}), found {found}")
+            if axis.size != len(grid):
+                raise ValueError(f"{what}: axis: expected the {len(grid)} points of grid {grid.name}, "
+                                 f"found {axis.size} points")
             return y
         try:
             return interpolate_to_grid(axis, y, grid)
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}") from None
+
+    def _off_grid(self, members: list[tuple[Mapping[str, Any], np.ndarray]], grid: Grid,
+                  out: dict[tuple[str, int], dict[str, Any] | Exception]) -> list[tuple[Mapping[str, Any], np.ndarray]]:
+        """``members`` whose processed axis is the grid (within 1e-6); the others fail in ``out``."""
+        g = grid.array
+        offset = np.abs(np.stack([np.asarray(r["axis"], dtype=float) for r, _ in members]) - g).max(axis=1)
+        keep = []
+        for (row, y), off in zip(members, offset):
+            if off > 1e-6:
+                out[(str(row["subject_id"]), int(row["subject_version"]))] = ValueError(
+                    f"{self.subject_table} {row['subject_id']}: axis: expected the points of grid {grid.name} "
+                    f"({g[0]:.6g}-{g[-1]:.6g} {grid.unit}), found points up to {off:.4g} {grid.unit} away from them")
+            else:
+                keep.append((row, y))
+        return keep
 
     def _compute(self, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], dict[str, Any] | Exception]:
         out: dict[tuple[str, int], dict[str, Any] | Exception] = {}
@@ -237,6 +256,8 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
                 continue
             unit = _intensity_unit(row.get("intensity_unit"), row.get("intensity_quantity"))
             groups.setdefault((grid.name, unit), []).append((row, y))
+        if self.params["source"] == "processed":
+            groups = {k: kept for k, m in groups.items() if (kept := self._off_grid(m, self.grids[k[0]], out))}
         kind = self.params["feature"]
         for (grid_name, unit), members in groups.items():
             grid = self.grids[grid_name]
@@ -404,14 +425,38 @@ class SpectrumPCA(ModelModule):
 # ----------------------------------------------------------------------------- platform functions
 
 
+def _arrow_rows(table: "pa.Table") -> list[dict[str, Any]]:
+    """Rows of an Arrow table as dicts; list<double> cells become numpy views of one flat array
+    (no per-element Python objects), other cells Python values."""
+    import pyarrow as pa
+
+    columns = []
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type):
+            flat = col.flatten().to_numpy(zero_copy_only=False).astype(float, copy=False)
+            offsets = col.offsets.to_numpy()
+            offsets = offsets - offsets[0]
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
+            columns.append([flat[a:b] if ok else None for a, b, ok in zip(offsets[:-1], offsets[1:], valid)])
+        else:
+            columns.append(col.to_pylist())
+    names = table.column_names
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
 def _primed_featurize(lake: "Lake", featurizer: _BatchedFeaturizer, as_of: int | str | None, where: str | None,
                       force: bool, progress: bool) -> "FeaturizeReport":
-    """Compute every subject's vector in one batch, then commit through the platform's featurize."""
-    from matlake.platform.modeling import featurize, read_view
+    """Compute every subject's vector in one batch, then commit through the platform's featurize.
+
+    The batch reads the same view as :func:`~matlake.platform.modeling.featurize` (its
+    input SQL with ``where`` applied the same way, at the same snapshot), as Arrow.
+    """
+    from matlake.platform.modeling import featurize
 
     sid = lake.resolve_snapshot(as_of)
-    _, _, frame = read_view(lake, featurizer.input_sql, sid, where, producer=featurizer.name)
-    featurizer.prime(frame.to_dict("records"))
+    sql = featurizer.input_sql if not where else f"select * from ({featurizer.input_sql}) where {where}"
+    featurizer.prime(_arrow_rows(lake.sql(sql, as_of=sid).arrow()))
     return featurize(lake, featurizer, as_of=sid, where=where, force=force, progress=progress)
 
 
