@@ -312,7 +312,7 @@ def test_bad_processed_rows_fail_alone(sqlite_lake):
                               rows={"spectra_processed": bad})
     rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
     assert rep.n_subjects == 5 and set(rep.errors) == {bad[0]["record_id"], bad[1]["record_id"]}
-    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points up to 0.1 eV away"
+    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV (RMS) away"
             in rep.errors[bad[0]["record_id"]])
     assert f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, found minimum -0.05" \
         in rep.errors[bad[1]["record_id"]]

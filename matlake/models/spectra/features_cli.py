@@ -1,6 +1,6 @@
 """``matlake spectra featurize | pca fit | similar``: feature vectors, PCA models, similarity search.
 
-- ``matlake spectra featurize --feature KIND [--grid NAME] [--source processed|spectra] [--param K=V]
+- ``matlake spectra featurize --feature KIND --grid NAME [--source processed|spectra] [--param K=V]
   [--where SQL] [--as-of S] [--force]`` writes one ``spectrum_features`` vector per spectrum
   (:func:`matlake.models.spectra.featurize.featurize_spectra`); ``--feature pca --model MODEL``
   writes PCA scores with a fitted model version;
@@ -35,6 +35,9 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     else:
         if args.model:
             raise CliError(f"--model is for --feature pca, not {args.feature}")
+        if not args.grid:
+            raise CliError(f"--feature {args.feature} needs --grid NAME (e.g. xanes-ni-k; built-in grids and "
+                           "spectral_grids records)")
         report = fz.featurize_spectra(lake, args.feature, args.grid, args.source, where=args.where,
                                       as_of=args.as_of, force=args.force, progress=args.progress,
                                       **_kv(args.param))
@@ -91,14 +94,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s = sub.add_parser("featurize", parents=[common], help="feature vectors of spectra into spectrum_features")
     s.add_argument("--feature", required=True, choices=FEATURE_CHOICES + ("pca",),
                    help="kind of vector; pca needs --model")
-    s.add_argument("--grid", help="named grid (required with --source spectra; default for processed: every grid)")
+    s.add_argument("--grid", help="named grid of the vectors (required, except with --feature pca)")
     s.add_argument("--source", default="processed", choices=("processed", "spectra"),
                    help="processed: spectra_processed rows on the grid (default); spectra: raw rows interpolated")
     s.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="parameter of the kind, e.g. window=5 (cubic), n_gaussians=20, negative=clip (cdf)")
     s.add_argument("--model", help="PCA model for --feature pca: model_... id, NAME or NAME:VERSION")
     s.add_argument("--where", help="SQL condition on subject_id, spectrum_id, technique, element, edge, sample, "
-                                   "source_kind (processed: also grid_name, pipeline)")
+                                   "source_kind (processed: also pipeline; pca: also subject_table)")
     s.add_argument("--as-of", help="snapshot id or tag of the input (default: latest)")
     s.add_argument("--force", action="store_true", help="re-run spectra already featurized this way (adds versions)")
     s.add_argument("--progress", action="store_true", help="progress bar")

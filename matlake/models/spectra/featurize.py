@@ -70,6 +70,7 @@ __all__ = ["FEATURES_VERSION", "PCA_FEATURIZER_VERSION", "SOURCES", "SpectrumFea
 
 FEATURES_VERSION = "1"  # bump when a kind's science changes (features.py), so re-runs add versions
 PCA_FEATURIZER_VERSION = "1"
+_PCA_INPUT = "subject_id, subject_version, spectrum_id, grid_name, vector, unit"  # what PCA scores need
 SOURCES = ("processed", "spectra")
 METRICS = ("cosine", "l2")
 
@@ -79,6 +80,11 @@ _DIMENSIONLESS_MARKS = ("normalized", "normalised", "flattened")
 
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _literal(value: str) -> str:
+    """``value`` as an SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _intensity_unit(raw_unit: Any, quantity: Any) -> str:
@@ -155,112 +161,103 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
     Parameters
     ----------
     feature: one of :data:`~matlake.models.spectra.features.FEATURE_KINDS`.
-    grid: named grid (eV); required for ``source="spectra"``; for ``processed``,
-        None takes the processed rows of every named grid.
-    source: ``"processed"`` (``spectra_processed`` rows on a named grid) or
-        ``"spectra"`` (raw rows interpolated onto ``grid``).
+    grid: the named grid (eV or nm); a :class:`Grid` or a built-in grid's name.
+    source: ``"processed"`` (``spectra_processed`` rows on ``grid``) or
+        ``"spectra"`` (raw rows, interpolated onto ``grid``).
     kind_params: the kind's parameters (e.g. ``window=5.0`` for ``cubic``).
-    grids: resolved :class:`Grid` objects by name (user grids from the lake);
-        built-ins are always known.
+    where: SQL condition selecting the subjects, on subject_id, spectrum_id,
+        technique, element, edge, sample, source_kind (processed: also pipeline).
+        It shapes ``input_sql`` and is not a parameter of the vectors, so a
+        subject featurized before under another ``where`` is not done again.
+
+    ``input_sql`` returns only what the vectors need: the intensity (and, for
+    raw spectra, the axis), units, and for processed rows ``axis_offset``, the
+    Euclidean distance in DuckDB between the row's axis and the grid's points
+    (null when the lengths differ), so processed axes never reach Python.
     """
 
     version = FEATURES_VERSION
 
-    def __init__(self, feature: str, grid: str | None = None, source: str = "processed",
-                 kind_params: Mapping[str, Any] | None = None, grids: Mapping[str, Grid] | None = None) -> None:
+    def __init__(self, feature: str, grid: Grid | str, source: str = "processed",
+                 kind_params: Mapping[str, Any] | None = None, where: str | None = None) -> None:
         if feature not in FEATURE_KINDS:
             raise ValueError(f"feature: expected one of {', '.join(FEATURE_KINDS)} (or pca with a model), "
                              f"found {feature!r}")
         if source not in SOURCES:
             raise ValueError(f"source: expected one of {', '.join(SOURCES)}, found {source!r}")
-        if source == "spectra" and not grid:
-            raise ValueError("grid: raw spectra are interpolated onto a named grid; give one (e.g. xanes-ni-k)")
+        grid = grid if isinstance(grid, Grid) else resolve_grid(grid)
         full = kind_parameters(feature, **dict(kind_params or {}))  # refuses unknown parameters now
-        super().__init__(feature=feature, grid=grid, source=source, kind_params=full)
+        super().__init__(feature=feature, grid=grid.name, source=source, kind_params=full)
         self.name = feature
+        self.grid = grid
         self.kind_params = full
+        self.where = where
         self.params_json = _canonical_json(full)
         self.subject_table = "spectra_processed" if source == "processed" else "spectra"
-        self.grids = dict(grids or {})
-        if grid and grid not in self.grids:
-            self.grids[grid] = resolve_grid(grid)
 
     @property
     def input_sql(self) -> str:  # type: ignore[override]
-        grid = self.params["grid"]
+        g = self.grid
         if self.params["source"] == "processed":
-            on_grid = f"p.grid_name = '{grid.replace(chr(39), chr(39) * 2)}'" if grid else "p.grid_name is not null"
-            return ("select p.record_id as subject_id, p.version as subject_version, p.subject_id as spectrum_id, "
-                    "p.grid_name, p.pipeline, p.axis, p.axis_unit, p.intensity, p.intensity_quantity, "
-                    "s.intensity_unit, s.technique, s.element, s.edge, s.sample, s.source_kind "
-                    f"from spectra_processed p left join spectra s on s.record_id = p.subject_id where {on_grid}")
-        return ("select record_id as subject_id, version as subject_version, record_id as spectrum_id, "
-                "axis, axis_unit, intensity, intensity_quantity, intensity_unit, technique, element, edge, sample, "
-                "source_kind from spectra")
+            points = "[" + ", ".join(repr(float(x)) for x in g.points) + "]::double[]"
+            wide = ("select p.record_id as subject_id, p.version as subject_version, p.subject_id as spectrum_id, "
+                    "p.pipeline, p.axis_unit, p.intensity, p.intensity_quantity, s.intensity_unit, s.technique, "
+                    "s.element, s.edge, s.sample, s.source_kind, len(p.axis) as axis_points, "
+                    f"case when len(p.axis) = {len(g)} then list_distance(p.axis, {points}) end as axis_offset "
+                    "from spectra_processed p left join spectra s on s.record_id = p.subject_id "
+                    f"where p.grid_name = {_literal(g.name)}")
+            needed = ("subject_id, subject_version, spectrum_id, axis_unit, intensity, intensity_quantity, "
+                      "intensity_unit, axis_points, axis_offset")
+        else:
+            wide = ("select record_id as subject_id, version as subject_version, record_id as spectrum_id, axis, "
+                    "axis_unit, intensity, intensity_quantity, intensity_unit, technique, element, edge, sample, "
+                    "source_kind from spectra")
+            needed = ("subject_id, subject_version, spectrum_id, axis, axis_unit, intensity, intensity_quantity, "
+                      "intensity_unit")
+        return f"select {needed} from ({wide})" + (f" where {self.where}" if self.where else "")
 
-    def _grid_of(self, row: Mapping[str, Any]) -> Grid:
-        name = self.params["grid"] or row.get("grid_name")
-        if name not in self.grids:
-            self.grids[name] = resolve_grid(name)  # KeyError lists the known grids
-        return self.grids[name]
-
-    def _on_grid(self, row: Mapping[str, Any], grid: Grid) -> np.ndarray:
-        """The row's intensity on ``grid`` (eV or nm as the grid says).
-
-        Processed rows are only checked for length here; :meth:`_compute` compares
-        their axes with the grid's points for a whole group at once.
-        """
+    def _on_grid(self, row: Mapping[str, Any]) -> np.ndarray:
+        """The row's intensity on the grid; raises ValueError naming the row and what is wrong."""
+        grid = self.grid
         what = f"{self.subject_table} {row['subject_id']}"
-        axis = np.asarray(row["axis"], dtype=float)
+        if row.get("intensity") is None:
+            raise ValueError(f"{what}: intensity: expected {len(grid)} values, found none")
         y = np.asarray(row["intensity"], dtype=float)
-        if axis.shape != y.shape or axis.ndim != 1:
-            raise ValueError(f"{what}: expected axis and intensity of equal length, found {axis.size} and {y.size}")
         unit = row.get("axis_unit") or grid.unit
         if unit != grid.unit:
             raise ValueError(f"{what}: axis_unit: expected {grid.unit} (the unit of grid {grid.name}), found {unit}")
         if self.params["source"] == "processed":
-            if axis.size != len(grid):
-                raise ValueError(f"{what}: axis: expected the {len(grid)} points of grid {grid.name}, "
-                                 f"found {axis.size} points")
+            g = grid.array
+            offset = row.get("axis_offset")
+            if offset is None or y.size != len(g):
+                raise ValueError(f"{what}: axis: expected the {len(g)} points of grid {grid.name}, found "
+                                 f"{row.get('axis_points')} axis points and {y.size} intensities")
+            if not offset <= 1e-6:  # the Euclidean distance bounds every point's deviation
+                raise ValueError(f"{what}: axis: expected the points of grid {grid.name} ({g[0]:.6g}-{g[-1]:.6g} "
+                                 f"{grid.unit}), found points {offset / np.sqrt(len(g)):.4g} {grid.unit} (RMS) "
+                                 "away from them")
             return y
+        axis = np.asarray(row["axis"], dtype=float) if row.get("axis") is not None else np.empty(0)
+        if axis.shape != y.shape:
+            raise ValueError(f"{what}: expected axis and intensity of equal length, found {axis.size} and {y.size}")
         try:
             return interpolate_to_grid(axis, y, grid)
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}") from None
 
-    def _off_grid(self, members: list[tuple[Mapping[str, Any], np.ndarray]], grid: Grid,
-                  out: dict[tuple[str, int], dict[str, Any] | Exception]) -> list[tuple[Mapping[str, Any], np.ndarray]]:
-        """``members`` whose processed axis is the grid (within 1e-6); the others fail in ``out``."""
-        g = grid.array
-        offset = np.abs(np.stack([np.asarray(r["axis"], dtype=float) for r, _ in members]) - g).max(axis=1)
-        keep = []
-        for (row, y), off in zip(members, offset):
-            if off > 1e-6:
-                out[(str(row["subject_id"]), int(row["subject_version"]))] = ValueError(
-                    f"{self.subject_table} {row['subject_id']}: axis: expected the points of grid {grid.name} "
-                    f"({g[0]:.6g}-{g[-1]:.6g} {grid.unit}), found points up to {off:.4g} {grid.unit} away from them")
-            else:
-                keep.append((row, y))
-        return keep
-
     def _compute(self, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], dict[str, Any] | Exception]:
         out: dict[tuple[str, int], dict[str, Any] | Exception] = {}
-        groups: dict[tuple[str, str], list[tuple[Mapping[str, Any], np.ndarray]]] = {}
+        groups: dict[str, list[tuple[Mapping[str, Any], np.ndarray]]] = {}  # by intensity unit
         for row in rows:
-            key = (str(row["subject_id"]), int(row["subject_version"]))
             try:
-                grid = self._grid_of(row)
-                y = self._on_grid(row, grid)
-            except (ValueError, KeyError) as exc:
-                out[key] = exc if isinstance(exc, ValueError) else ValueError(exc.args[0])
+                y = self._on_grid(row)
+            except ValueError as exc:
+                out[(str(row["subject_id"]), int(row["subject_version"]))] = exc
                 continue
             unit = _intensity_unit(row.get("intensity_unit"), row.get("intensity_quantity"))
-            groups.setdefault((grid.name, unit), []).append((row, y))
-        if self.params["source"] == "processed":
-            groups = {k: kept for k, m in groups.items() if (kept := self._off_grid(m, self.grids[k[0]], out))}
-        kind = self.params["feature"]
-        for (grid_name, unit), members in groups.items():
-            grid = self.grids[grid_name]
+            groups.setdefault(unit, []).append((row, y))
+        kind, grid = self.params["feature"], self.grid
+        for unit, members in groups.items():
             Y = np.stack([y for _, y in members])
             try:
                 X, names, vunit = feature_matrix(kind, grid.array, Y, intensity_unit=unit, axis_unit=grid.unit,
@@ -281,7 +278,7 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
                     vec = x1[0]
                 else:
                     vec = X[i]
-                out[key] = self._row(row, grid_name, grid_name, vec, names, vunit, self.params_json)
+                out[key] = self._row(row, grid.name, grid.name, vec, names, vunit, self.params_json)
         return out
 
 
@@ -300,9 +297,10 @@ class PcaFeaturizer(_BatchedFeaturizer):
     subject_table = "spectrum_features"
 
     def __init__(self, model_id: str, model_params: Mapping[str, Any], mean: np.ndarray,
-                 components: np.ndarray) -> None:
+                 components: np.ndarray, where: str | None = None) -> None:
         super().__init__(model_id=model_id)
         self.model_params = dict(model_params)
+        self.where = where
         self.mean = np.asarray(mean, dtype=float)
         self.components = np.asarray(components, dtype=float)
         self.used_entities = (("model", model_id),)
@@ -310,7 +308,7 @@ class PcaFeaturizer(_BatchedFeaturizer):
 
     @property
     def input_sql(self) -> str:  # type: ignore[override]
-        return SpectrumPCA(**self.model_params).vector_sql(with_filter=False)
+        return SpectrumPCA(**self.model_params).vector_sql(_PCA_INPUT, self.where)
 
     def _compute(self, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], dict[str, Any] | Exception]:
         out: dict[tuple[str, int], dict[str, Any] | Exception] = {}
@@ -366,28 +364,26 @@ class SpectrumPCA(ModelModule):
                          feature_version=str(feature_version), where=where)
         self.name = f"pca-{feature}-{grid}"
 
-    def vector_sql(self, with_filter: bool = True) -> str:
-        """Feature rows of this model's kind (``subject_id`` is the feature record's id)."""
+    def vector_sql(self, columns: str, where: str | None) -> str:
+        """``columns`` of the stored vectors of this model's kind (``subject_id`` is the feature
+        record's id), filtered by ``where`` on spectrum_id, subject_table, technique, element,
+        edge, sample, source_kind."""
         p = self.params
-        q = lambda s: "'" + str(s).replace("'", "''") + "'"  # noqa: E731 - SQL string literal
-        sql = ("select * from (select f.record_id as subject_id, f.version as subject_version, f.spectrum_id, "
-               "f.subject_table, f.grid_name, f.vector, f.n_features, f.unit, f.featurizer_version, f.params_json, "
-               "s.technique, s.element, s.edge, s.sample, s.source_kind "
-               "from spectrum_features f left join spectra s on s.record_id = f.spectrum_id "
-               f"where f.featurizer = {q(p['feature'])} and f.grid_name = {q(p['grid'])} "
-               f"and f.featurizer_version = {q(p['feature_version'])} "
-               f"and f.params_json = {q(_canonical_json(p['feature_params']))})")
-        if with_filter and p["where"]:
-            sql += f" where {p['where']}"
-        return sql + " order by subject_id"
+        wide = ("select f.record_id as subject_id, f.version as subject_version, f.spectrum_id, f.subject_table, "
+                "f.grid_name, f.vector, f.n_features, f.unit, s.technique, s.element, s.edge, s.sample, "
+                "s.source_kind from spectrum_features f left join spectra s on s.record_id = f.spectrum_id "
+                f"where f.featurizer = {_literal(p['feature'])} and f.grid_name = {_literal(p['grid'])} "
+                f"and f.featurizer_version = {_literal(p['feature_version'])} "
+                f"and f.params_json = {_literal(_canonical_json(p['feature_params']))}")
+        return f"select {columns} from ({wide})" + (f" where {where}" if where else "") + " order by subject_id"
 
     @property
     def train_sql(self) -> str:  # type: ignore[override]
-        return self.vector_sql()
+        return self.vector_sql("subject_id, vector, n_features", self.params["where"])
 
     @property
     def predict_sql(self) -> str:  # type: ignore[override]
-        return self.vector_sql(with_filter=False)
+        return self.vector_sql("subject_id, vector, n_features", None)
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         if frame.empty:
@@ -445,43 +441,35 @@ def _arrow_rows(table: "pa.Table") -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in zip(*columns)]
 
 
-def _primed_featurize(lake: "Lake", featurizer: _BatchedFeaturizer, as_of: int | str | None, where: str | None,
-                      force: bool, progress: bool) -> "FeaturizeReport":
+def _primed_featurize(lake: "Lake", featurizer: _BatchedFeaturizer, as_of: int | str | None, force: bool,
+                      progress: bool) -> "FeaturizeReport":
     """Compute every subject's vector in one batch, then commit through the platform's featurize.
 
-    The batch reads the same view as :func:`~matlake.platform.modeling.featurize` (its
-    input SQL with ``where`` applied the same way, at the same snapshot), as Arrow.
+    The batch reads the featurizer's input view at the same snapshot as
+    :func:`~matlake.platform.modeling.featurize` will, as Arrow.
     """
     from matlake.platform.modeling import featurize
 
     sid = lake.resolve_snapshot(as_of)
-    sql = featurizer.input_sql if not where else f"select * from ({featurizer.input_sql}) where {where}"
-    featurizer.prime(_arrow_rows(lake.sql(sql, as_of=sid).arrow()))
-    return featurize(lake, featurizer, as_of=sid, where=where, force=force, progress=progress)
+    featurizer.prime(_arrow_rows(lake.sql(featurizer.input_sql, as_of=sid).arrow()))
+    return featurize(lake, featurizer, as_of=sid, force=force, progress=progress)
 
 
-def featurize_spectra(lake: "Lake", feature: str, grid: str | None = None, source: str = "processed", *,
+def featurize_spectra(lake: "Lake", feature: str, grid: str, source: str = "processed", *,
                       where: str | None = None, as_of: int | str | None = None, force: bool = False,
                       progress: bool = False, **kind_params: Any) -> "FeaturizeReport":
-    """Write ``feature`` vectors of the spectra at ``as_of`` to ``spectrum_features``.
+    """Write ``feature`` vectors on ``grid`` of the spectra at ``as_of`` to ``spectrum_features``.
 
-    ``where``: an SQL condition on the input rows (subject_id, spectrum_id, technique,
-    element, edge, sample, source_kind; for processed rows also grid_name, pipeline).
-    Subjects already featurized by this version with these parameters are skipped
-    unless ``force``.  Returns the platform's report (snapshot, activity, errors).
+    ``source``: ``processed`` (``spectra_processed`` rows on the grid) or ``spectra``
+    (raw rows interpolated onto it).  ``where``: an SQL condition on subject_id,
+    spectrum_id, technique, element, edge, sample, source_kind (processed: also
+    pipeline).  ``kind_params``: the kind's parameters.  Subjects already featurized
+    by this version with these parameters are skipped unless ``force``.  Returns the
+    platform's report (snapshot, activity, rows, per-subject errors, skipped).
     """
     sid = lake.resolve_snapshot(as_of)
-    grids = {grid: lake_grid(lake, grid, sid)} if grid else {}
-    if not grid and source == "processed":
-        names = [r[0] for r in lake.sql("select distinct grid_name from spectra_processed "
-                                        "where grid_name is not null", as_of=sid).fetchall()]
-        for name in names:
-            try:
-                grids[name] = lake_grid(lake, name, sid)
-            except KeyError:
-                pass  # the rows on an unknown grid fail one by one, naming it
-    featurizer = SpectrumFeaturizer(feature, grid, source, kind_params, grids=grids)
-    return _primed_featurize(lake, featurizer, sid, where, force, progress)
+    featurizer = SpectrumFeaturizer(feature, lake_grid(lake, grid, sid), source, kind_params, where=where)
+    return _primed_featurize(lake, featurizer, sid, force, progress)
 
 
 def _pca_parts(lake: "Lake", model: str) -> tuple["ModelInfo", dict[str, Any], np.ndarray, np.ndarray]:
@@ -502,8 +490,8 @@ def featurize_pca(lake: "Lake", model: str, *, where: str | None = None, as_of: 
     ``model`` is a model id, a model name (latest version) or ``name:version``.
     """
     info, params, mean, components = _pca_parts(lake, model)
-    featurizer = PcaFeaturizer(info.model_id, params, mean, components)
-    return _primed_featurize(lake, featurizer, as_of, where, force, progress)
+    featurizer = PcaFeaturizer(info.model_id, params, mean, components, where=where)
+    return _primed_featurize(lake, featurizer, as_of, force, progress)
 
 
 def fit_pca(lake: "Lake", feature: str, grid: str, n_components: int = 10, *, where: str | None = None,
@@ -516,10 +504,6 @@ def fit_pca(lake: "Lake", feature: str, grid: str, n_components: int = 10, *, wh
 
 
 # ----------------------------------------------------------------------------- similarity
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metric: str = "cosine", *,
