@@ -23,7 +23,8 @@ reported with their ratios; the featurize runs after the first use ``force``,
 so each round commits N new versions.  Benchmarks measure; they do not assert
 (beyond the result checks).
 
-Run: ``.venv/bin/python bench/bench_spectra.py [--sizes 10000,100000] [--repeat 3] [--quick] [--json]``
+Run: ``.venv/bin/python bench/bench_spectra.py [--sizes 10000,100000] [--repeat 3] [--quick] [--blas-threads 1]
+[--json]``
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def run_size(n: int, repeat: int, workdir: Path) -> dict[str, Any]:
         pca_fit = round_robin([
             ("fit_pca 10 components (lake, model version)",
              lambda: models.append(fz.fit_pca(lake, "cdf", GRID, 10)) or models[-1]),
-            ("sklearn PCA fit in memory", lambda: PCA(n_components=10, svd_solver="full").fit(X)),
+            ("sklearn PCA fit in memory", lambda: PCA(n_components=10, svd_solver="covariance_eigh").fit(X)),
         ], repeat)
         ref_pca = pca_fit["sklearn PCA fit in memory"][1]
         info = models[-1]
@@ -240,8 +241,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=3, help="rounds per comparison (default 3)")
     ap.add_argument("--quick", action="store_true", help="sizes 2000,10000 and 2 rounds (a smoke run)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the lakes are made")
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="limit BLAS threads (threadpoolctl); on a shared, loaded machine OpenBLAS threads that "
+                         "wait for each other make a 10^5 x 100 Gram matrix 50x slower (default: the library's)")
     ap.add_argument("--json", action="store_true", help="print a JSON record instead of tables")
     args = ap.parse_args(argv)
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads)
     sizes = [2000, 10000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     repeat = 2 if args.quick else args.repeat
 
@@ -250,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = [run_size(n, repeat, args.workdir) for n in sizes]
     total = time.perf_counter() - t0
     payload = {"benchmark": "spectra", "machine": info, "grid": GRID, "repeat": repeat, "total_s": total,
+               "blas_threads": args.blas_threads,
                "sizes": [{"n": r["n"], **{sec: {k: t.as_dict() for k, t in r[sec].items()}
                                           for sec in ("commit", "featurize", "similarity")}} for r in results]}
     if args.json:
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(format_machine(info))
     print(f"\nspectra on the {GRID} grid (100 points); medians of {repeat} interleaved rounds "
-          f"(similarity: at least 3); total {total:.0f} s.\n")
+          f"(similarity: at least 3); BLAS threads {args.blas_threads or 'default'}; total {total:.0f} s.\n")
     rows = []
     for r in results:
         for sec, lake_name, ref_name in PAIRS:

