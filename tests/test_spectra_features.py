@@ -286,6 +286,18 @@ def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
     assert status == "partial" and short_id in json.loads(params)["errors"]
     g = lineage(lake, df["record_id"][0])
     assert ("record", ids[0]) in g.reaches("record")
+    # a user grid from spectral_grids works like a built-in one
+    from matlake.platform import derivation
+
+    coarse = np.linspace(8335.0, 8365.0, 31)
+    derivation.commit_derived(lake, kind="define", name="test-grid", version="1", parameters={}, used={},
+                              rows={"spectral_grids": [{"record_id": "grid-ni-k-coarse", "name": "ni-k-coarse",
+                                                        "axis": coarse.tolist(), "unit": "eV"}]})
+    rep = fz.featurize_spectra(lake, "intensity", "ni-k-coarse", source="spectra", where=f"subject_id <> '{short_id}'")
+    assert rep.errors == {} and rep.n_subjects == 4
+    got = _features(lake, "intensity", grid_name="ni-k-coarse")
+    np.testing.assert_allclose(np.stack(got["vector"]), [np.interp(coarse, RAW_AXIS, y) for y in Y[np.argsort(ids)]],
+                               rtol=1e-12)
     # a grid that does not exist is refused before any work, naming the known grids
     with pytest.raises(KeyError, match="unknown grid 'nope'.*xanes-ni-k"):
         fz.featurize_spectra(lake, "cdf", "nope", source="spectra")

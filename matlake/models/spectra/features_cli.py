@@ -29,7 +29,8 @@ def cmd_featurize(args: argparse.Namespace) -> int:
             raise CliError("--feature pca needs --model MODEL (a model_... id or a PCA model name, "
                            "e.g. pca-cdf-xanes-ni-k; see matlake spectra pca fit)")
         if args.param or args.grid or args.source != "processed":
-            raise CliError("--feature pca takes its grid and input vectors from the model; drop --grid/--param/--source")
+            raise CliError("--feature pca takes its grid and input vectors from the model; "
+                           "drop --grid, --param and --source")
         report = fz.featurize_pca(lake, args.model, where=args.where, as_of=args.as_of, force=args.force,
                                   progress=args.progress)
     else:

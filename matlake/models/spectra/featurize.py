@@ -11,11 +11,14 @@ negative intensity for a CDF) is reported and the others are committed;
 re-running with the same featurizer version and parameters adds nothing.
 
 The math is batched, not done once per spectrum: :func:`featurize_spectra` reads
-the subjects' rows at the snapshot, computes the whole matrix with one call of
-:func:`~matlake.models.spectra.features.feature_matrix` per grid and keeps the
-vectors by (subject, version); ``featurize_one`` then only looks its row up
-(a row it has not seen is computed alone, with the same code).  Measured on
-10^4 spectra: per-row math 1.1 s of a 2.1 s run, batched 0.05 s.
+the featurizer's input view at the snapshot as Arrow, computes the whole matrix
+with one call of :func:`~matlake.models.spectra.features.feature_matrix` (per
+intensity unit) and keeps the vectors by (subject, version); ``featurize_one``
+then only looks its row up (a row it has not seen is computed alone, with the
+same code).  On 10^4 spectra, calling ``feature_matrix`` once per spectrum took
+1.1 s of a 2.1 s featurize run; once for all of them, 0.02 s.  The commit goes
+through the platform's ``featurize`` so that skipping, per-subject errors and
+the activity are the same as for every other featurizer.
 
 Subjects:
 
@@ -47,6 +50,7 @@ grid).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -111,7 +115,7 @@ class _BatchedFeaturizer(Featurizer):
     returns the primed result of its row, or computes the row alone when it was not primed.
 
     Results are kept by (subject_id, subject_version): a record version never changes,
-    so a primed result is exactly what computing the row alone would give.
+    so a primed result is what computing the row alone gives (to rounding).
     """
 
     def __init__(self, **params: Any) -> None:
@@ -187,7 +191,9 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
             raise ValueError(f"source: expected one of {', '.join(SOURCES)}, found {source!r}")
         grid = grid if isinstance(grid, Grid) else resolve_grid(grid)
         full = kind_parameters(feature, **dict(kind_params or {}))  # refuses unknown parameters now
-        super().__init__(feature=feature, grid=grid.name, source=source, kind_params=full)
+        # the points' digest too: a user grid redefined under the same name must not count as done
+        digest = hashlib.sha256(np.asarray(grid.points, dtype=float).tobytes()).hexdigest()[:16]
+        super().__init__(feature=feature, grid=grid.name, grid_sha256=digest, source=source, kind_params=full)
         self.name = feature
         self.grid = grid
         self.kind_params = full
