@@ -303,6 +303,22 @@ def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
         fz.featurize_spectra(lake, "cdf", "nope", source="spectra")
 
 
+def test_featurizer_contract_without_the_batch(sqlite_lake):
+    """SpectrumFeaturizer run directly by modeling.featurize (one row at a time) writes the same
+    vectors, and the batched path then finds the work done."""
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform.modeling import featurize
+
+    lake = sqlite_lake
+    commit_spectra(lake, raw_spectra(np.random.default_rng(12), 4))
+    rep = featurize(lake, fz.SpectrumFeaturizer("gaussians", "xanes-ni-k"))
+    assert rep.n_subjects == 4 and rep.errors == {}
+    Yp = np.stack(lake.sql("select intensity from spectra_processed order by subject_id").df()["intensity"])
+    stored = np.stack(_features(lake, "gaussians")["vector"])
+    np.testing.assert_allclose(stored, feature_matrix("gaussians", GRID, Yp)[0], rtol=1e-9, atol=1e-12)
+    assert fz.featurize_spectra(lake, "gaussians", "xanes-ni-k").skipped == 4
+
+
 def test_bad_processed_rows_fail_alone(sqlite_lake):
     """A row off the grid and a row with a negative intensity fail with their reasons; the batch goes on."""
     from matlake.models.base import derived_record_id
