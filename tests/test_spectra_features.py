@@ -3,6 +3,7 @@ PCA as a model version, similarity search inside DuckDB, and the CLI."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -168,3 +169,355 @@ def test_every_kind_is_deterministic_and_row_independent():
         full = feature_matrix(kind, GRID, Y)[0]
         part = feature_matrix(kind, GRID, Y[3:6])[0]
         np.testing.assert_allclose(full[3:6], part, rtol=1e-12, atol=1e-12, err_msg=kind)
+
+
+# ----------------------------------------------------------------------------- through a lake
+
+RAW_AXIS = np.round(np.arange(8320.0, 8380.0 + 1e-9, 0.25), 9)  # covers xanes-ni-k with margin
+
+
+def commit_spectra(lake, Y_raw: np.ndarray, *, samples=None, axis=RAW_AXIS, processed: bool = True,
+                   grid: str = "xanes-ni-k", start: int = 0) -> tuple[list[str], list[str]]:
+    """Commit generated `spectra` rows (and, when ``processed``, `spectra_processed` rows on
+    ``grid`` made by interpolation) through derivation.commit_derived, as a generator and a
+    processing step would; returns (spectra ids, processed ids)."""
+    from matlake.models.base import derived_record_id
+    from matlake.models.spectra.processing import interpolate_to_grid
+    from matlake.platform import derivation
+
+    ids = [derived_record_id("test-generator", str(start + i)) for i in range(len(Y_raw))]
+    rows = [{
+        "record_id": rid, "technique": "xanes", "element": "Ni", "edge": "K", "axis": axis.tolist(),
+        "axis_unit": "eV", "axis_quantity": "energy", "intensity": y.tolist(), "intensity_unit": "mu",
+        "intensity_quantity": "mu", "n_points": len(axis), "axis_min": float(axis[0]), "axis_max": float(axis[-1]),
+        "source_kind": "generated", "code": "test generator", "sample": (samples or {}).get(i, f"s{i % 3}"),
+    } for i, (rid, y) in enumerate(zip(ids, Y_raw))]
+    derivation.commit_derived(lake, kind="generate", name="test-generator", version="1",
+                              parameters={"n": len(rows), "start": start}, used={}, rows={"spectra": rows})
+    if not processed:
+        return ids, []
+    g = BUILTIN_GRIDS[grid]
+    versions = derivation.record_versions(lake, [("spectra", r) for r in ids], lake.last_snapshot())
+    prows, pids = [], []
+    for rid, y in zip(ids, Y_raw):
+        pid = derived_record_id("test-interpolate", rid, grid)
+        pids.append(pid)
+        prows.append({"record_id": pid, "subject_id": rid, "subject_version": versions[("spectra", rid)],
+                      "pipeline": "interp", "steps_json": "[]", "grid_name": grid, "axis": list(g.points),
+                      "axis_unit": "eV", "intensity": interpolate_to_grid(RAW_AXIS if axis is RAW_AXIS else axis,
+                                                                         y, g).tolist(),
+                      "intensity_quantity": "normalized mu", "n_points": len(g)})
+    derivation.commit_derived(lake, kind="process", name="test-interpolate", version="1", parameters={"grid": grid},
+                              used=versions, rows={"spectra_processed": prows})
+    return ids, pids
+
+
+def raw_spectra(rng: np.random.Generator, n: int) -> np.ndarray:
+    return edge_spectra(rng, n, RAW_AXIS)
+
+
+def _features(lake, featurizer: str, **where) -> "object":
+    cond = " and ".join(f"{k} = '{v}'" for k, v in where.items())
+    return lake.sql(f"select * from spectrum_features where featurizer = '{featurizer}'"
+                    + (f" and {cond}" if cond else "") + " order by spectrum_id").df()
+
+
+def test_featurize_processed_idempotent_and_new_version(lake, monkeypatch):
+    from matlake.models.spectra import featurize as fz
+
+    rng = np.random.default_rng(21)
+    Y = raw_spectra(rng, 6)
+    ids, pids = commit_spectra(lake, Y)
+    rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    assert rep.errors == {} and rep.n_subjects == 6 and rep.n_rows == {"spectrum_features": 6}
+    df = _features(lake, "cdf")
+    assert list(df["spectrum_id"]) == sorted(ids) and set(df["subject_id"]) == set(pids)
+    assert set(df["subject_table"]) == {"spectra_processed"} and set(df["grid_name"]) == {"xanes-ni-k"}
+    assert set(df["unit"]) == {""} and set(df["featurizer_version"]) == {fz.FEATURES_VERSION}
+    assert json.loads(df["params_json"][0]) == {"negative": "raise"}
+    processed = lake.sql("select subject_id, intensity from spectra_processed order by subject_id").df()
+    for vec, y in zip(df["vector"], processed["intensity"]):
+        y = np.asarray(y)
+        assert np.max(np.abs(np.asarray(vec) - np.cumsum(y) / y.sum())) <= 1e-12
+    # the activity used every processed spectrum at its version
+    used = lake.sql("select entity_id, entity_version, table_name from catalog_links where activity_id = ? "
+                    "and role = 'used'", params=[rep.activity_id]).fetchall()
+    assert {(e, v, t) for e, v, t in used} == {(p, 1, "spectra_processed") for p in pids}
+
+    again = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    assert again.snapshot is None and again.skipped == 6
+    assert lake.sql("select count(*) from spectrum_features_all").fetchone()[0] == 6
+
+    monkeypatch.setattr(fz.SpectrumFeaturizer, "version", "1.1")
+    bumped = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    assert bumped.n_subjects == 6 and bumped.skipped == 0
+    versions = lake.sql("select record_id, max(version), count(*) from spectrum_features_all "
+                        "group by record_id").fetchall()
+    assert len(versions) == 6 and all(v == 2 and c == 2 for _, v, c in versions)
+    assert set(_features(lake, "cdf")["featurizer_version"]) == {"1.1"}
+
+
+def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
+    from matlake.models.spectra import featurize as fz
+    from matlake.models.spectra.processing import interpolate_to_grid
+    from matlake.platform.provenance import lineage
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(4)
+    Y = raw_spectra(rng, 4)
+    ids, _ = commit_spectra(lake, Y, processed=False)
+    short_axis = np.round(np.arange(8332.0, 8380.0 + 1e-9, 0.25), 9)  # starts 2 eV above the grid
+    [short_id], _ = commit_spectra(lake, edge_spectra(rng, 1, short_axis), axis=short_axis, processed=False,
+                                   start=100)
+    rep = fz.featurize_spectra(lake, "derivative", "xanes-ni-k", source="spectra")
+    assert set(rep.errors) == {short_id} and rep.n_subjects == 4
+    msg = rep.errors[short_id]
+    assert f"spectra {short_id}" in msg and "starts 2 eV above the grid start 8330" in msg
+    df = _features(lake, "derivative")
+    assert list(df["spectrum_id"]) == sorted(ids) and set(df["subject_table"]) == {"spectra"}
+    assert set(df["unit"]) == {"1/eV"}  # intensity unit 'mu' is dimensionless
+    grid = BUILTIN_GRIDS["xanes-ni-k"]
+    for vec, y in zip(df["vector"], Y[np.argsort(ids)]):
+        np.testing.assert_allclose(vec, np.gradient(interpolate_to_grid(RAW_AXIS, y, grid), grid.array),
+                                   rtol=1e-12, atol=1e-12)
+    # the activity is partial and names the failure; the feature's lineage reaches its spectrum
+    status, params = lake.sql("select status, parameters_json from activities where activity_id = ?",
+                              params=[rep.activity_id]).fetchone()
+    assert status == "partial" and short_id in json.loads(params)["errors"]
+    g = lineage(lake, df["record_id"][0])
+    assert ("record", ids[0]) in g.reaches("record")
+    # a user grid from spectral_grids works like a built-in one
+    from matlake.platform import derivation
+
+    coarse = np.linspace(8335.0, 8365.0, 31)
+    derivation.commit_derived(lake, kind="define", name="test-grid", version="1", parameters={}, used={},
+                              rows={"spectral_grids": [{"record_id": "grid-ni-k-coarse", "name": "ni-k-coarse",
+                                                        "axis": coarse.tolist(), "unit": "eV"}]})
+    rep = fz.featurize_spectra(lake, "intensity", "ni-k-coarse", source="spectra", where=f"subject_id <> '{short_id}'")
+    assert rep.errors == {} and rep.n_subjects == 4
+    got = _features(lake, "intensity", grid_name="ni-k-coarse")
+    np.testing.assert_allclose(np.stack(got["vector"]), [np.interp(coarse, RAW_AXIS, y) for y in Y[np.argsort(ids)]],
+                               rtol=1e-12)
+    # a grid that does not exist is refused before any work, naming the known grids
+    with pytest.raises(KeyError, match="unknown grid 'nope'.*xanes-ni-k"):
+        fz.featurize_spectra(lake, "cdf", "nope", source="spectra")
+
+
+def test_featurizer_contract_without_the_batch(sqlite_lake):
+    """SpectrumFeaturizer run directly by modeling.featurize (one row at a time) writes the same
+    vectors, and the batched path then finds the work done."""
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform.modeling import featurize
+
+    lake = sqlite_lake
+    commit_spectra(lake, raw_spectra(np.random.default_rng(12), 4))
+    rep = featurize(lake, fz.SpectrumFeaturizer("gaussians", "xanes-ni-k"))
+    assert rep.n_subjects == 4 and rep.errors == {}
+    Yp = np.stack(lake.sql("select intensity from spectra_processed order by subject_id").df()["intensity"])
+    stored = np.stack(_features(lake, "gaussians")["vector"])
+    np.testing.assert_allclose(stored, feature_matrix("gaussians", GRID, Yp)[0], rtol=1e-9, atol=1e-12)
+    assert fz.featurize_spectra(lake, "gaussians", "xanes-ni-k").skipped == 4
+
+
+def test_bad_processed_rows_fail_alone(sqlite_lake):
+    """A row off the grid and a row with a negative intensity fail with their reasons; the batch goes on."""
+    from matlake.models.base import derived_record_id
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform import derivation
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(6)
+    ids, pids = commit_spectra(lake, raw_spectra(rng, 5))
+    g = BUILTIN_GRIDS["xanes-ni-k"]
+    y = edge_spectra(rng, 2)
+    y[1, 7] = -0.05
+    bad = [{"record_id": derived_record_id("test-bad", ids[i]), "subject_id": ids[i], "subject_version": 1,
+            "pipeline": "bad", "steps_json": "[]", "grid_name": "xanes-ni-k",
+            "axis": (g.array + (0.1 if i == 0 else 0.0)).tolist(), "axis_unit": "eV", "intensity": y[i].tolist(),
+            "intensity_quantity": "normalized mu", "n_points": len(g)} for i in range(2)]
+    derivation.commit_derived(lake, kind="process", name="test-bad", version="1", parameters={},
+                              used={("spectra", ids[0]): 1, ("spectra", ids[1]): 1},
+                              rows={"spectra_processed": bad})
+    rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    assert rep.n_subjects == 5 and set(rep.errors) == {bad[0]["record_id"], bad[1]["record_id"]}
+    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV (RMS) away"
+            in rep.errors[bad[0]["record_id"]])
+    assert f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, found minimum -0.05" \
+        in rep.errors[bad[1]["record_id"]]
+    assert set(_features(lake, "cdf")["subject_id"]) == set(pids)
+    # with negative='clip' the negative row is featurized too (the off-grid one still fails)
+    clipped = fz.featurize_spectra(lake, "cdf", "xanes-ni-k", negative="clip", where="pipeline = 'bad'")
+    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"]}
+
+
+def test_gaussian_and_cubic_featurizers_store_names_and_units(sqlite_lake):
+    from matlake.models.spectra import featurize as fz
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(8)
+    commit_spectra(lake, raw_spectra(rng, 3))
+    fz.featurize_spectra(lake, "gaussians", "xanes-ni-k")
+    fz.featurize_spectra(lake, "cubic", "xanes-ni-k", window=10.0)
+    g = _features(lake, "gaussians")
+    assert set(g["n_features"]) == {20} and list(g["feature_names"][0])[:2] == ["g01@8330", "g02@8332.11"]
+    c = _features(lake, "cubic")
+    assert set(c["n_features"]) == {16} and json.loads(c["params_json"][0]) == {"window": 10.0}
+    assert set(c["unit"]) == {"eV^-k for ck"}
+    Yp = np.stack(lake.sql("select intensity from spectra_processed order by subject_id").df()["intensity"])
+    X, _, _ = feature_matrix("cubic", GRID, Yp, window=10.0)
+    np.testing.assert_allclose(np.stack(c["vector"]), X, rtol=1e-12, atol=1e-12)
+
+
+def _numpy_rank(Q: np.ndarray, X: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        d = 1 - (X @ Q) / (np.linalg.norm(X, axis=1) * np.linalg.norm(Q))
+    else:
+        d = np.linalg.norm(X - Q, axis=1)
+    return d
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_similar_ranks_planted_duplicate_first_and_matches_numpy(sqlite_lake, metric):
+    from matlake.models.spectra import featurize as fz
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(13)
+    Y = raw_spectra(rng, 30)
+    Y[17] = Y[4] * 1.0 + rng.normal(0, 1e-4, Y.shape[1])  # a near-duplicate of spectrum 4
+    ids, _ = commit_spectra(lake, Y)
+    fz.featurize_spectra(lake, "intensity", "xanes-ni-k")
+    out = fz.similar(lake, ids[4], k=10, feature="intensity", metric=metric)
+    assert list(out.columns) == ["rank", "spectrum_id", "distance", "technique", "element", "sample", "subject_id"]
+    assert out["spectrum_id"][0] == ids[17] and ids[4] not in set(out["spectrum_id"])
+    assert list(out["rank"]) == list(range(1, 11)) and set(out["element"]) == {"Ni"}
+    # the same ranking by numpy brute force over the stored vectors
+    df = _features(lake, "intensity")
+    X = np.stack(df["vector"])
+    q = list(df["spectrum_id"]).index(ids[4])
+    d = _numpy_rank(X[q], X, metric)
+    order = [i for i in np.argsort(d, kind="stable") if i != q][:10]
+    assert list(out["spectrum_id"]) == [df["spectrum_id"][i] for i in order]
+    np.testing.assert_allclose(out["distance"], d[order], rtol=1e-9, atol=1e-12)
+    # --where restricts the candidates
+    only = fz.similar(lake, ids[4], k=50, feature="intensity", metric=metric, where="sample = 's0'")
+    assert set(only["sample"]) == {"s0"} and len(only) == sum(1 for i in range(30) if i % 3 == 0 and i != 4)
+
+
+def test_similar_errors_name_the_problem(sqlite_lake):
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform.lake import LakeError
+
+    lake = sqlite_lake
+    ids, _ = commit_spectra(lake, raw_spectra(np.random.default_rng(2), 3))
+    fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    with pytest.raises(LakeError, match="no spectrum, processed spectrum or feature vector with id 'ffffffffffff'"):
+        fz.similar(lake, "ffffffffffff")
+    with pytest.raises(LakeError, match=r"no cubic vector at snapshot \d+ \(its features: cdf on xanes-ni-k\)"):
+        fz.similar(lake, ids[0], feature="cubic")
+    with pytest.raises(ValueError, match="metric: expected one of cosine, l2"):
+        fz.similar(lake, ids[0], metric="manhattan")
+    # a unique prefix of the spectrum id is enough
+    assert len(fz.similar(lake, ids[0][:10], k=5)) == 2
+    with pytest.raises(LakeError, match="prefix of at least 8 characters"):
+        fz.similar(lake, ids[0][:5])
+
+
+def test_pca_model_version_scores_and_lineage(sqlite_lake):
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform.modeling import model_info, predict
+    from matlake.platform.provenance import lineage
+
+    lake = sqlite_lake
+    rng = np.random.default_rng(17)
+    ids, _ = commit_spectra(lake, raw_spectra(rng, 25))
+    fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    snap = lake.last_snapshot()
+    info = fz.fit_pca(lake, "cdf", "xanes-ni-k", 4)
+    assert info.name == "pca-cdf-xanes-ni-k" and info.version == 1 and info.snapshot_id == snap
+    assert "spectrum_features" in info.view_sql and info.n_train == 25
+    cdf = _features(lake, "cdf")
+    X = np.stack(cdf["vector"])
+    Xc = X - X.mean(axis=0)
+    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    ratios = s**2 / np.sum(s**2)
+    for k in range(4):
+        assert info.metrics[f"explained_variance_ratio_{k + 1}"] == pytest.approx(ratios[k], rel=1e-9)
+    obj = lake.sql("select media_type from objects where sha256 = ?", params=[info.artifact_sha256]).fetchone()
+    assert obj is not None
+    from matlake.models.base import artifact_format
+
+    assert artifact_format(lake.objects.get(info.artifact_sha256)) == "skops"
+
+    rep = fz.featurize_pca(lake, info.model_id)
+    assert rep.errors == {} and rep.n_subjects == 25
+    pca = _features(lake, "pca")
+    assert set(pca["n_features"]) == {4} and list(pca["feature_names"][0]) == ["pc1", "pc2", "pc3", "pc4"]
+    assert json.loads(pca["params_json"][0])["model_id"] == info.model_id
+    assert set(pca["subject_table"]) == {"spectrum_features"} and set(pca["subject_id"]) == set(cdf["record_id"])
+    assert list(pca["spectrum_id"]) == list(cdf["spectrum_id"])
+    scores = Xc @ Vt[:4].T
+    P = np.stack(pca["vector"])
+    for k in range(4):  # a component is defined up to its sign
+        sign = np.sign(P[:, k] @ scores[:, k])
+        np.testing.assert_allclose(P[:, k], sign * scores[:, k], rtol=1e-7, atol=1e-10)
+    # the score vector's lineage reaches, through the cdf vector, the spectrum
+    g = lineage(lake, pca["record_id"][0])
+    assert ("record", pca["spectrum_id"][0]) in g.reaches("record")
+    # re-running with the same model adds nothing; the model name picks its latest version
+    assert fz.featurize_pca(lake, "pca-cdf-xanes-ni-k").snapshot is None
+    # predict: reconstruction RMSE of every vector from 4 components
+    res = predict(lake, info.model_id)
+    assert res["n"] == 25
+    pred = lake.sql("select subject_id, value from predictions order by subject_id").df()
+    back = Xc @ Vt[:4].T @ Vt[:4]
+    rmse = dict(zip(cdf["record_id"], np.sqrt(np.mean((Xc - back) ** 2, axis=1))))
+    np.testing.assert_allclose(pred["value"], [rmse[s] for s in pred["subject_id"]], rtol=1e-7, atol=1e-12)
+    assert model_info(lake, "pca-cdf-xanes-ni-k").model_id == info.model_id
+    # similarity on PCA scores works like any other feature
+    near = fz.similar(lake, ids[0], feature="pca", model=info.model_id, metric="l2", k=3)
+    assert len(near) == 3 and ids[0] not in set(near["spectrum_id"])
+
+
+def test_pca_scores_lineage_reaches_the_model(sqlite_lake):
+    """Needs modeling.featurize to record a featurizer's ``used_entities`` (the model) as used."""
+    from matlake.models.spectra import featurize as fz
+    from matlake.platform.provenance import lineage
+
+    lake = sqlite_lake
+    commit_spectra(lake, raw_spectra(np.random.default_rng(3), 6))
+    fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    info = fz.fit_pca(lake, "cdf", "xanes-ni-k", 2)
+    rep = fz.featurize_pca(lake, info.model_id)
+    used = lake.sql("select entity_kind, entity_id from catalog_links where activity_id = ? and role = 'used' "
+                    "and entity_kind = 'model'", params=[rep.activity_id]).fetchall()
+    assert used == [("model", info.model_id)]
+    rid = lake.sql("select record_id from spectrum_features where featurizer = 'pca' limit 1").fetchone()[0]
+    assert ("model", info.model_id) in lineage(lake, rid).reaches("model")
+    down = lineage(lake, info.model_id, direction="down")
+    assert ("record", rid) in down.reaches("record", direction="down")
+
+
+def test_cli_featurize_pca_similar(sqlite_lake, capsys):
+    from matlake.platform.cli import main
+
+    lake = sqlite_lake
+    ids, _ = commit_spectra(lake, raw_spectra(np.random.default_rng(31), 12))
+    root = str(lake.root)
+    assert main(["spectra", "featurize", "--lake", root, "--feature", "cdf", "--grid", "xanes-ni-k"]) == 0
+    out = capsys.readouterr().out
+    assert "12 spectra featurized" in out and "cdf" in out
+    assert main(["spectra", "featurize", "--lake", root, "--feature", "cdf", "--grid", "xanes-ni-k"]) == 0
+    assert "nothing new: 12" in capsys.readouterr().out
+    assert main(["spectra", "pca", "fit", "--lake", root, "--feature", "cdf", "--grid", "xanes-ni-k",
+                 "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "pca-cdf-xanes-ni-k v1" in out and "explained variance" in out
+    assert main(["spectra", "featurize", "--lake", root, "--feature", "pca", "--model", "pca-cdf-xanes-ni-k"]) == 0
+    assert "12 spectra featurized" in capsys.readouterr().out
+    assert main(["spectra", "similar", ids[0], "--lake", root, "--k", "4", "--metric", "l2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") >= 5 and "spectrum_id" in out and ids[0][:8] in out
+    assert main(["spectra", "similar", "0" * 31 + "f", "--lake", root]) == 1
+    assert "no spectrum" in capsys.readouterr().err
+    assert main(["spectra", "featurize", "--lake", root, "--feature", "pca"]) == 1
+    assert "--model" in capsys.readouterr().err
