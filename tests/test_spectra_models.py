@@ -3,9 +3,8 @@
 The generator's physics is checked against xraylarch (E0 of the generated Ni K
 edges); the models against the relations the generator planted (oxidation
 state, Ni-O distance, a two-edge XOR defect).  The ``spectrum_features`` rows
-the models train on are committed here through ``derivation.commit_derived``
-from :func:`feature_matrix` output (the featurizer's own platform step lives on
-another branch).  Data sets are small so the file runs in well under a minute.
+the models train on come from the platform featurizer
+(:func:`~matlake.models.spectra.featurize.featurize_spectra` on the raw spectra).  Data sets are small so the file runs in well under a minute.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matlake.models.base import artifact_format, derived_record_id
+from matlake.models.base import artifact_format
 from matlake.models.spectra import generator as gen
 from matlake.models.spectra.evaluation import shift_curve, shift_test, shifted_features, write_shift_png
-from matlake.models.spectra.features import feature_matrix, kind_parameters
+from matlake.models.spectra.featurize import featurize_spectra
 from matlake.models.spectra.grids import BUILTIN_GRIDS, resolve_grid
 from matlake.models.spectra.models import (
     SpectraForestClassifier,
@@ -30,8 +29,6 @@ from matlake.models.spectra.models import (
     select_device,
 )
 from matlake.models.spectra.models_lake import generate_into, train_spectra_model
-from matlake.models.spectra.processing import interpolate_to_grid
-from matlake.platform.derivation import commit_derived
 from matlake.platform.modeling import load_model
 from matlake.platform.provenance import lineage
 
@@ -40,23 +37,12 @@ TEST = "s.sample like 'gen-xanes-test-%'"
 
 
 def commit_features(lake, kind: str, grid_name: str) -> str:
-    """spectrum_features rows of every spectrum of the grid's edge, committed by one featurize activity."""
+    """spectrum_features rows of every spectrum of the grid's edge, through the platform featurizer."""
     grid = resolve_grid(grid_name)
-    df = lake.sql("select record_id, version, axis, intensity from spectra where element = ? and edge = ? "
-                  "order by record_id", params=[grid.element, grid.edge]).df()
-    y = np.vstack([interpolate_to_grid(np.asarray(a), np.asarray(i), grid) for a, i in zip(df.axis, df.intensity)])
-    matrix, names, unit = feature_matrix(kind, grid.array, y)
-    params = kind_parameters(kind)
-    rows = [{"record_id": derived_record_id(f"test-{kind}", rid, grid_name), "subject_id": rid,
-             "subject_table": "spectra", "subject_version": int(v), "spectrum_id": rid, "featurizer": kind,
-             "featurizer_version": "test", "params_json": json.dumps(params, sort_keys=True), "grid_name": grid_name,
-             "vector": vec.tolist(), "n_features": len(vec), "feature_names": names, "unit": unit}
-            for rid, v, vec in zip(df.record_id, df.version, matrix)]
-    _sid, act = commit_derived(lake, kind="featurize", name=f"test-{kind}", version="test",
-                               parameters={"grid": grid_name, **params},
-                               used={("spectra", r): int(v) for r, v in zip(df.record_id, df.version)},
-                               rows={"spectrum_features": rows})
-    return act
+    report = featurize_spectra(lake, kind, grid_name, source="spectra",
+                               where=f"element = '{grid.element}' and edge = '{grid.edge}'")
+    assert not report.errors, report.errors
+    return report.activity_id
 
 
 # --------------------------------------------------------------------------- the generator (pure)

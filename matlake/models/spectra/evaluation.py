@@ -39,7 +39,7 @@ import pandas as pd
 
 from matlake.models.base import derived_record_id
 from matlake.models.spectra.features import feature_matrix, kind_parameters
-from matlake.models.spectra.grids import Grid, resolve_grid
+from matlake.models.spectra.grids import Grid
 from matlake.models.spectra.models import SpectraModel, classification_metrics, regression_metrics
 from matlake.models.spectra.processing import interpolate_to_grid
 
@@ -184,6 +184,7 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
     Returns ``{"snapshot", "activity_id", "skipped", "series"}``; ``series`` lists per model and
     metric the label, shifts and values.  Everything is checked before anything is written.
     """
+    from matlake.models.spectra.featurize import lake_grid
     from matlake.platform.derivation import commit_derived, find_same_run
     from matlake.platform.modeling import load_model
 
@@ -191,7 +192,6 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
     if not shifts:
         raise ValueError("shift test: expected at least one shift")
     sid = lake.resolve_snapshot(as_of)
-    user_grids = lake.sql("select * from spectral_grids", as_of=sid).df().to_dict("records")
     rows: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
     used: dict[tuple[str, str], int] = {}
@@ -205,7 +205,7 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
             raise ValueError(f"model {info.name} ({info.model_id}): the shift test scores single-grid models; "
                              f"this one fuses {module.params['grids']}")
         kind, grid_name = module.params["featurizer"], module.params["grids"][0]
-        grid = resolve_grid(grid_name, user_grids)
+        grid = lake_grid(lake, grid_name, sid)
         fparams = _feature_params(lake, kind, grid_name, info.snapshot_id, info.name)
         test = _test_set(lake, info.target, grid, where, sid)
         if test.empty:
