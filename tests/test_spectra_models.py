@@ -292,6 +292,8 @@ def test_shift_curves_for_intensity_derivative_and_cdf(xanes_lake, classifiers, 
                     "where featurizer = 'cdf' and metric = 'accuracy' order by perturbation_value").fetchall()
     assert [p for p, _ in points] == shifts and [v for _, v in points] == pytest.approx(acc["cdf"])
     assert shift_test(lk, ids, where=TEST, shifts=shifts)["skipped"]  # the same test again adds nothing
+    with pytest.raises(ValueError, match="no Ni K spectra with label 'oxidation_state' match s.sample = 'none'"):
+        shift_test(lk, ids[:1], where="s.sample = 'none'")
     png = write_shift_png(out["series"], tmp_path / "shift.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -383,10 +385,13 @@ def test_multimodal_model_beats_each_single_edge_on_the_planted_defect(sqlite_la
                                    n_estimators=60, cv_folds=4)
         assert info.n_train == 160
         acc["+".join(grids)] = info.metrics["cv_accuracy"]
+        fused_id = info.model_id
     fused = acc["eels-o-k+eels-ni-l"]
     assert fused >= 0.75, acc
     assert acc["eels-o-k"] <= 0.65 and acc["eels-ni-l"] <= 0.65, acc
     assert fused >= max(acc["eels-o-k"], acc["eels-ni-l"]) + 0.15, acc
+    with pytest.raises(ValueError, match="single-grid models; this one fuses"):
+        shift_test(lk, [fused_id])
     # Each edge does carry its own bit: the information is there, only the defect needs both.
     own = train_spectra_model(lk, "spectra-rf-classifier", featurizer="cdf", grids=["eels-ni-l"],
                               label="ni_l3_shifted", n_estimators=30, cv_folds=4)

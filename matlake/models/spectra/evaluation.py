@@ -128,18 +128,21 @@ def shift_figure(series: Sequence[dict[str, Any]], title: str = "") -> "Figure":
 # --------------------------------------------------------------------------- the lake side
 
 
-def _feature_params(lake: "Lake", kind: str, grid_name: str, snapshot: int, model_name: str) -> dict[str, Any]:
-    rows = lake.sql("select distinct params_json, subject_table from spectrum_features "
-                    "where featurizer = ? and grid_name = ?", as_of=snapshot, params=[kind, grid_name]).fetchall()
+def _feature_params(lake: "Lake", info: Any, kind: str, grid_name: str) -> dict[str, Any]:
+    """Parameters of the feature vectors the model version was trained on (its view at its snapshot)."""
+    rows = lake.sql("select distinct params_json, subject_table from spectrum_features where record_id in "
+                    f"(select subject_id from ({info.view_sql}))", as_of=info.snapshot_id).fetchall()
     if not rows:
-        raise ValueError(f"{model_name}: no {kind} features on {grid_name} at its training snapshot {snapshot}")
+        raise ValueError(f"{info.name}: no {kind} features on {grid_name} in its training view at snapshot "
+                         f"{info.snapshot_id}")
     tables = {t for _p, t in rows}
     if tables - {"spectra"}:
-        raise ValueError(f"{model_name}: its features were computed from {sorted(tables)} rows; the shift test "
-                         "re-featurizes raw spectra rows, so it needs features of 'spectra' rows")
+        raise ValueError(f"{info.name}: its features were computed from {sorted(tables)} rows; the shift test "
+                         "re-featurizes raw spectra rows, so it needs features of 'spectra' rows "
+                         "(matlake spectra featurize --source spectra)")
     params = {p for p, _t in rows}
     if len(params) > 1:
-        raise ValueError(f"{model_name}: expected one parameter set of {kind} features on {grid_name}, found "
+        raise ValueError(f"{info.name}: expected one parameter set of its {kind} features on {grid_name}, found "
                          f"{sorted(str(p) for p in params)}")
     stored = json.loads(next(iter(params)) or "{}")
     known = kind_parameters(kind)
@@ -206,7 +209,7 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
                              f"this one fuses {module.params['grids']}")
         kind, grid_name = module.params["featurizer"], module.params["grids"][0]
         grid = lake_grid(lake, grid_name, sid)
-        fparams = _feature_params(lake, kind, grid_name, info.snapshot_id, info.name)
+        fparams = _feature_params(lake, info, kind, grid_name)
         test = _test_set(lake, info.target, grid, where, sid)
         if test.empty:
             raise ValueError(f"model {info.name} ({info.model_id}): no {grid.element or ''} {grid.edge or ''} spectra "
