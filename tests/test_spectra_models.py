@@ -312,6 +312,8 @@ def test_shift_curve_pure_step_matches_a_direct_prediction(xanes_lake, classifie
     assert np.allclose(np.vstack(stored.vector), x0)
     direct = module.predict(artifact, pd.DataFrame({"subject_id": test.record_id, "x": list(x0)}))
     assert curve["accuracy"][0] == pytest.approx(float(np.mean(direct.value.to_numpy() == test.value.to_numpy())))
+    with pytest.raises(ValueError, match="expected feature vectors of 100 values .*found 5 .subject short"):
+        module.predict(artifact, pd.DataFrame({"subject_id": ["short"], "x": [np.zeros(5)]}))
 
 
 @pytest.mark.slow

@@ -238,6 +238,15 @@ class SpectraModel(ModelModule):
     def cv_metrics(self, y: np.ndarray, oof: np.ndarray) -> dict[str, float]:
         return classification_metrics(y, oof) if self.classifier else regression_metrics(y, oof)
 
+    def predict_matrix(self, frame: pd.DataFrame, estimator: Any) -> np.ndarray:
+        """The feature matrix of a predict view, checked against the width the estimator was fitted on."""
+        x = self.matrix(frame)
+        want = getattr(estimator, "n_features_in_", x.shape[1])
+        if x.shape[1] != want:
+            raise ValueError(f"{self.name}: expected feature vectors of {want} values (as in training), found "
+                             f"{x.shape[1]} (subject {frame['subject_id'].iloc[0]})")
+        return x
+
     def _out(self, frame: pd.DataFrame, value: np.ndarray, sigma: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({"subject_id": frame["subject_id"].to_numpy(), "value": np.asarray(value, float),
                              "uncertainty": np.asarray(sigma, float)})
@@ -271,7 +280,7 @@ class SpectraForestClassifier(SpectraModel):
         return model, {**info, **self.cv_metrics(y, oof)}
 
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
-        proba = artifact.predict_proba(self.matrix(frame))
+        proba = artifact.predict_proba(self.predict_matrix(frame, artifact))
         classes = artifact.classes_
         return self._out(frame, classes[np.argmax(proba, axis=1)], class_spread(proba, classes))
 
@@ -300,7 +309,7 @@ class SpectraForestRegressor(SpectraModel):
         return model, {**info, **self.cv_metrics(y, oof)}
 
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
-        x = self.matrix(frame)
+        x = self.predict_matrix(frame, artifact)
         per_tree = np.stack([t.predict(x) for t in artifact.estimators_])
         return self._out(frame, per_tree.mean(axis=0), per_tree.std(axis=0))
 
@@ -366,7 +375,7 @@ class SpectraBoostingRegressor(_Boosting):
         return GradientBoostingRegressor(random_state=int(self.params["seed"]))
 
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
-        x = self.matrix(frame)
+        x = self.predict_matrix(frame, artifact["model"])
         spread = np.stack([m.predict(x) for m in artifact["members"]]).std(axis=0)
         return self._out(frame, artifact["model"].predict(x), spread)
 
@@ -385,7 +394,7 @@ class SpectraBoostingClassifier(_Boosting):
 
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
         model = artifact["model"]
-        proba = model.predict_proba(self.matrix(frame))
+        proba = model.predict_proba(self.predict_matrix(frame, model))
         return self._out(frame, model.classes_[np.argmax(proba, axis=1)], class_spread(proba, model.classes_))
 
 
