@@ -368,19 +368,32 @@ def test_bad_processed_rows_fail_alone(sqlite_lake):
             "pipeline": "bad", "steps_json": "[]", "grid_name": "xanes-ni-k",
             "axis": (g.array + (0.1 if i == 0 else 0.0)).tolist(), "axis_unit": "eV", "intensity": y[i].tolist(),
             "intensity_quantity": "normalized mu", "n_points": len(g)} for i in range(2)]
+    short = dict(bad[1], record_id=derived_record_id("test-bad", ids[2]), subject_id=ids[2],
+                 axis=list(g.points[:50]), intensity=list(y[0][:50]), n_points=50)
     derivation.commit_derived(lake, kind="process", name="test-bad", version="1", parameters={},
-                              used={("spectra", ids[0]): 1, ("spectra", ids[1]): 1},
-                              rows={"spectra_processed": bad})
+                              used={("spectra", i): 1 for i in ids[:3]},
+                              rows={"spectra_processed": bad + [short]})
+    messages = {
+        bad[0]["record_id"]: "axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV "
+                             "(RMS) away",
+        bad[1]["record_id"]: f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, "
+                             "found minimum -0.05",
+        short["record_id"]: "axis: expected the 100 points of grid xanes-ni-k, found 50 axis points and 50 "
+                            "intensities",
+    }
     rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
-    assert rep.n_subjects == 5 and set(rep.errors) == {bad[0]["record_id"], bad[1]["record_id"]}
-    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV (RMS) away"
-            in rep.errors[bad[0]["record_id"]])
-    assert f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, found minimum -0.05" \
-        in rep.errors[bad[1]["record_id"]]
+    assert rep.n_subjects == 5 and set(rep.errors) == set(messages)
+    for rid, msg in messages.items():
+        assert msg in rep.errors[rid]
     assert set(_features(lake, "cdf")["subject_id"]) == set(pids)
-    # with negative='clip' the negative row is featurized too (the off-grid one still fails)
+    # the same failures one row at a time (modeling.featurize without the batch)
+    from matlake.platform.modeling import featurize
+
+    one = featurize(lake, fz.SpectrumFeaturizer("cdf", "xanes-ni-k", where="pipeline = 'bad'"), force=True)
+    assert one.n_subjects == 0 and all(msg in one.errors[rid] for rid, msg in messages.items())
+    # with negative='clip' the negative row is featurized too (the off-grid and short ones still fail)
     clipped = fz.featurize_spectra(lake, "cdf", "xanes-ni-k", negative="clip", where="pipeline = 'bad'")
-    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"]}
+    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"], short["record_id"]}
 
 
 def test_gaussian_and_cubic_featurizers_store_names_and_units(sqlite_lake):

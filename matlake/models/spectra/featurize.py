@@ -229,7 +229,7 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
         if self.params["source"] == "processed":
             g = grid.array
             offset = row.get("axis_offset")
-            if offset is None or y.size != len(g):
+            if offset is None or not np.isfinite(offset) or y.size != len(g):  # null arrives as None or NaN
                 raise ValueError(f"{what}: axis: expected the {len(g)} points of grid {grid.name}, found "
                                  f"{row.get('axis_points')} axis points and {y.size} intensities")
             if not offset <= 1e-6:  # the Euclidean distance bounds every point's deviation
