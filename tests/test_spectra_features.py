@@ -286,21 +286,54 @@ def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
     assert status == "partial" and short_id in json.loads(params)["errors"]
     g = lineage(lake, df["record_id"][0])
     assert ("record", ids[0]) in g.reaches("record")
-    # a user grid from spectral_grids works like a built-in one
-    from matlake.platform import derivation
+    # a user grid from spectral_grids works like a built-in one, and is linked as used
+    from matlake.models.spectra.processing import add_grid
 
     coarse = np.linspace(8335.0, 8365.0, 31)
-    derivation.commit_derived(lake, kind="define", name="test-grid", version="1", parameters={}, used={},
-                              rows={"spectral_grids": [{"record_id": "grid-ni-k-coarse", "name": "ni-k-coarse",
-                                                        "axis": coarse.tolist(), "unit": "eV"}]})
-    rep = fz.featurize_spectra(lake, "intensity", "ni-k-coarse", source="spectra", where=f"subject_id <> '{short_id}'")
+    added = add_grid(lake, "ni-k-coarse", coarse)
+    rep = fz.featurize_spectra(lake, "intensity", "ni-k-coarse", source="spectra",
+                               where=f"subject_id <> '{short_id}'")
     assert rep.errors == {} and rep.n_subjects == 4
+    grid_links = lake.sql("select entity_id, entity_version from catalog_links where activity_id = ? "
+                          "and table_name = 'spectral_grids'", params=[rep.activity_id]).fetchall()
+    assert grid_links == [(added["record_id"], 1)]
     got = _features(lake, "intensity", grid_name="ni-k-coarse")
     np.testing.assert_allclose(np.stack(got["vector"]), [np.interp(coarse, RAW_AXIS, y) for y in Y[np.argsort(ids)]],
                                rtol=1e-12)
     # a grid that does not exist is refused before any work, naming the known grids
     with pytest.raises(KeyError, match="unknown grid 'nope'.*xanes-ni-k"):
         fz.featurize_spectra(lake, "cdf", "nope", source="spectra")
+
+
+def test_real_xdi_through_ingest_normalize_featurize_similar(sqlite_lake):
+    """ni_metal_rt.xdi and cu_metal_rt.xdi ingested and normalised onto xanes-ni-k by the processing
+    step (Ni; the Cu K edge at 8979 eV does not cover the grid and stays out); normalised and
+    flattened outputs get their own vectors and are never compared with each other."""
+    from matlake.models.spectra import featurize as fz
+    from matlake.models.spectra.processing import normalize_pipeline, process
+    from matlake.platform.lake import LakeError
+    from tests.conftest import sample
+
+    lake = sqlite_lake
+    lake.ingest([sample("spectra", "ni_metal_rt.xdi"), sample("spectra", "cu_metal_rt.xdi")])
+    ni = lake.sql("select record_id from spectra where element = 'Ni'").fetchone()[0]
+    process(lake, normalize_pipeline(grid="xanes-ni-k"), where="element = 'Ni'")
+    process(lake, normalize_pipeline(grid="xanes-ni-k", output="flat"), where="element = 'Ni'")
+    rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k", negative="clip")
+    assert rep.errors == {} and rep.n_subjects == 2
+    rows = lake.sql("select f.vector, p.intensity, p.intensity_quantity from spectrum_features f "
+                    "join spectra_processed p on p.record_id = f.subject_id order by p.intensity_quantity").df()
+    assert list(rows["intensity_quantity"]) == ["flattened mu", "normalized mu"]
+    for vec, y in zip(rows["vector"], rows["intensity"]):
+        y = np.clip(np.asarray(y), 0, None)
+        assert np.max(np.abs(np.asarray(vec) - np.cumsum(y) / y.sum())) <= 1e-12
+    with pytest.raises(LakeError, match=r"2 cdf vectors match") as err:
+        fz.similar(lake, ni)
+    assert "(normalize, flattened mu)" in str(err.value) and "(normalize, normalized mu)" in str(err.value)
+    # the normalised output of the only Ni spectrum has no other normalised vector to compare with
+    norm_id = lake.sql("select record_id from spectra_processed "
+                       "where intensity_quantity = 'normalized mu'").fetchone()[0]
+    assert fz.similar(lake, norm_id).empty
 
 
 def test_featurizer_contract_without_the_batch(sqlite_lake):
@@ -335,19 +368,32 @@ def test_bad_processed_rows_fail_alone(sqlite_lake):
             "pipeline": "bad", "steps_json": "[]", "grid_name": "xanes-ni-k",
             "axis": (g.array + (0.1 if i == 0 else 0.0)).tolist(), "axis_unit": "eV", "intensity": y[i].tolist(),
             "intensity_quantity": "normalized mu", "n_points": len(g)} for i in range(2)]
+    short = dict(bad[1], record_id=derived_record_id("test-bad", ids[2]), subject_id=ids[2],
+                 axis=list(g.points[:50]), intensity=list(y[0][:50]), n_points=50)
     derivation.commit_derived(lake, kind="process", name="test-bad", version="1", parameters={},
-                              used={("spectra", ids[0]): 1, ("spectra", ids[1]): 1},
-                              rows={"spectra_processed": bad})
+                              used={("spectra", i): 1 for i in ids[:3]},
+                              rows={"spectra_processed": bad + [short]})
+    messages = {
+        bad[0]["record_id"]: "axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV "
+                             "(RMS) away",
+        bad[1]["record_id"]: f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, "
+                             "found minimum -0.05",
+        short["record_id"]: "axis: expected the 100 points of grid xanes-ni-k, found 50 axis points and 50 "
+                            "intensities",
+    }
     rep = fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
-    assert rep.n_subjects == 5 and set(rep.errors) == {bad[0]["record_id"], bad[1]["record_id"]}
-    assert ("axis: expected the points of grid xanes-ni-k (8330-8370 eV), found points 0.1 eV (RMS) away"
-            in rep.errors[bad[0]["record_id"]])
-    assert f"spectra_processed {bad[1]['record_id']}: cdf expects non-negative intensities, found minimum -0.05" \
-        in rep.errors[bad[1]["record_id"]]
+    assert rep.n_subjects == 5 and set(rep.errors) == set(messages)
+    for rid, msg in messages.items():
+        assert msg in rep.errors[rid]
     assert set(_features(lake, "cdf")["subject_id"]) == set(pids)
-    # with negative='clip' the negative row is featurized too (the off-grid one still fails)
+    # the same failures one row at a time (modeling.featurize without the batch)
+    from matlake.platform.modeling import featurize
+
+    one = featurize(lake, fz.SpectrumFeaturizer("cdf", "xanes-ni-k", where="pipeline = 'bad'"), force=True)
+    assert one.n_subjects == 0 and all(msg in one.errors[rid] for rid, msg in messages.items())
+    # with negative='clip' the negative row is featurized too (the off-grid and short ones still fail)
     clipped = fz.featurize_spectra(lake, "cdf", "xanes-ni-k", negative="clip", where="pipeline = 'bad'")
-    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"]}
+    assert clipped.n_subjects == 1 and set(clipped.errors) == {bad[0]["record_id"], short["record_id"]}
 
 
 def test_gaussian_and_cubic_featurizers_store_names_and_units(sqlite_lake):
@@ -420,6 +466,25 @@ def test_similar_errors_name_the_problem(sqlite_lake):
     assert len(fz.similar(lake, ids[0][:10], k=5)) == 2
     with pytest.raises(LakeError, match="prefix of at least 8 characters"):
         fz.similar(lake, ids[0][:5])
+    # a second output per spectrum (another intensity quantity) is compared only with its own kind
+    from matlake.models.base import derived_record_id
+    from matlake.platform import derivation
+
+    orig = lake.sql("select record_id, subject_id, axis, intensity from spectra_processed").df()
+    flat = [{"record_id": derived_record_id("test-flat", r.subject_id), "subject_id": r.subject_id,
+             "subject_version": 1, "pipeline": "interp", "steps_json": "[]", "grid_name": "xanes-ni-k",
+             "axis": list(r.axis), "axis_unit": "eV", "intensity": list(np.asarray(r.intensity) * 0.5 + 0.1),
+             "intensity_quantity": "flattened mu", "n_points": 100} for r in orig.itertuples()]
+    derivation.commit_derived(lake, kind="process", name="test-flat", version="1", parameters={},
+                              used={("spectra", i): 1 for i in ids}, rows={"spectra_processed": flat})
+    fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
+    with pytest.raises(LakeError, match="2 cdf vectors match"):
+        fz.similar(lake, ids[0])
+    first = orig["record_id"][list(orig["subject_id"]).index(ids[0])]
+    near = fz.similar(lake, first, k=5)
+    assert len(near) == 2 and set(near["subject_id"]) <= set(orig["record_id"])
+    near_flat = fz.similar(lake, flat[list(orig["subject_id"]).index(ids[0])]["record_id"], k=5)
+    assert len(near_flat) == 2 and set(near_flat["subject_id"]) <= {r["record_id"] for r in flat}
 
 
 def test_pca_model_version_scores_and_lineage(sqlite_lake):

@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="parameter of the kind, e.g. window=5 (cubic), n_gaussians=20, negative=clip (cdf)")
     s.add_argument("--model", help="PCA model for --feature pca: model_... id, NAME or NAME:VERSION")
     s.add_argument("--where", help="SQL condition on subject_id, spectrum_id, technique, element, edge, sample, "
-                                   "source_kind (processed: also pipeline; pca: also subject_table)")
+                                   "source_kind (processed and pca: also pipeline, intensity_quantity; "
+                                   "pca: also subject_table)")
     s.add_argument("--as-of", help="snapshot id or tag of the input (default: latest)")
     s.add_argument("--force", action="store_true", help="re-run spectra already featurized this way (adds versions)")
     s.add_argument("--progress", action="store_true", help="progress bar")
@@ -119,7 +120,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--n", type=int, default=10, help="number of components (default 10)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="parameters the vectors were made with, when not the defaults")
-    s.add_argument("--where", help="SQL condition on spectrum_id, technique, element, edge, sample, source_kind")
+    s.add_argument("--where", help="SQL condition on spectrum_id, subject_table, technique, element, edge, sample, "
+                                   "source_kind, pipeline, intensity_quantity")
     s.add_argument("--as-of", help="snapshot id or tag of the training data (default: latest)")
     s.set_defaults(func=cmd_pca_fit)
 
@@ -131,7 +133,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--grid", help="grid of the vectors, when a spectrum has them on several")
     s.add_argument("--model", help="PCA model whose scores to compare (with --feature pca)")
     s.add_argument("--where", help="SQL condition on the candidates: spectrum_id, subject_id, subject_table, "
-                                   "technique, element, edge, sample, source_kind")
+                                   "technique, element, edge, sample, source_kind, pipeline, intensity_quantity")
     s.add_argument("--as-of", help="snapshot id or tag (default: latest)")
     s.add_argument("--wide", action="store_true", help="print whole cells")
     s.set_defaults(func=cmd_similar)

@@ -60,7 +60,7 @@ import pandas as pd
 
 from matlake.models.base import Featurizer, ModelModule, derived_record_id
 from matlake.models.spectra.features import FEATURE_KINDS, feature_matrix, kind_parameters
-from matlake.models.spectra.grids import Grid, resolve_grid
+from matlake.models.spectra.grids import BUILTIN_GRIDS, Grid, resolve_grid
 from matlake.models.spectra.processing import interpolate_to_grid
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from matlake.platform.modeling import FeaturizeReport, ModelInfo
 
 __all__ = ["FEATURES_VERSION", "PCA_FEATURIZER_VERSION", "SOURCES", "SpectrumFeaturizer", "PcaFeaturizer",
-           "SpectrumPCA", "featurize_spectra", "featurize_pca", "fit_pca", "similar", "lake_grid"]
+           "SpectrumPCA", "featurize_spectra", "featurize_pca", "fit_pca", "similar"]
 
 FEATURES_VERSION = "1"  # bump when a kind's science changes (features.py), so re-runs add versions
 PCA_FEATURIZER_VERSION = "1"
@@ -98,13 +98,6 @@ def _intensity_unit(raw_unit: Any, quantity: Any) -> str:
         return ""
     unit = str(raw_unit or "")
     return "" if unit in ("mu", "1", "dimensionless") else unit
-
-
-def lake_grid(lake: "Lake", name: str, as_of: int | str | None = None) -> Grid:
-    """The grid ``name``: a built-in one, else a ``spectral_grids`` record at ``as_of``."""
-    rows = lake.sql("select name, axis, unit, element, edge, description from spectral_grids where name = ?",
-                    as_of=as_of, params=[name]).df().to_dict("records")
-    return resolve_grid(name, rows)
 
 
 # ----------------------------------------------------------------------------- featurizers
@@ -170,7 +163,8 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
         ``"spectra"`` (raw rows, interpolated onto ``grid``).
     kind_params: the kind's parameters (e.g. ``window=5.0`` for ``cubic``).
     where: SQL condition selecting the subjects, on subject_id, spectrum_id,
-        technique, element, edge, sample, source_kind (processed: also pipeline).
+        technique, element, edge, sample, source_kind (processed: also pipeline,
+        intensity_quantity).
         It shapes ``input_sql`` and is not a parameter of the vectors, so a
         subject featurized before under another ``where`` is not done again.
 
@@ -235,7 +229,7 @@ class SpectrumFeaturizer(_BatchedFeaturizer):
         if self.params["source"] == "processed":
             g = grid.array
             offset = row.get("axis_offset")
-            if offset is None or y.size != len(g):
+            if offset is None or not np.isfinite(offset) or y.size != len(g):  # null arrives as None or NaN
                 raise ValueError(f"{what}: axis: expected the {len(g)} points of grid {grid.name}, found "
                                  f"{row.get('axis_points')} axis points and {y.size} intensities")
             if not offset <= 1e-6:  # the Euclidean distance bounds every point's deviation
@@ -352,7 +346,8 @@ class SpectrumPCA(ModelModule):
     ``n_components``, ``feature_params`` (the kind's parameters the vectors were made
     with; defaults when omitted), ``feature_version`` (featurizer version of the
     vectors), ``where`` (an SQL condition on the training rows: spectrum_id,
-    technique, element, edge, sample, source_kind, subject_table).
+    technique, element, edge, sample, source_kind, subject_table, and for processed
+    subjects pipeline and intensity_quantity, e.g. ``intensity_quantity = 'normalized mu'``).
 
     The model name is ``pca-<feature>-<grid>``, so ``matlake spectra featurize
     --feature pca --model pca-cdf-xanes-ni-k`` takes its latest version.
@@ -377,11 +372,13 @@ class SpectrumPCA(ModelModule):
     def vector_sql(self, columns: str, where: str | None) -> str:
         """``columns`` of the stored vectors of this model's kind (``subject_id`` is the feature
         record's id), filtered by ``where`` on spectrum_id, subject_table, technique, element,
-        edge, sample, source_kind."""
+        edge, sample, source_kind, pipeline, intensity_quantity."""
         p = self.params
         wide = ("select f.record_id as subject_id, f.version as subject_version, f.spectrum_id, f.subject_table, "
                 "f.grid_name, f.vector, f.n_features, f.unit, s.technique, s.element, s.edge, s.sample, "
-                "s.source_kind from spectrum_features f left join spectra s on s.record_id = f.spectrum_id "
+                "s.source_kind, p.pipeline, p.intensity_quantity from spectrum_features f "
+                "left join spectra s on s.record_id = f.spectrum_id left join spectra_processed p "
+                "on f.subject_table = 'spectra_processed' and p.record_id = f.subject_id "
                 f"where f.featurizer = {_literal(p['feature'])} and f.grid_name = {_literal(p['grid'])} "
                 f"and f.featurizer_version = {_literal(p['feature_version'])} "
                 f"and f.params_json = {_literal(_canonical_json(p['feature_params']))}")
@@ -470,15 +467,22 @@ def featurize_spectra(lake: "Lake", feature: str, grid: str, source: str = "proc
                       progress: bool = False, **kind_params: Any) -> "FeaturizeReport":
     """Write ``feature`` vectors on ``grid`` of the spectra at ``as_of`` to ``spectrum_features``.
 
-    ``source``: ``processed`` (``spectra_processed`` rows on the grid) or ``spectra``
-    (raw rows interpolated onto it).  ``where``: an SQL condition on subject_id,
-    spectrum_id, technique, element, edge, sample, source_kind (processed: also
-    pipeline).  ``kind_params``: the kind's parameters.  Subjects already featurized
+    ``grid``: a built-in grid or a ``spectral_grids`` record's name (resolved at
+    ``as_of``; a user grid is linked as used).  ``source``: ``processed``
+    (``spectra_processed`` rows on the grid) or ``spectra`` (raw rows interpolated onto
+    it).  ``where``: an SQL condition on subject_id, spectrum_id, technique, element,
+    edge, sample, source_kind (processed: also pipeline, intensity_quantity).  ``kind_params``: the kind's parameters.  Subjects already featurized
     by this version with these parameters are skipped unless ``force``.  Returns the
     platform's report (snapshot, activity, rows, per-subject errors, skipped).
     """
+    from matlake.models.spectra.processing import user_grid_rows
+
     sid = lake.resolve_snapshot(as_of)
-    featurizer = SpectrumFeaturizer(feature, lake_grid(lake, grid, sid), source, kind_params, where=where)
+    user_grids = [] if grid in BUILTIN_GRIDS else user_grid_rows(lake, sid)
+    featurizer = SpectrumFeaturizer(feature, resolve_grid(grid, user_grids), source, kind_params, where=where)
+    # a user grid is an input too: linked as a used record (the platform's extra_used)
+    featurizer.extra_used = [("spectral_grids", str(r["record_id"]), int(r["version"]))
+                             for r in user_grids if r["name"] == grid]
     return _primed_featurize(lake, featurizer, sid, force, progress)
 
 
@@ -528,7 +532,8 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
     ``metric``: ``cosine`` (distance 1 - cosine similarity, dimensionless) or ``l2``
     (Euclidean distance, in the vector's unit).  ``where``: an SQL condition on the
     candidates' columns spectrum_id, subject_id, subject_table, technique, element,
-    edge, sample, source_kind.  ``model`` (for ``feature='pca'``) picks the PCA model's
+    edge, sample, source_kind, pipeline, intensity_quantity (the last two for
+    processed subjects).  ``model`` (for ``feature='pca'``) picks the PCA model's
     vectors.  The distances are computed by DuckDB.
 
     Returns a DataFrame with rank, spectrum_id, distance, technique, element, sample,
@@ -557,7 +562,9 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
 
         cond += f" and json_extract_string(f.params_json, '$.model_id') = {_literal(model_info(lake, model).model_id)}"
     base = ("select f.record_id, f.spectrum_id, f.subject_id, f.subject_table, f.grid_name, f.featurizer_version, "
-            "f.params_json from spectrum_features f where ({m}) and " + cond)
+            "f.params_json, p.pipeline, p.intensity_quantity from spectrum_features f "
+            "left join spectra_processed p on f.subject_table = 'spectra_processed' and p.record_id = f.subject_id "
+            "where ({m}) and " + cond + " order by f.subject_table, f.subject_id")
     hits = lake.sql(base.format(m=exact), as_of=sid, params=[ident]).fetchall()
     if not hits:
         hits = lake.sql(base.format(m=prefix), as_of=sid, params=[ident]).fetchall()
@@ -575,27 +582,36 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
         raise LakeError(f"spectrum {spectrum}: no {feature} vector{' on grid ' + grid if grid else ''} at snapshot "
                         f"{sid} (its features: {listed}); run matlake spectra featurize --feature {feature} first")
     if len(hits) > 1:
-        ways = "; ".join(f"{h[3]} {h[2]} on {h[4]} ({h[6]})" for h in hits[:6])
+        ways = "; ".join(f"{h[3]} {h[2]} on {h[4]}" + (f" ({h[7]}, {h[8]})" if h[7] else f" ({h[6]})")
+                         for h in hits[:6])
         raise LakeError(f"spectrum {spectrum}: {len(hits)} {feature} vectors match ({ways}); give the subject id "
                         "of one, or --grid / --model")
-    query_record, query_spectrum, _, _, query_grid, query_version, query_params = hits[0]
+    (query_record, query_spectrum, _, query_table, query_grid, query_version, query_params, query_pipeline,
+     query_quantity) = hits[0]
     vector = lake.sql("select vector from spectrum_features where record_id = ?", as_of=sid,
                       params=[query_record]).fetchone()[0]
     if metric == "cosine":
         dist = "1 - list_cosine_similarity(f.vector, $1::double[])"
     else:
         dist = "list_distance(f.vector, $1::double[])"
-    # Distances over the comparable vectors first (the spectra table is joined only to
-    # filter by `where` and, at the end, for the k rows shown); a spectrum with several
-    # comparable vectors (e.g. two processing pipelines) counts once, by its nearest.
-    join = "left join spectra s on s.record_id = f.spectrum_id" if where else ""
+    # Comparable vectors: made the same way, from the same kind of subject (for processed
+    # spectra, the same pipeline output, e.g. 'normalized mu' never against 'flattened mu').
+    # Distances come first; the spectra table is joined only to filter by `where` and, at
+    # the end, for the k rows shown.  A spectrum with several comparable vectors counts
+    # once, by its nearest.
+    same_kind = ("and f.subject_id in (select record_id from spectra_processed where pipeline = $8 "
+                 "and intensity_quantity is not distinct from $9)" if query_table == "spectra_processed" else "")
+    join = ("left join spectra s on s.record_id = f.spectrum_id left join spectra_processed p "
+            "on f.subject_table = 'spectra_processed' and p.record_id = f.subject_id") if where else ""
+    extra = ", s.technique, s.element, s.edge, s.sample, s.source_kind, p.pipeline, p.intensity_quantity"
     sql = f"""
         with d as (
             select f.spectrum_id, f.subject_id, {dist} as distance
-            from (select f.*{", s.technique, s.element, s.edge, s.sample, s.source_kind" if where else ""}
+            from (select f.*{extra if where else ""}
                   from spectrum_features f {join}
                   where f.featurizer = $2 and f.featurizer_version = $3 and f.params_json = $4
-                    and f.grid_name is not distinct from $5 and f.spectrum_id <> $6) f
+                    and f.grid_name is not distinct from $5 and f.spectrum_id <> $6 and f.subject_table = $7
+                    {same_kind}) f
             {f"where {where}" if where else ""}),
         best as (
             select spectrum_id, min(distance) as distance, arg_min(subject_id, distance) as subject_id
@@ -604,7 +620,8 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
         from best b left join spectra s on s.record_id = b.spectrum_id
         order by b.distance, b.spectrum_id
     """
-    params = [[float(v) for v in vector], feature, query_version, query_params, query_grid, query_spectrum]
+    params = [[float(v) for v in vector], feature, query_version, query_params, query_grid, query_spectrum,
+              query_table] + ([query_pipeline, query_quantity] if same_kind else [])
     frame = lake.sql(sql, as_of=sid, params=params).df()
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     frame.attrs.update({"query_spectrum": query_spectrum, "query_vector": query_record, "snapshot": sid,
