@@ -39,7 +39,7 @@ import pandas as pd
 
 from matlake.models.base import derived_record_id
 from matlake.models.spectra.features import feature_matrix, kind_parameters
-from matlake.models.spectra.grids import Grid
+from matlake.models.spectra.grids import BUILTIN_GRIDS, Grid, resolve_grid
 from matlake.models.spectra.models import SpectraModel, classification_metrics, regression_metrics
 from matlake.models.spectra.processing import interpolate_to_grid
 
@@ -187,7 +187,7 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
     Returns ``{"snapshot", "activity_id", "skipped", "series"}``; ``series`` lists per model and
     metric the label, shifts and values.  Everything is checked before anything is written.
     """
-    from matlake.models.spectra.featurize import lake_grid
+    from matlake.models.spectra.processing import user_grid_rows
     from matlake.platform.derivation import commit_derived, find_same_run
     from matlake.platform.modeling import load_model
 
@@ -208,7 +208,11 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
             raise ValueError(f"model {info.name} ({info.model_id}): the shift test scores single-grid models; "
                              f"this one fuses {module.params['grids']}")
         kind, grid_name = module.params["featurizer"], module.params["grids"][0]
-        grid = lake_grid(lake, grid_name, sid)
+        user_grids = [] if grid_name in BUILTIN_GRIDS else user_grid_rows(lake, sid)
+        grid = resolve_grid(grid_name, user_grids)
+        for g in user_grids:  # a user-defined grid is an input of the evaluation too
+            if g["name"] == grid_name:
+                used[("spectral_grids", str(g["record_id"]))] = int(g["version"])
         fparams = _feature_params(lake, info, kind, grid_name)
         test = _test_set(lake, info.target, grid, where, sid)
         if test.empty:
