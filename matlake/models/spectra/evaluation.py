@@ -251,6 +251,7 @@ def shift_test(lake: "Lake", models: Sequence[str], where: str | None = None,
             return {"snapshot": None, "activity_id": done, "skipped": True, "series": series}
     snapshot, activity = commit_derived(lake, kind="evaluate", name=EVALUATION_NAME, version=EVALUATION_VERSION,
                                         parameters=params, used=used, rows={"spectrum_model_evaluations": rows},
+                                        used_entities=[("model", m) for m in evaluated],
                                         message=f"shift test of {len(evaluated)} model(s) on snapshot {sid}")
     return {"snapshot": snapshot, "activity_id": activity, "skipped": False, "series": series}
 
