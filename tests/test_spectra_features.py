@@ -586,3 +586,22 @@ def test_cli_featurize_pca_similar(sqlite_lake, capsys):
     assert "no spectrum" in capsys.readouterr().err
     assert main(["spectra", "featurize", "--lake", root, "--feature", "pca"]) == 1
     assert "--model" in capsys.readouterr().err
+
+
+
+def test_plot_features_draws_the_stored_vectors_of_a_spectrum(sqlite_lake, tmp_path, capsys):
+    from matlake.models.spectra.featurize import featurize_spectra
+    from matlake.models.spectra.plots import plot_features
+    from matlake.platform.cli import main
+
+    lake = sqlite_lake
+    ids, _ = commit_spectra(lake, raw_spectra(np.random.default_rng(5), 3))
+    with pytest.raises(ValueError, match="expected stored feature vectors, found none"):
+        plot_features(lake, ids[0], tmp_path / "none.png")
+    for kind in ("cdf", "gaussians"):
+        featurize_spectra(lake, kind, "xanes-ni-k")
+    out = plot_features(lake, ids[0], tmp_path / "all.png")
+    assert out["features"] == ["cdf", "gaussians"] and out["png"].read_bytes()[:4] == b"\x89PNG"
+    assert main(["spectra", "plot-features", ids[0], "--lake", str(lake.root), "--feature", "cdf",
+                 "--png", str(tmp_path / "cdf.png")]) == 0
+    assert "cdf" in capsys.readouterr().out and (tmp_path / "cdf.png").stat().st_size > 1000

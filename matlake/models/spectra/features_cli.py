@@ -90,6 +90,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot_features(args: argparse.Namespace) -> int:
+    from matlake.models.spectra.plots import plot_features
+    from matlake.platform.cli import _lake
+
+    kinds = [k.strip() for k in args.feature.split(",")] if args.feature else None
+    out = plot_features(_lake(args), args.id, args.png, features=kinds, as_of=args.as_of, dpi=args.dpi)
+    print(f"spectrum {out['spectrum_id']}: {', '.join(out['features'])}")
+    print(f"wrote {out['png']}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``featurize``, ``pca fit`` and ``similar`` to ``matlake spectra``."""
     s = sub.add_parser("featurize", parents=[common], help="feature vectors of spectra into spectrum_features")
@@ -124,6 +135,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "source_kind, pipeline, intensity_quantity")
     s.add_argument("--as-of", help="snapshot id or tag of the training data (default: latest)")
     s.set_defaults(func=cmd_pca_fit)
+
+    s = sub.add_parser("plot-features", parents=[common], help="PNG of the stored feature vectors of one spectrum")
+    s.add_argument("id", help="spectrum record id, unique prefix or source file name")
+    s.add_argument("--png", required=True, help="output PNG file")
+    s.add_argument("--feature", help="comma-separated featurizers to draw (default: all stored)")
+    s.add_argument("--as-of", help="snapshot id or tag (default: latest)")
+    s.add_argument("--dpi", type=int, default=120)
+    s.set_defaults(func=cmd_plot_features)
 
     s = sub.add_parser("similar", parents=[common], help="spectra nearest to one spectrum by feature vectors")
     s.add_argument("id", help="spectrum record id (or processed/feature id, or a unique prefix of 8+ characters)")

@@ -155,3 +155,81 @@ def plot_record(lake: "Lake", ident: str, png: str | Path, as_of: int | str | No
     fig.savefig(out, dpi=dpi)
     return {"table": table, "record_id": rid, "spectrum_id": r["record_id"], "normalization_id": norm_id,
             "png": out}
+
+
+def feature_figure(vectors: list[Mapping[str, Any]], title: str = "", grids: Mapping[str, np.ndarray] | None = None):
+    """One panel per feature vector (``spectrum_features`` rows as dicts).
+
+    A vector whose components are grid points (``feature_names`` null and as long as
+    its grid) is drawn against the grid energy in eV; any other vector against its
+    component index, with the first names as tick labels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not vectors:
+        raise ValueError("feature vectors: expected at least one, found none")
+    fig, axes = plt.subplots(len(vectors), 1, figsize=(7, 2.2 * len(vectors) + 0.6), squeeze=False)
+    for ax, row in zip(axes[:, 0], vectors):
+        v = np.asarray(row["vector"], float)
+        grid = (grids or {}).get(row.get("grid_name") or "")
+        names = row.get("feature_names")
+        label = f"{row['featurizer']} v{row['featurizer_version']}" + (f" on {row['grid_name']}" if row.get("grid_name") else "")
+        unit = row.get("unit") or ""
+        if (names is None or len(names) == 0) and grid is not None and grid.size == v.size:
+            ax.plot(grid, v, lw=1.2)
+            ax.set_xlabel("energy / eV")
+        else:
+            ax.plot(np.arange(v.size), v, ".-", lw=0.8, ms=3)
+            ax.set_xlabel("component")
+            if names is not None and 0 < len(names) <= 24:
+                ax.set_xticks(np.arange(len(names)))
+                ax.set_xticklabels([str(n) for n in names], rotation=90, fontsize=6)
+        ax.set_ylabel(unit or "value", fontsize=8)
+        ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_features(lake: "Lake", ident: str, png: str | Path, features: list[str] | None = None,
+                  as_of: int | str | None = None, dpi: int = 120) -> dict[str, Any]:
+    """Write a PNG of the stored feature vectors of one spectrum (``spectra`` id, prefix or source name).
+
+    ``features`` limits the featurizers drawn (default: every one stored for the spectrum at
+    ``as_of``).  Returns {spectrum_id, features, png}.
+    """
+    from matlake.models.spectra.grids import resolve_grid
+
+    table, rid = resolve_record(lake, ident, as_of)
+    spectrum = rid
+    if table == "spectra_processed":
+        spectrum = lake.sql("select subject_id from spectra_processed where record_id = ?", as_of, [rid]).fetchone()[0]
+    rows = lake.sql("select * from spectrum_features where spectrum_id = ? order by featurizer, grid_name, record_id",
+                    as_of, [spectrum]).df()
+    if features:
+        rows = rows[rows["featurizer"].isin(features)]
+    if rows.empty:
+        wanted = f" of kind {', '.join(features)}" if features else ""
+        raise ValueError(f"spectrum {spectrum}: expected stored feature vectors{wanted}, found none at this snapshot "
+                         f"(run matlake spectra featurize first)")
+    grids: dict[str, np.ndarray] = {}
+    for name in sorted({g for g in rows["grid_name"] if isinstance(g, str)}):
+        try:
+            grids[name] = resolve_grid(name, _user_grid_rows(lake, as_of)).array
+        except KeyError:
+            pass  # a grid no longer defined: the vector is drawn against its component index
+    fig = feature_figure(rows.to_dict("records"), title=f"feature vectors of spectrum {spectrum[:12]}", grids=grids)
+    out = Path(png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return {"spectrum_id": spectrum, "features": sorted(set(rows["featurizer"])), "png": out}
+
+
+def _user_grid_rows(lake: "Lake", as_of: int | str | None) -> list[dict[str, Any]]:
+    from matlake.models.spectra.processing import user_grid_rows
+
+    return user_grid_rows(lake, as_of)
