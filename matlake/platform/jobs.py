@@ -55,8 +55,11 @@ from matlake.lazy_imports import lazy_function, lazy_module
 
 # Imported at first use: every matlake command imports this module to register `jobs`.
 cat = lazy_module("matlake.platform.catalog")
-delete, insert, or_, select, update = (lazy_function("sqlalchemy", name)
-                                       for name in ("delete", "insert", "or_", "select", "update"))
+delete = lazy_function("sqlalchemy", "delete")
+insert = lazy_function("sqlalchemy", "insert")
+or_ = lazy_function("sqlalchemy", "or_")
+select = lazy_function("sqlalchemy", "select")
+update = lazy_function("sqlalchemy", "update")
 
 if TYPE_CHECKING:
     import argparse
