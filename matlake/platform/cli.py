@@ -300,7 +300,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-KNOWN_MODELS = {"composition-regressor": "matlake.models.dft.composition:CompositionRegressor"}
+KNOWN_MODELS = {
+    "composition-regressor": "matlake.models.dft.composition:CompositionRegressor",
+    "spectra-rf-classifier": "matlake.models.spectra.models:SpectraForestClassifier",
+    "spectra-rf-regressor": "matlake.models.spectra.models:SpectraForestRegressor",
+    "spectra-gb-classifier": "matlake.models.spectra.models:SpectraBoostingClassifier",
+    "spectra-gb-regressor": "matlake.models.spectra.models:SpectraBoostingRegressor",
+    "spectra-mlp-regressor": "matlake.models.spectra.models:SpectraMLPRegressor",
+    "spectra-cnn-regressor": "matlake.models.spectra.models:SpectraCNNRegressor",
+}
 
 
 # --------------------------------------------------------------------------- parser
