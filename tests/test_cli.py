@@ -91,7 +91,11 @@ def test_no_lake_given_outside_a_lake_says_how_to_name_one(tmp_path):
 def test_unknown_model_name_and_table_errors_name_what_exists(cli_lake):
     proc = matlake("train", "nosuch-model", "--lake", str(cli_lake), check=False)
     assert proc.returncode == 1
-    assert "model module 'nosuch-model': expected one of composition-regressor or package.module:Class" in proc.stderr
+    from matlake.platform.cli import KNOWN_MODELS
+
+    known = ", ".join(sorted(KNOWN_MODELS))
+    assert "composition-regressor" in known
+    assert f"model module 'nosuch-model': expected one of {known} or package.module:Class" in proc.stderr
     proc = matlake("schema", "nosuchtable", "--lake", str(cli_lake), check=False)
     # the message itself, not the repr of a KeyError in quotes
     assert proc.stderr.startswith("matlake: error: unknown table 'nosuchtable'; known tables:"), proc.stderr

@@ -51,13 +51,20 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from matlake.lazy_imports import lazy_function, lazy_module
 
-from matlake.platform import catalog as cat
+# Imported at first use: every matlake command imports this module to register `jobs`.
+cat = lazy_module("matlake.platform.catalog")
+delete = lazy_function("sqlalchemy", "delete")
+insert = lazy_function("sqlalchemy", "insert")
+or_ = lazy_function("sqlalchemy", "or_")
+select = lazy_function("sqlalchemy", "select")
+update = lazy_function("sqlalchemy", "update")
 
 if TYPE_CHECKING:
     import argparse
+
+    from sqlalchemy import Engine
 
     from matlake.platform.ingestion import SourceOutcome
     from matlake.platform.lake import Lake
@@ -324,6 +331,8 @@ class Lease:
             now = cat.utcnow()
             values = {"holder": self.holder, "acquired_at": now, "expires_at": now + timedelta(seconds=self.ttl),
                       "heartbeat": now}
+            from sqlalchemy.exc import IntegrityError
+
             try:
                 with conn.begin_nested():
                     conn.execute(insert(L).values(name=self.name, **values))

@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from sqlalchemy import select
-
-from matlake import schemas
-from matlake.platform import catalog as cat
+from matlake.lazy_imports import lazy_function, lazy_module
 from matlake.platform.objects import ObjectCorrupted, ObjectStore, fsync_path, sha256_file
+
+# Imported at first use: every matlake command imports this module to register doctor/compact/export/retry.
+pa = lazy_module("pyarrow")
+pq = lazy_module("pyarrow.parquet")
+schemas = lazy_module("matlake.schemas")
+cat = lazy_module("matlake.platform.catalog")
+select = lazy_function("sqlalchemy", "select")
 
 if TYPE_CHECKING:
     from matlake.platform.ingestion import IngestReport
