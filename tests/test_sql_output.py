@@ -67,3 +67,16 @@ def test_lake_sql_errors_keep_candidate_bindings_and_did_you_mean(sqlite_lake):
         sqlite_lake.sql("select * from predictionz")
     with pytest.raises(QueryError, match=r'\nDid you mean "snapshots"\?'):
         sqlite_lake.sql("select * from snapshot")
+
+
+def test_an_arrow_table_prints_as_its_dataframe_does():
+    import pyarrow as pa
+
+    # (missing text is left out: pandas versions differ on it, see above; Arrow shows None)
+    table = pa.table({"name": ["Si", "GaN\nwurtzite", "YPO4"], "gap": [0.61, 3.2, None], "n": [1, None, 3],
+                      "z": [[1.5, 2.0], [], None], "ok": [True, False, None]})
+    for width, max_rows in ((30, 2), (60, 50), (200, 1)):
+        arrow_lines = format_frame(table, width=width, max_rows=max_rows)
+        assert arrow_lines == format_frame(table.to_pandas(), width=width, max_rows=max_rows)
+    assert format_frame(table, width=200)[3].split() == ["YPO4", "NaN", "3", "None", "None"]
+    assert format_frame(table.slice(0, 0), width=80) == ["(no rows)"]

@@ -48,7 +48,7 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def print_frame(df, max_rows: int = 50, width: int | None = None, wide: bool = False) -> None:
-    """Print a DataFrame fitted to the terminal (see :mod:`matlake.platform.display`)."""
+    """Print a DataFrame or a pyarrow Table fitted to the terminal (see :mod:`matlake.platform.display`)."""
     from matlake.platform.display import format_frame
 
     for line in format_frame(df, max_rows=max_rows, width=width, wide=wide):
@@ -151,7 +151,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
             pq.write_table(table, args.parquet)
             print(f"wrote {table.num_rows} rows to {args.parquet}")
         return 0
-    print_frame(_fetch(result.df), args.max_rows, width=args.max_width, wide=args.wide)
+    # An Arrow table, not a DataFrame: printing a query's result needs no pandas.
+    print_frame(_fetch(result.arrow), args.max_rows, width=args.max_width, wide=args.wide)
     return 0
 
 

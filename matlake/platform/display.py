@@ -1,6 +1,7 @@
 """Tables as text for a terminal: rows that fit the screen.
 
-:func:`format_frame` lays a DataFrame out in aligned columns no wider than the
+:func:`format_frame` lays a DataFrame (or a pyarrow Table: ``matlake sql`` prints
+query results without importing pandas) out in aligned columns no wider than the
 terminal (``$COLUMNS``, else the terminal's width, else
 :data:`DEFAULT_WIDTH` when standard output is a pipe or file).  Long cells are
 cut with "…", columns that do not fit are dropped and named in a note, and
@@ -91,23 +92,19 @@ def _cut(s: str, width: int) -> str:
 
 
 def format_frame(df: Any, max_rows: int = 50, width: int | None = None, wide: bool = False) -> list[str]:
-    """``df`` (a pandas DataFrame) as lines of text: a header, up to ``max_rows`` rows, and
-    notes on rows and columns not shown.
+    """``df`` (a pandas DataFrame or a pyarrow Table) as lines of text: a header, up to
+    ``max_rows`` rows, and notes on rows and columns not shown.
 
     Lines are at most ``width`` characters (default :func:`terminal_width`) unless
     ``wide``: long cells end in "…", and columns that do not fit are left out and
     listed ("3 more columns: a, b, c").  Numbers are right-aligned.
     """
-    if df.empty:
-        return ["(no rows)" if len(df.columns) else "(no result)"]
-    import pandas as pd
-
+    names, numeric, values, n_rows = _arrow_columns(df, max_rows) if _is_arrow(df) else _pandas_columns(df, max_rows)
+    if n_rows == 0:
+        return ["(no rows)" if names else "(no result)"]
     width = None if wide else max(width if width is not None else terminal_width(), 10)
-    shown = df.head(max_rows) if max_rows >= 0 else df
-    names = [str(c) for c in df.columns]
-    numeric = [pd.api.types.is_numeric_dtype(df.dtypes.iloc[i]) and not pd.api.types.is_bool_dtype(df.dtypes.iloc[i])
-               for i in range(len(names))]
-    cells = [[cell_text(v, full=wide) for v in shown.iloc[:, i].tolist()] for i in range(len(names))]
+    n_shown = len(values[0]) if values else 0
+    cells = [[cell_text(v, full=wide) for v in column] for column in values]
     natural = [max([len(names[i])] + [len(c) for c in cells[i]]) for i in range(len(names))]
 
     if width is None:
@@ -117,16 +114,46 @@ def format_frame(df: Any, max_rows: int = 50, width: int | None = None, wide: bo
     lines = []
     header = GAP.join(_align(_cut(names[i], widths[i]), widths[i], numeric[i]) for i in keep)
     lines.append(header.rstrip())
-    for r in range(len(shown)):
+    for r in range(n_shown):
         row = GAP.join(_align(_cut(cells[i][r], widths[i]), widths[i], numeric[i]) for i in keep)
         lines.append(row.rstrip())
-    if len(df) > len(shown):
-        lines.append(f"({len(df)} rows, {len(shown)} shown; --max-rows N for more)")
+    if n_rows > n_shown:
+        lines.append(f"({n_rows} rows, {n_shown} shown; --max-rows N for more)")
     dropped = [names[i] for i in range(len(names)) if i not in keep]
     if dropped:
         note = f"{len(dropped)} more column{'s' if len(dropped) > 1 else ''}: " + ", ".join(dropped)
         lines.append(note if width is None else _cut(note, width))
     return lines
+
+
+def _is_arrow(frame: Any) -> bool:
+    return type(frame).__module__.startswith("pyarrow")
+
+
+def _pandas_columns(df: Any, max_rows: int) -> tuple[list[str], list[bool], list[list[Any]], int]:
+    """(names, numeric?, the values of the rows shown, column by column, number of rows)."""
+    names = [str(c) for c in df.columns]
+    if df.empty:
+        return names, [], [], 0
+    import pandas as pd
+
+    shown = df.head(max_rows) if max_rows >= 0 else df
+    numeric = [pd.api.types.is_numeric_dtype(df.dtypes.iloc[i]) and not pd.api.types.is_bool_dtype(df.dtypes.iloc[i])
+               for i in range(len(names))]
+    return names, numeric, [shown.iloc[:, i].tolist() for i in range(len(names))], len(df)
+
+
+def _arrow_columns(table: Any, max_rows: int) -> tuple[list[str], list[bool], list[list[Any]], int]:
+    """As :func:`_pandas_columns`, for a pyarrow Table; a missing number shows as NaN, as pandas shows it."""
+    import pyarrow as pa
+
+    names = [str(c) for c in table.column_names]
+    shown = table.slice(0, max_rows) if max_rows >= 0 else table
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+               for f in table.schema]
+    values = [[math.nan if v is None and numeric[i] else v for v in shown.column(i).to_pylist()]
+              for i in range(len(names))]
+    return names, numeric, values, table.num_rows
 
 
 def _align(s: str, width: int, right: bool) -> str:

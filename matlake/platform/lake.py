@@ -357,7 +357,7 @@ class Lake:
         return lake
 
     def _check_revision(self) -> None:
-        cur, head = migrate.current(self.engine), migrate.head()
+        cur, head = migrate.revision_status(self.engine)
         if cur != head:
             raise LakeError(f"catalog at revision {cur}, code expects {head}: run `matlake db upgrade`")
 
