@@ -1,0 +1,12 @@
+"""Computed spectra from stored structures: FEFF10 XANES as provenance-tracked jobs.
+
+- :mod:`inputs`: absorbing sites (symmetry-inequivalent) and the FEFF input from
+  pymatgen's ``MPXANESSet`` with every parameter and override recorded;
+- :mod:`runner`: one FEFF10 run in a work folder (``feff10`` wrapper), ``xmu.dat`` parsed;
+- :mod:`labels`: per-site labels from the structure (oxidation state, first-shell distance);
+- :mod:`compute`: the platform side (structure records selected by SQL → committed spectra);
+- :mod:`dataset`: the shipped computed Ni K-edge set, its recipe and its loader.
+
+FEFF itself is optional (extra ``feff``: the ``feff10-rs`` wheel); everything but
+:mod:`runner` and :func:`compute.compute` works without it.
+"""
