@@ -5,7 +5,8 @@ port, documents in the shape the MP API returns (``{"data": [...], "meta":
 {...}}``), built from recorded ComputedEntry documents.  It answers the
 heartbeat the client checks on start-up, filters by the query parameters the
 client sends (``material_ids``, ``chemsys``, ``formula``, ``_fields``,
-``_limit``, ``_skip``) and logs every request, so a test can see exactly what
+``_limit``, ``_skip``; on the XAS route also ``task_ids``, ``absorbing_element``,
+``edge``, ``spectrum_type``) and logs every request, so a test can see exactly what
 the client asked for.  Unknown routes answer 404 and are logged.
 """
 
@@ -61,6 +62,28 @@ def docs_from_entries(path: Path) -> dict[str, list[dict[str, Any]]]:
         })
         summary.append(common)
     return {"materials/thermo": thermo, "materials/summary": summary}
+
+
+def xas_docs_from_spectrum(path: Path, task_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The ``materials/xas`` route: one XAS document (the API's shape) from a pymatgen XAS JSON file.
+
+    emmet's own ``XASDoc.from_spectrum`` builds the document the server would hold (structure
+    metadata, spectrum type, edge, absorbing element, the spectrum as pymatgen's dict) and
+    pydantic dumps it as JSON, as the API does.  The shared LiCoO2 file names no task, so the
+    caller gives the id; the file's pre-2020 key ``absorption_element`` is renamed first.
+    """
+    import warnings
+
+    from emmet.core.xas import XASDoc
+    from pymatgen.analysis.xas.spectrum import XAS
+
+    raw = json.loads(path.read_text())
+    if "absorption_element" in raw:
+        raw["absorbing_element"] = raw.pop("absorption_element")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        doc = XASDoc.from_spectrum(XAS.from_dict(raw), task_id=task_id)
+    return {"materials/xas": [doc.model_dump(mode="json")]}
 
 
 class MPReplay:
@@ -132,6 +155,11 @@ class MPReplay:
             return ",".join(vals).split(",") if vals else None
 
         selected = docs
+        if (ids := csv("task_ids")) is not None:
+            selected = [d for d in selected if d.get("task_id") in set(ids)]
+        for key in ("absorbing_element", "edge", "spectrum_type"):  # the XAS route's exact-match filters
+            if (vals := csv(key)) is not None:
+                selected = [d for d in selected if d.get(key) in set(vals)]
         if (ids := csv("material_ids")) is not None:
             selected = [d for d in selected if d["material_id"] in set(ids)]
         if (chemsys := csv("chemsys")) is not None:

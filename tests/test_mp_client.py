@@ -13,7 +13,7 @@ from mp_replay import MPReplay, docs_from_entries
 
 import matlake.schemas
 from matlake.ingest import mp
-from matlake.ingest.base import ParseContext
+from matlake.ingest.base import ParseContext, ParseError
 
 os.environ.setdefault("MPRESTER_MUTE_PROGRESS_BARS", "true")
 os.environ.setdefault("NO_PROXY", "127.0.0.1")
@@ -142,3 +142,73 @@ def test_the_key_in_pymatgen_settings_file_is_used_as_mp_api_does(replay, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["k" * 32, "True"]
 
+
+
+# --- XAS through the materials/xas route ---------------------------------------------------
+
+XAS_TASK = "mp-22526"  # the id the replay gives the shared LiCoO2 spectrum (the pymatgen file names none)
+
+
+@pytest.fixture(scope="module")
+def xas_replay():
+    from mp_replay import xas_docs_from_spectrum
+
+    with MPReplay(xas_docs_from_spectrum(sample("spectra", "LiCoO2_k_xanes.json"), XAS_TASK)) as server:
+        yield server
+
+
+def test_fetch_xas_asks_the_xas_route_and_parses_to_the_spectrum_and_its_structure(xas_replay):
+    import warnings
+
+    import numpy as np
+    from pymatgen.analysis.xas.spectrum import XAS
+
+    criteria = {"route": "xas", "formula": "LiCoO2", "absorbing_element": "Co", "edge": "K"}
+    blob = mp.fetch(criteria, api_key=API_KEY, endpoint=xas_replay.endpoint)
+    query = next(q for _, p, q in xas_replay.requests if p == "/materials/xas/")
+    assert (query["formula"], query["absorbing_element"], query["edge"]) == (["LiCoO2"], ["Co"], ["K"])
+    assert not xas_replay.unknown
+    doc = json.loads(blob)
+    assert [r["route"] for r in doc["responses"]] == ["materials/xas"] and doc["responses"][0]["criteria"] == criteria
+    assert mp.detect(blob[:8192], "mp-fetch.json")  # the blob is the mp parser's, like every fetch blob
+    tables = parse_blob(blob)
+    assert set(tables) == {"spectra", "structures"}
+    (row,) = tables["spectra"].to_pylist()
+    raw = json.loads(sample("spectra", "LiCoO2_k_xanes.json").read_text())
+    raw["absorbing_element"] = raw.pop("absorption_element")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = XAS.from_dict(raw)
+    np.testing.assert_allclose(row["axis"], ref.x, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(row["intensity"], ref.y, rtol=1e-12, atol=0)
+    assert (row["technique"], row["element"], row["edge"], row["source_kind"]) == ("xanes", "Co", "K", "computed")
+    served = doc["responses"][0]["documents"][0]["task_id"]  # emmet writes the id in its current form
+    assert row["source_locator"] == f"{served}-XANES-Co-K" and row["absorbing_site"] == 1
+    (srow,) = tables["structures"].to_pylist()
+    assert row["structure_id"] == srow["record_id"] and srow["material_id"] == served
+    assert srow["reduced_formula"] == "LiCoO2"
+    nothing = mp.fetch({"route": "xas", "formula": "NaCl"}, api_key=API_KEY, endpoint=xas_replay.endpoint)
+    with pytest.raises(ParseError, match="the query matched nothing"):
+        parse_blob(nothing)
+
+
+def test_cli_ingest_mp_xas_commits_spectrum_and_structure(xas_replay, tmp_path):
+    import subprocess
+    import sys
+
+    import matlake
+
+    root = tmp_path / "lake"
+    matlake.init(root).close()
+    query = json.dumps({"route": "xas", "formula": "LiCoO2"})
+    proc = subprocess.run([sys.executable, "-m", "matlake.platform.cli", "ingest", "mp", "--query", query,
+                           "--api-key", API_KEY, "--endpoint", xas_replay.endpoint, "--lake", str(root)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 new" in proc.stdout
+    lake = matlake.open(root)
+    assert lake.sql("select technique, element, edge, file_format from spectra").fetchall() == \
+        [("xanes", "Co", "K", "mp-xas-json")]
+    assert lake.sql("select count(*) from structures s join spectra x on x.structure_id = s.record_id").fetchone() \
+        == (1,)
+    lake.close()

@@ -12,7 +12,7 @@ from functools import lru_cache
 from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
 
 # Order matters for detection: the first parser whose detect() accepts wins.
-MODULES = ("vasp", "mp", "structures", "eis")
+MODULES = ("vasp", "spectra_dm", "spectra", "mp", "structures", "eis")
 
 
 @lru_cache(maxsize=1)
@@ -65,6 +65,8 @@ def detect(head: bytes, filename: str, kind: str = "auto") -> Parser | None:
     """
     check_kind(kind)
     for p in all_parsers():
+        if kind == "auto" and getattr(p.detect, "explicit_kind_only", False):
+            continue  # a detector that would claim too much (any table of numbers) answers only to --kind
         if kind in ("auto", p.kind) and p.detect(head, filename):
             return p
     return None

@@ -32,6 +32,7 @@ THERMO_FIELDS = [
     "energy_per_atom", "uncorrected_energy_per_atom", "formation_energy_per_atom",
     "energy_above_hull", "is_stable", "entries",
 ]
+XAS_ROUTE = "materials/xas"
 SUMMARY_FIELDS = [
     "material_id", "formula_pretty", "band_gap", "cbm", "vbm", "efermi", "is_gap_direct", "is_metal",
     "total_magnetization",
@@ -46,11 +47,18 @@ _BLOB_RE = re.compile(rb'^\s*\{\s*"@matlake"\s*:\s*"matlake\.mp-api/')
 _MPID_RE = re.compile(rb'"material_id"\s*:\s*"(mp|mvc|mol)-\d+')
 
 
+_XAS_RE = re.compile(rb'"@module"\s*:\s*"pymatgen\.analysis\.xas\.spectrum"')
+
+
 def detect(head: bytes, filename: str) -> bool:
     s = head.lstrip()
     if s[:1] not in (b"{", b"["):
         return False
-    return bool(_BLOB_RE.match(head) or _ENTRY_CLASS_RE.search(head) or _MPID_RE.search(head))
+    if _BLOB_RE.match(head):
+        return True
+    if _XAS_RE.search(head):  # an XAS spectrum (MP XAS documents carry ids too): the spectrum-xas-json parser's
+        return False
+    return bool(_ENTRY_CLASS_RE.search(head) or _MPID_RE.search(head))
 
 
 # --- documents → rows --------------------------------------------------------------------
@@ -268,6 +276,11 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
         raise ParseError("JSON", "a JSON document", f"{type(exc).__name__}: {exc}") from exc
     extras: dict[str, dict] = {}
     if isinstance(doc, dict) and str(doc.get("@matlake", "")).startswith("matlake.mp-api/"):
+        xas = _xas_documents(doc)
+        if xas is not None:
+            from matlake.ingest.spectra import xas_documents
+
+            return xas_documents(xas, ctx, file_format="mp-xas-json")
         docs, extras = _from_blob(doc)
     elif isinstance(doc, list):
         docs = doc
@@ -290,6 +303,20 @@ def parse(data: bytes, ctx: ParseContext) -> ParseResult:
         result.add_rows("structures", structs)
     result.add_rows("calculations", calcs)
     return result
+
+
+def _xas_documents(blob: dict) -> list | None:
+    """The XAS documents of a fetch() blob of the materials/xas route, or None for other routes."""
+    responses = blob.get("responses")
+    if not isinstance(responses, list):
+        return None
+    xas = [r for r in responses if isinstance(r, dict) and r.get("route") == XAS_ROUTE]
+    if not xas:
+        return None
+    docs = [d for r in xas for d in (r.get("documents") or [])]
+    if not docs:
+        raise ParseError(f"responses[{XAS_ROUTE}]", "at least one XAS document", "none (the query matched nothing)")
+    return docs
 
 
 def _from_blob(blob: dict) -> tuple[list, dict[str, dict]]:
@@ -350,7 +377,11 @@ def fetch(
     """Query the Materials Project and return the responses as one JSON blob (bytes).
 
     ``criteria`` are keyword arguments of mp-api's ``materials.thermo.search``
-    (e.g. ``{"chemsys": "Ga-N"}`` or ``{"material_ids": ["mp-804"]}``); the
+    (e.g. ``{"chemsys": "Ga-N"}`` or ``{"material_ids": ["mp-804"]}``); with
+    ``"route": "xas"`` among them the rest go to ``materials.xas.search`` instead
+    (e.g. ``{"route": "xas", "formula": "LiCoO2", "absorbing_element": "Co",
+    "edge": "K"}``) and the blob holds computed XAS documents, read into
+    ``spectra`` + ``structures`` rows by :func:`matlake.ingest.spectra.xas_documents`.  The
     thermo documents carry the ComputedStructureEntries (structure, uncorrected
     energy, correction, run type, POTCARs).  With ``electronic`` a second query
     to ``materials.summary`` adds band gap, band edges and Fermi level (eV) of
@@ -369,10 +400,21 @@ def fetch(
 
     from mp_api.client import MPRester
 
+    search = dict(criteria)
+    route = str(search.pop("route", "thermo"))
+    if route not in ("thermo", "xas"):
+        raise ValueError(f"criteria route: expected 'thermo' (default) or 'xas', found {route!r}")
     with MPRester(api_key=api_key, endpoint=endpoint, use_document_model=False, mute_progress_bars=True) as mpr:
-        thermo = mpr.materials.thermo.search(**criteria, fields=THERMO_FIELDS, all_fields=False)
-        responses = [{"route": "materials/thermo", "criteria": criteria, "fields": THERMO_FIELDS, "documents": thermo}]
-        ids = sorted({str(d["material_id"]) for d in thermo if d.get("material_id")})
+        if route == "xas":
+            # every field: the spectrum (x, y, structure, absorbing_index, type) is the point
+            docs = mpr.materials.xas.search(**search)
+            responses = [{"route": XAS_ROUTE, "criteria": criteria, "fields": None, "documents": docs}]
+            ids = []
+        else:
+            thermo = mpr.materials.thermo.search(**search, fields=THERMO_FIELDS, all_fields=False)
+            responses = [{"route": "materials/thermo", "criteria": criteria, "fields": THERMO_FIELDS,
+                          "documents": thermo}]
+            ids = sorted({str(d["material_id"]) for d in thermo if d.get("material_id")})
         if electronic and ids:
             summary = mpr.materials.summary.search(material_ids=ids, fields=SUMMARY_FIELDS, all_fields=False)
             responses.append({"route": "materials/summary", "criteria": {"material_ids": ids},

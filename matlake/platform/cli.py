@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive); `ingest mp --query JSON`")
     s.add_argument("paths", nargs="+", help="files or folders; or the word mp with --query")
-    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis (default: auto, detect)")
+    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, spectrum (default: auto, detect)")
     s.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
     s.add_argument("--batch-size", type=int, default=64, help="files per commit (default 64)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="parser option (repeatable)")

@@ -281,6 +281,12 @@ def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, whe
                       error="; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5]))
     for subject in done:
         act.used("record", subject, version=versions.get(subject), table=featurizer.subject_table)
+    # records a featurizer read besides its subjects (a reference spectrum, a user-defined grid)
+    for table, rid, ver in getattr(featurizer, "extra_used", ()):
+        act.used("record", rid, version=ver, table=table)
+    # entities that are not rows (a model version whose artifact the featurizer applies, an object)
+    for entity_kind, entity_id in getattr(featurizer, "used_entities", ()):
+        act.used(entity_kind, entity_id)
     import pyarrow as pa
 
     for table, rows in outputs.items():

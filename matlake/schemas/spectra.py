@@ -32,7 +32,7 @@ AXIS_QUANTITIES = ("energy", "energy_loss", "wavelength")
 
 _SOURCE = (
     C("file_format", pa.string(), "source format, e.g. 'xdi', 'mp-xas-json', 'emsa', 'dm3', 'csv'"),
-    C("source_name", pa.string(), "file name the record was parsed from (null for computed/generated)"),
+    C("source_name", pa.string(), "file name the record was parsed from (null for spectra computed or generated inside the lake)"),
     C("source_sha256", pa.string(), "sha256 of the raw source object"),
     C("source_locator", pa.string(), "where in the source the spectrum was found, e.g. 'pixel=3,0'"),
 )
