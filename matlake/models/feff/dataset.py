@@ -43,13 +43,21 @@ class DatasetError(ValueError):
 
 
 def _jsonable(v: Any) -> Any:
-    if hasattr(v, "tolist"):
+    import pandas as pd
+
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
         return v.tolist()
+    if v is None or (not isinstance(v, (list, tuple, dict)) and pd.isna(v)):  # None, NaN, NaT
+        return None
     if isinstance(v, datetime):
         return v.isoformat()
-    if v != v:  # NaN
-        return None
     return v
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON values, without the version and the empty columns."""
+    out = {k: _jsonable(v) for k, v in row.items() if k != "version"}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def export(lake: "Lake", out: str | Path, structures_dir: str | Path, recipe: dict[str, Any] | None = None,
@@ -94,9 +102,8 @@ def export(lake: "Lake", out: str | Path, structures_dir: str | Path, recipe: di
         meta = json.loads(row["metadata_json"])
         site_acts = [a for a in by_spectrum.get(rid, []) if a["status"] == "ok"]
         sites.append({
-            "spectrum": {k: _jsonable(v) for k, v in row.items() if k != "version"},
-            "labels": [{k: _jsonable(v) for k, v in lab.items() if k != "version"}
-                       for lab in labels[labels["subject_id"] == rid].to_dict("records")],
+            "spectrum": _row(row),
+            "labels": [_row(lab) for lab in labels[labels["subject_id"] == rid].to_dict("records")],
             "feff_input": lake.objects.get(meta["input_sha256"]).decode(),
             "activities": site_acts,
         })
