@@ -246,3 +246,44 @@ def test_compute_refuses_an_empty_selection_and_reports_structures_without_the_e
     jobs, report = prepare(sqlite_lake, "Ni", FeffParameters())
     assert len(jobs) == 1 and jobs[0].multiplicity == 4 and "FMS 4.0 0" in jobs[0].input_text
     assert sqlite_lake.last_snapshot() == before
+
+
+# --------------------------------------------------------------------------- transfer experiment
+
+
+@pytest.mark.slow
+def test_transfer_on_the_shipped_set_records_cv_curves_and_measured_predictions(sqlite_lake, tmp_path):
+    from matlake.models.feff.dataset import load
+    from matlake.models.feff.transfer import TASKS, run_transfer, write_curves_png
+    from matlake.platform.provenance import lineage
+
+    load(sqlite_lake, sample("computed", "ni_k_feff", "ni_k_feff.json.gz"))
+    foil = sample("spectra", "ni_metal_rt.xdi")
+    rep = run_transfer(sqlite_lake, [foil], featurizers=("cdf",), n_estimators=40)
+    assert rep.notes == []
+    models = rep.models.set_index(["model", "label"])
+    assert len(models) == len(TASKS)
+    # the Ni-O distance is planted by strain across the set; FEFF's spectra carry it (Natoli's rule),
+    # so a forest on CDF features recovers it out of fold
+    dist = models.loc[("spectra-rf-regressor", "mean_ni_o_distance")]
+    assert dist.cv_r2 > 0.6 and dist.cv_mae < 0.05
+    assert models.loc[("spectra-rf-classifier", "oxidation_state")].cv_accuracy > 0.4  # 3 classes
+    stored = sqlite_lake.sql("select model_id, metrics_json from model_versions").df()
+    assert set(rep.models.model_id) <= set(stored.model_id)
+    curves = sqlite_lake.sql("select target, metric, perturbations, values from spectrum_model_evaluations "
+                             "where metric = 'mae' and target = 'mean_ni_o_distance'").df()
+    assert len(curves) == 1
+    shifts, values = np.asarray(curves.perturbations[0]), np.asarray(curves["values"][0])
+    assert list(shifts) == [-3, -2, -1, 0, 1, 2, 3]
+    # moving the spectra by 3 eV costs accuracy: the error at 0 eV is the smallest
+    assert values[shifts == 0][0] == values.min() and values[shifts == 3][0] > values[shifts == 0][0]
+    # one prediction per model for the measured foil, inside the training range (see the notebook)
+    pred = rep.predictions.set_index("label")
+    assert set(pred.spectrum) == {"ni_metal_rt.xdi"} and len(pred) == len(TASKS)
+    assert 2.0 <= pred.loc["oxidation_state"].value.min() <= pred.loc["oxidation_state"].value.max() <= 4.0
+    # the prediction's lineage reaches the measured file's raw bytes and, through the model, the FEFF inputs
+    pid = sqlite_lake.sql("select record_id from predictions limit 1").fetchone()[0]
+    g = lineage(sqlite_lake, pid, direction="up", max_fanout=200, depth=20)
+    assert g.reaches("object")
+    png = write_curves_png(rep.curves, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,9 @@
 - ``matlake feff recipe --out DIR`` writes the structures of the shipped Ni K-edge set;
 - ``matlake feff export --out FILE --structures DIR`` writes the computed spectra as a dataset file;
 - ``matlake feff load [FILE]`` loads a dataset file (default: the shipped Ni K-edge set) without FEFF;
-- ``matlake feff list`` lists computed spectra with their labels.
+- ``matlake feff list`` lists computed spectra with their labels;
+- ``matlake feff transfer [--measured FILE ...] [--png PATH]`` runs the transfer experiment
+  (:mod:`matlake.models.feff.transfer`).
 
 Heavy imports (pymatgen, feff10) happen inside the commands.
 """
@@ -69,7 +71,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     recipe = json.loads(open(args.recipe).read()) if args.recipe else None
     counts = export(_lake(args), args.out, args.structures, recipe=recipe, as_of=args.as_of)
-    print(f"{counts['spectra']} spectra, {counts['labels']} labels from {counts['structures']} structures -> {args.out}")
+    print(f"{counts['spectra']} spectra, {counts['labels']} labels from {counts['structures']} structures "
+          f"-> {args.out}")
     return 0
 
 
@@ -98,6 +101,34 @@ def cmd_list(args: argparse.Namespace) -> int:
         where s.source_kind = 'computed' and s.code like 'FEFF%'
         group by all order by s.sample, site""", as_of=args.as_of).df()
     print_frame(frame)
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from matlake.models.feff.transfer import FEATURIZERS, SHIFT_EV, run_transfer, write_curves_png
+    from matlake.platform.cli import _lake, print_frame
+
+    lake = _lake(args)
+    rep = run_transfer(lake, args.measured or (), featurizers=args.featurizers or FEATURIZERS,
+                       shift_ev=SHIFT_EV if args.shift_ev is None else args.shift_ev, n_estimators=args.n_estimators)
+    cols = [c for c in ("featurizer", "model", "label", "cv_accuracy", "cv_macro_f1", "cv_mae", "cv_r2")
+            if c in rep.models.columns]
+    print("cross-validated on the computed spectra (5 folds grouped by structure):")
+    print_frame(rep.models[cols].round(4))
+    if not rep.predictions.empty:
+        print("predictions on the measured spectra:")
+        print_frame(rep.predictions.round(4))
+    curves = pd.DataFrame([{"featurizer": s["featurizer"], "task": s["task"], "metric": s["metric"],
+                            **{f"{x:+g} eV": round(v, 4) for x, v in zip(s["shifts"], s["values"])}}
+                           for s in rep.curves if s["metric"] in ("accuracy", "mae")])
+    print("shift robustness (test spectra moved in energy):")
+    print_frame(curves)
+    for note in rep.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.png:
+        print(f"wrote {write_curves_png(rep.curves, args.png)}")
     return 0
 
 
@@ -139,6 +170,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     s = sub.add_parser("load", parents=[common], help="load a computed-spectra dataset (no FEFF run)")
     s.add_argument("file", nargs="?", help="dataset file (default: the shipped Ni K-edge set)")
     s.set_defaults(func=cmd_load)
+
+    s = sub.add_parser("transfer", parents=[common],
+                       help="train on the computed spectra per featurizer, shift curves, predict the measured ones")
+    s.add_argument("--measured", nargs="*", help="measured spectra files to ingest first (e.g. an XDI of Ni foil)")
+    s.add_argument("--featurizers", nargs="*", help="feature kinds (default: all six)")
+    s.add_argument("--shift-ev", type=float, help="energy shift of the computed spectra, eV (default -5)")
+    s.add_argument("--n-estimators", type=int, default=200, help="trees per random forest (default 200)")
+    s.add_argument("--png", help="write the shift-robustness curves to this PNG")
+    s.set_defaults(func=cmd_transfer)
 
     s = sub.add_parser("list", parents=[common], help="computed spectra with their labels")
     s.add_argument("--as-of", help="snapshot id or tag (default: latest)")

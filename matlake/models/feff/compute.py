@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from matlake.models.base import derived_record_id
@@ -210,7 +210,7 @@ def compute(lake: "Lake", element: str = "Ni", params: FeffParameters | None = N
     from matlake.platform import catalog as cat
 
     for i, (job, run) in enumerate(_results(jobs, workers, dask_address, stage_timeout), 1):
-        started = cat.utcnow()
+        started = cat.utcnow() - timedelta(seconds=run.seconds)  # when this site's FEFF run began
         sid = commit_site(lake, job, run, params, report.snapshot_read, started)
         report.seconds[job.spectrum_id] = run.seconds
         if sid is not None:

@@ -87,8 +87,8 @@ def export(lake: "Lake", out: str | Path, structures_dir: str | Path, recipe: di
         if hashlib.sha256(data).hexdigest() != r["source_sha256"]:
             raise DatasetError(f"{path}: structure file: expected the ingested bytes (sha256 {r['source_sha256']}), "
                                f"found other bytes")
-        structures[r["record_id"]] = {"file": str(path.relative_to(out.parent) if path.is_relative_to(out.parent)
-                                                  else path), "sha256": r["source_sha256"], "version": int(r["version"])}
+        where = path.relative_to(out.parent) if path.is_relative_to(out.parent) else path
+        structures[r["record_id"]] = {"file": str(where), "sha256": r["source_sha256"], "version": int(r["version"])}
     by_spectrum: dict[str, list[dict[str, Any]]] = {}
     for a in acts.to_dict("records"):
         p = json.loads(a["parameters_json"])

@@ -98,7 +98,8 @@ def absorbing_sites(structure: "Structure", element: str, where: str = "") -> li
     try:
         symbol = Element(element).symbol
     except ValueError:
-        raise FeffInputError(f"{where or 'structure'}: element: expected a chemical symbol, found {element!r}") from None
+        raise FeffInputError(f"{where or 'structure'}: element: expected a chemical symbol, "
+                             f"found {element!r}") from None
     if not any(site.specie.symbol == symbol for site in structure if hasattr(site.specie, "symbol")):
         found = " ".join(sorted({str(s.specie) for s in structure}))
         raise FeffInputError(f"{where or 'structure'}: element: expected a structure holding {symbol}, "

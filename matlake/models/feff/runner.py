@@ -136,7 +136,8 @@ def run_feff(input_text: str, work_dir: str | Path | None = None, stage_timeout:
                 result = feff10.FeffPipeline(config).run()
             run.stage_seconds = {sr.stage.executable_name: float(sr.duration_secs) for sr in result.stages}
         except feff10.FeffError as exc:
-            run.error = f"FEFF failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            run.error = f"FEFF failed: {type(exc).__name__}: {first}"
         log = _log(work)
         run.log_tail = _tail(log)
         if log:
