@@ -106,10 +106,11 @@ def test_site_labels_oxidation_state_and_first_shell(build, state, dist):
 
     if build == "rocksalt":
         s = rocksalt()
-    else:
+    elif build == "layered":
         s = _layered(2.878, 14.19, 0.2584)
-        if build == "delithiated":
-            s.remove_species(["Li"])
+    else:  # the recipe's NiO2: the layered cell with its own (smaller) lattice, Li removed
+        s = _layered(2.81, 13.36, 0.2584)
+        s.remove_species(["Li"])
     ni = next(i for i, x in enumerate(s) if x.specie.symbol == "Ni")
     labels, errors = site_labels(s, ni)
     by = {lab.name: lab for lab in labels}

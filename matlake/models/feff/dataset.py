@@ -121,7 +121,7 @@ def read(path: str | Path = DATASET_FILE) -> dict[str, Any]:
     path = Path(path)
     try:
         doc = json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, ValueError) as exc:
+    except (OSError, EOFError, ValueError) as exc:  # unreadable, truncated, not gzip, not JSON
         raise DatasetError(f"{path}: content: expected gzipped JSON of a computed-spectra dataset, found "
                            f"{type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
