@@ -91,13 +91,15 @@ def test_kill_9_mid_run_resumes_without_recomputing_and_a_rerun_computes_nothing
     assert list(rows.version) == [1, 1]
     assert np.allclose(rows.ni_o, [4.177 / 2, 4.30 / 2])
     # Natoli's rule, from FEFF's own multiple scattering: the first resonance above the edge moves
-    # to lower energy when the Ni-O distance grows, (E_peak - E_edge) R^2 roughly constant.
+    # to lower energy when the Ni-O distance grows, (E_peak - E_edge) R^2 roughly constant.  The peak
+    # is where dmu/dE first changes sign after the edge (interpolated: FEFF's grid is in k steps).
     peaks = []
     for axis, mu in zip(rows.axis, rows.intensity):
         axis, mu = np.asarray(axis), np.asarray(mu)
-        edge = axis[np.argmax(np.gradient(mu, axis))]
-        above = axis > edge + 3
-        peaks.append(axis[above][np.argmax(mu[above])] - edge)
+        d = np.gradient(mu, axis)
+        edge = int(np.argmax(d))
+        i = next(j for j in range(edge, len(d) - 1) if d[j] > 0 >= d[j + 1])
+        peaks.append(axis[i] + (axis[i + 1] - axis[i]) * d[i] / (d[i] - d[i + 1]) - axis[edge])
     assert peaks[1] < peaks[0]
     for rec in rows.itertuples():
         g = lineage(lake, rec.record_id, direction="up", max_fanout=100)
