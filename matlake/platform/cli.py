@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
-              "matlake.models.insertion.cli", "matlake.models.spectra.cli", "matlake.demo")
+              "matlake.models.insertion.cli", "matlake.models.spectra.cli",
+              "matlake.models.feff.cli", "matlake.demo")
 
 
 class CliError(Exception):

@@ -12,8 +12,10 @@ rows do not fit their schemas.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,7 @@ from matlake.platform.modeling import _canonical
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
 
-__all__ = ["record_versions", "commit_derived", "find_same_run"]
+__all__ = ["record_versions", "commit_derived", "find_same_run", "ObjectSpec", "ActivitySpec", "commit_activities"]
 
 
 def record_versions(lake: "Lake", used: Sequence[tuple[str, str]], snapshot: int) -> dict[tuple[str, str], int]:
@@ -87,3 +89,71 @@ def commit_derived(lake: "Lake", *, kind: str, name: str, version: str, paramete
         if table_rows:
             cs.add_rows(table, pa.Table.from_pylist(list(table_rows)), act, version=None, source=name)
     return lake.commit(cs), act.activity_id
+
+
+@dataclass
+class ObjectSpec:
+    """Bytes a module wants kept as an object (the platform writes and registers them).
+
+    ``sha256`` is computed here, so the module can name the object in its rows before
+    the commit.
+    """
+
+    data: bytes
+    media_type: str = "application/octet-stream"
+    name: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class ActivitySpec:
+    """One activity of a :func:`commit_activities` change, described as data.
+
+    ``used`` are records ((table, record_id) -> version); ``used_entities`` and
+    ``generated_entities`` are (kind, id) pairs of entities that are not rows
+    (``object``, ``model``); ``rows`` are the rows it generated, per table.  A
+    ``status`` other than ``ok`` records a failed attempt with its ``error``.
+    """
+
+    name: str
+    version: str
+    parameters: Mapping[str, Any]
+    used: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    used_entities: Sequence[tuple[str, str]] = ()
+    generated_entities: Sequence[tuple[str, str]] = ()
+    rows: Mapping[str, Sequence[dict[str, Any]]] = field(default_factory=dict)
+    status: str = "ok"
+    error: str = ""
+    started_at: datetime | None = None
+
+
+def commit_activities(lake: "Lake", *, kind: str, message: str, activities: Sequence[ActivitySpec],
+                      objects: Sequence[ObjectSpec] = ()) -> int | None:
+    """Commit several activities of one ``kind`` and the objects they name, in one commit.
+
+    For modules whose work is more than one derivation step (a computation that
+    first writes its input and then runs a code on it; a replay of recorded
+    activities): each :class:`ActivitySpec` becomes one activity with its links and
+    rows, the ``objects`` are written to the store and registered.  Nothing is
+    visible unless everything commits.  Returns the new snapshot id.
+    """
+    cs = ChangeSet(kind, message)
+    for obj in objects:
+        sha = lake.put_object(obj.data)
+        cs.add_object(sha, len(obj.data), media_type=obj.media_type, original_name=obj.name)
+    for spec in activities:
+        act = cs.activity(kind, spec.name, spec.version, parameters=dict(spec.parameters),
+                          started_at=spec.started_at or cat.utcnow(), status=spec.status, error=spec.error)
+        for (table, rid), ver in spec.used.items():
+            act.used("record", rid, version=ver, table=table)
+        for entity_kind, entity_id in spec.used_entities:
+            act.used(entity_kind, entity_id)
+        for entity_kind, entity_id in spec.generated_entities:
+            act.generated(entity_kind, entity_id)
+        for table, table_rows in spec.rows.items():
+            if table_rows:
+                cs.add_rows(table, pa.Table.from_pylist(list(table_rows)), act, version=None, source=spec.name)
+    return lake.commit(cs)

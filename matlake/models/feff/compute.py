@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from matlake.models.base import derived_record_id
@@ -207,10 +207,8 @@ def compute(lake: "Lake", element: str = "Ni", params: FeffParameters | None = N
     require_feff()
     import sys
 
-    from matlake.platform import catalog as cat
-
     for i, (job, run) in enumerate(_results(jobs, workers, dask_address, stage_timeout), 1):
-        started = cat.utcnow() - timedelta(seconds=run.seconds)  # when this site's FEFF run began
+        started = datetime.now(timezone.utc) - timedelta(seconds=run.seconds)  # when this site's FEFF run began
         sid = commit_site(lake, job, run, params, report.snapshot_read, started)
         report.seconds[job.spectrum_id] = run.seconds
         if sid is not None:
@@ -258,45 +256,37 @@ def label_rows(job: SiteJob) -> list[dict[str, Any]]:
 
 def commit_site(lake: "Lake", job: SiteJob, run: "FeffRun", params: FeffParameters, snapshot_read: int,
                 started: datetime | None = None) -> int | None:
-    """Commit one site: the input, labels and (when FEFF succeeded) the spectrum, or the failure."""
-    import pyarrow as pa
+    """Commit one site: the input, labels and (when FEFF succeeded) the spectrum, or the failure.
 
-    from matlake.platform import catalog as cat
-    from matlake.platform.lake import ChangeSet
+    Two activities in one commit (``platform.derivation.commit_activities``): ``feff-site`` used the
+    structure and generated the FEFF input object and the labels; ``feff`` used the structure and
+    the input and generated the spectrum and FEFF's output objects (status ``failed`` with the log
+    tail when FEFF failed).
+    """
     from matlake.models.feff.runner import feff_version
+    from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities
 
-    cs = ChangeSet(ACTIVITY_KIND, f"feff {job.structure_name} site {job.site_index}")
     base = {"spectrum_id": job.spectrum_id, "structure_id": job.structure_id,
             "structure_version": job.structure_version, "element": job.element, "edge": params.edge,
             "absorbing_site": job.site_index, "multiplicity": job.multiplicity, "feff": params.record(),
             "snapshot_id": snapshot_read}
-    site_act = cs.activity(ACTIVITY_KIND, PRODUCER + "-site", COMPUTE_VERSION, parameters=base,
-                           started_at=started or cat.utcnow())
-    site_act.used("record", job.structure_id, version=job.structure_version, table="structures")
-    data = job.input_text.encode()
-    input_sha = lake.put_object(data)
-    cs.add_object(input_sha, len(data), media_type="text/plain", original_name="feff.inp")
-    site_act.generated("object", input_sha)
-    outputs: dict[str, str] = {}
-    for name, blob in run.outputs.items():
-        sha = lake.put_object(blob)
-        cs.add_object(sha, len(blob), media_type="text/plain", original_name=name)
-        outputs[name] = sha
+    structure = {("structures", job.structure_id): job.structure_version}
+    feff_input = ObjectSpec(job.input_text.encode(), "text/plain", "feff.inp")
+    outputs = {name: ObjectSpec(blob, "text/plain", name) for name, blob in run.outputs.items()}
+    output_shas = {name: obj.sha256 for name, obj in outputs.items()}
+    site = ActivitySpec(PRODUCER + "-site", COMPUTE_VERSION, base, used=structure,
+                        generated_entities=[("object", feff_input.sha256)],
+                        rows={"spectrum_labels": label_rows(job) if run.ok else []}, started_at=started)
     run_params = {**base, "code_version": feff_version(), "seconds": round(run.seconds, 2),
                   "stage_seconds": {k: round(v, 2) for k, v in run.stage_seconds.items()}}
     if not run.ok:
         run_params["log_tail"] = run.log_tail
-    run_act = cs.activity(ACTIVITY_KIND, PRODUCER, COMPUTE_VERSION, parameters=run_params,
-                          started_at=started or cat.utcnow(), status="ok" if run.ok else "failed",
-                          error="" if run.ok else f"{job.structure_name} site {job.site_index}: {run.error}\n"
-                                                  f"{run.log_tail}")
-    run_act.used("record", job.structure_id, version=job.structure_version, table="structures")
-    run_act.used("object", input_sha)
-    for sha in outputs.values():
-        run_act.generated("object", sha)
-    if run.ok:
-        cs.add_rows("spectra", pa.Table.from_pylist([spectrum_row(job, run, params, input_sha, outputs)]),
-                    run_act, source=PRODUCER)
-        if job.labels:
-            cs.add_rows("spectrum_labels", pa.Table.from_pylist(label_rows(job)), site_act, source=PRODUCER)
-    return lake.commit(cs)
+    feff_run = ActivitySpec(
+        PRODUCER, COMPUTE_VERSION, run_params, used=structure, used_entities=[("object", feff_input.sha256)],
+        generated_entities=[("object", sha) for sha in output_shas.values()],
+        rows={"spectra": [spectrum_row(job, run, params, feff_input.sha256, output_shas)] if run.ok else []},
+        status="ok" if run.ok else "failed",
+        error="" if run.ok else f"{job.structure_name} site {job.site_index}: {run.error}\n{run.log_tail}",
+        started_at=started)
+    return commit_activities(lake, kind=ACTIVITY_KIND, message=f"feff {job.structure_name} site {job.site_index}",
+                             activities=[site, feff_run], objects=[feff_input, *outputs.values()])

@@ -140,10 +140,7 @@ class LoadReport:
 
 def load(lake: "Lake", path: str | Path = DATASET_FILE) -> LoadReport:
     """Load the dataset at ``path`` into ``lake`` (see the module docstring); idempotent."""
-    import pyarrow as pa
-
-    from matlake.platform import catalog as cat
-    from matlake.platform.lake import ChangeSet
+    from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities
 
     path = Path(path)
     doc = read(path)
@@ -170,10 +167,9 @@ def load(lake: "Lake", path: str | Path = DATASET_FILE) -> LoadReport:
     todo = [s for s in doc["sites"] if s["spectrum"]["record_id"] not in done]
     if not todo:
         return LoadReport(None, 0, len(doc["sites"]), rep.new)
-    blob = path.read_bytes()
-    dataset_sha = lake.put_object(blob)
-    cs = ChangeSet("import", f"computed spectra dataset {path.name}: {len(todo)} sites")
-    cs.add_object(dataset_sha, len(blob), media_type="application/gzip", original_name=path.name)
+    dataset = ObjectSpec(path.read_bytes(), "application/gzip", path.name)
+    dataset_sha = dataset.sha256
+    objects, activities = [dataset], []
     for site in todo:
         row = dict(site["spectrum"])
         sp_id, st_id = row["record_id"], row["structure_id"]
@@ -181,28 +177,23 @@ def load(lake: "Lake", path: str | Path = DATASET_FILE) -> LoadReport:
         meta = json.loads(row["metadata_json"])
         meta["structure_version"] = st_ver
         row["metadata_json"] = json.dumps(meta, sort_keys=True)
-        text = site["feff_input"].encode()
-        input_sha = lake.put_object(text)
-        if input_sha != meta["input_sha256"]:
+        feff_input = ObjectSpec(site["feff_input"].encode(), "text/plain", "feff.inp")
+        if feff_input.sha256 != meta["input_sha256"]:
             raise DatasetError(f"{path}: sites[{sp_id}].feff_input: expected sha256 {meta['input_sha256']}, "
-                               f"found {input_sha}")
-        cs.add_object(input_sha, len(text), media_type="text/plain", original_name="feff.inp")
+                               f"found {feff_input.sha256}")
+        objects.append(feff_input)
         originals = {a["name"]: a for a in site["activities"]}
-        acts = {}
         for name in (PRODUCER + "-site", PRODUCER):
             orig = originals.get(name, {})
             params = {**orig.get("parameters", {}), "imported_from": {"file": path.name, "sha256": dataset_sha,
                                                                       "activity_id": orig.get("activity_id"),
                                                                       "computed_at": orig.get("started_at")}}
-            act = cs.activity(ACTIVITY_KIND, name, orig.get("agent_version", LOADER_VERSION), parameters=params,
-                              started_at=cat.utcnow())
-            act.used("record", st_id, version=st_ver, table="structures")
-            act.used("object", dataset_sha)
-            acts[name] = act
-        acts[PRODUCER + "-site"].generated("object", input_sha)
-        acts[PRODUCER].used("object", input_sha)
-        cs.add_rows("spectra", pa.Table.from_pylist([row]), acts[PRODUCER], source="feff-dataset")
-        if site["labels"]:
-            cs.add_rows("spectrum_labels", pa.Table.from_pylist(site["labels"]), acts[PRODUCER + "-site"],
-                        source="feff-dataset")
-    return LoadReport(lake.commit(cs), len(todo), len(doc["sites"]) - len(todo), rep.new)
+            is_site = name == PRODUCER + "-site"
+            activities.append(ActivitySpec(
+                name, orig.get("agent_version", LOADER_VERSION), params, used={("structures", st_id): st_ver},
+                used_entities=[("object", dataset_sha)] + ([] if is_site else [("object", feff_input.sha256)]),
+                generated_entities=[("object", feff_input.sha256)] if is_site else [],
+                rows={"spectrum_labels": site["labels"]} if is_site else {"spectra": [row]}))
+    snapshot = commit_activities(lake, kind=ACTIVITY_KIND, activities=activities, objects=objects,
+                                 message=f"computed spectra dataset {path.name}: {len(todo)} sites")
+    return LoadReport(snapshot, len(todo), len(doc["sites"]) - len(todo), rep.new)
