@@ -178,6 +178,11 @@ class Parser:
     ``detect(head, filename)`` looks at the first 8 KiB of the decompressed
     content (and the name) and says whether this parser reads it.
     ``parse(data, ctx)`` turns the whole decompressed content into rows.
+
+    ``buffer_ok`` declares that ``parse`` only slices ``data``, takes its
+    ``len`` and writes it out (or reads ``ctx.content_path`` instead): for a
+    large uncompressed source the platform may then pass a read-only memory
+    map of the stored bytes rather than a copy in memory.
     """
 
     name: str
@@ -186,3 +191,4 @@ class Parser:
     detect: Callable[[bytes, str], bool]
     parse: Callable[[bytes, ParseContext], ParseResult]
     description: str = ""
+    buffer_ok: bool = False
