@@ -42,7 +42,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
-from matlake.ingest.base import describe_start, printable
+from matlake.ingest.base import describe_start, printable, write_array
 from matlake.platform import catalog as cat
 from matlake.platform.objects import ObjectStore, Spool
 
@@ -461,13 +461,18 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
                 content_path = None  # path readers would decompress by name
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
+    def sink(array: Any) -> tuple[str, int]:
+        # Arrays go to the store as they are encoded, never held as a second, encoded copy.
+        return store.put_written(lambda fh: write_array(fh, array), sync_dir=False)
+
     ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                       content_path=content_path)
+                       content_path=content_path, array_sink=sink)
     try:
         result = parser.parse(content, ctx)
         if raw is not None and ctx.content_path and _stamp(item.path) != stamp:
             # The file changed under us: parse the bytes we hashed, not the file.
-            ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options)
+            ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
+                               array_sink=sink)
             result = parser.parse(content, ctx)
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
@@ -492,6 +497,7 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
             rids.extend(table.column("record_id").to_pylist())
     except Exception as exc:  # noqa: BLE001 - rows the schema refuses are the parser's bug
         return bug(f"parser {parser.name} {parser.version} produced rows its table refuses", exc)
+    out.objects.extend(ctx.sunk.items())
     for osha in list(ctx.objects):
         data = ctx.objects.pop(osha)  # one encoded array at a time, each dropped once written
         store.put(data, osha, sync_dir=False)

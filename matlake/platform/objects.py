@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -187,6 +187,22 @@ class ObjectStore:
     def spool(self) -> Spool:
         """A :class:`Spool`: stream bytes in and hash them in one pass, without holding them."""
         return Spool(self)
+
+    def put_written(self, write: "Callable[[BinaryIO], None]", *, sync_dir: bool = True) -> tuple[str, int]:
+        """Store what ``write(fh)`` writes to a seekable file, without a copy in memory.
+
+        The file is hashed once written (read back in chunks), fsynced and renamed
+        into place unless the object exists.  Returns (sha256, size in bytes).
+        """
+        with self.spool() as sp:
+            assert sp._fh is not None
+            write(sp._fh)
+            sp._fh.close()
+            sp._fh = None
+            sha = sp.sha = sha256_file(sp.tmp)
+            size = sp.tmp.stat().st_size
+            sp.keep(sync_dir=sync_dir)
+        return sha, size
 
     def sync_dirs(self, shas: Iterable[str]) -> int:
         """fsync the folder of each object in ``shas`` once; returns how many folders were synced.
