@@ -188,44 +188,60 @@ def test_one_fsync_per_object_and_one_per_object_folder_per_batch(sqlite_lake, t
     from matlake.platform import objects
 
     files = write_eis_files(tmp_path / "src", 0, 12)
-    synced: list[Path] = []
-    real_fsync_path = objects.fsync_path
+    root = sqlite_lake.objects.root
+    events: list[tuple[str, object]] = []  # ("file", None) | ("dir", path) | ("commit", batch folders) | ("end", None)
+    real_fsync_path, real_fsync = objects.fsync_path, os.fsync
+    in_dir_sync = {"n": 0}
 
-    def record(path):
-        synced.append(Path(path))
-        real_fsync_path(path)
+    def dir_sync(path):
+        events.append(("dir", Path(path)))
+        in_dir_sync["n"] += 1
+        try:
+            real_fsync_path(path)
+        finally:
+            in_dir_sync["n"] -= 1
 
-    file_fsyncs = {"n": 0}
-    real_fsync = os.fsync
-
-    def count_fsync(fd):
-        file_fsyncs["n"] += 1
+    def file_sync(fd):
+        if not in_dir_sync["n"]:
+            events.append(("file", None))
         real_fsync(fd)
 
-    monkeypatch.setattr(objects, "fsync_path", record)
-    monkeypatch.setattr(ingestion.os, "fsync", count_fsync)
-    calls = {"n": 0}
+    monkeypatch.setattr(objects, "fsync_path", dir_sync)
+    monkeypatch.setattr(os, "fsync", file_sync)
     real_commit = ingestion._commit_batch
 
-    def commit(*a, **k):
-        # Every object folder of the batch is durable before the catalog refers to the objects.
-        batch = a[1]
-        root = sqlite_lake.objects.root
-        folders = {sqlite_lake.objects.path(s).parent for o in batch for s in [o.sha256] + [x for x, _ in o.objects]}
-        calls["n"] += 1
-        got = real_commit(*a, **k)
-        in_store = [p for p in synced if p.parent == root]
-        assert folders <= set(in_store)
-        return got
+    def commit(lake, batch, *a, **k):
+        folders = {lake.objects.path(s).parent for o in batch for s in [o.sha256] + [x for x, _ in o.objects]}
+        events.append(("commit", folders))
+        try:
+            return real_commit(lake, batch, *a, **k)
+        finally:
+            events.append(("end", None))
 
     monkeypatch.setattr(ingestion, "_commit_batch", commit)
     r = sqlite_lake.ingest(files, batch_size=5, progress=False)
-    assert (r.new, calls["n"]) == (12, 3)
-    store_dirs = [p for p in synced if p.parent == sqlite_lake.objects.root]
-    # one fsync per folder per batch (not one per object); a folder may recur only in another batch
-    assert len(store_dirs) <= sum(min(n, 256) for n in (5, 5, 2))
-    n_objects = len({o.sha256 for o in r.outcomes})
-    assert len(store_dirs) < 2 * n_objects
+    assert r.new == 12
+    objects_written = sum(1 for _ in sqlite_lake.objects.iter_files())
+    outside_files = inside = 0
+    window: list[Path] | None = None
+    for kind, what in events:
+        if kind == "commit":
+            window, expected = [], what
+        elif kind == "end":
+            store_dirs = [p for p in window if p.parent == root]
+            assert len(store_dirs) == len(set(store_dirs))  # each folder once per batch
+            assert set(store_dirs) == expected  # and every folder the batch wrote into
+            inside += 1
+            window = None
+        elif kind == "dir":
+            if window is None:
+                assert what.parent != root, f"object folder {what} fsynced outside a batch commit"
+            else:
+                window.append(what)
+        elif window is None:
+            outside_files += 1
+    assert inside == 3
+    assert outside_files == objects_written  # one fsync per object, written by process_source
 
 
 def test_a_cif_text_is_parsed_once(sqlite_lake, tmp_path, monkeypatch):
@@ -256,12 +272,15 @@ def test_a_cif_text_is_parsed_once(sqlite_lake, tmp_path, monkeypatch):
 
 def test_a_bad_cif_block_is_reported_and_the_good_ones_kept(sqlite_lake, tmp_path):
     good = sample("dft", "MAPbI3_mp-977013_symmetrized.cif").read_text()
-    bad = "data_broken\n_cell_length_a 3.0\nloop_\n_atom_site_label\n_atom_site_fract_x\nX1\n"
+    cell = "".join(f"_cell_length_{x} 3.0\n" for x in "abc") + "".join(f"_cell_angle_{x} 90\n" for x in
+                                                                       ("alpha", "beta", "gamma"))
+    bad = "data_broken\n" + cell  # a cell without atom sites: pymatgen reads the block, builds no structure
     path = tmp_path / "two.cif"
     path.write_text(good + "\n" + bad)
     r = sqlite_lake.ingest([path], progress=False)
     assert (r.new, r.failed, r.errors) == (1, 0, 0), r.summary()
-    assert any("cif_block=1" in w for w in r.outcomes[0].warnings)
+    assert any(w.startswith("cif_block=1 (data_broken): ValueError") and "_atom_site_label" in w
+               for w in r.outcomes[0].warnings)
     assert sqlite_lake.sql("select count(*) from structures").fetchone()[0] == 1
 
 
