@@ -52,6 +52,11 @@ def test_unchanged_files_are_decided_from_the_cache_without_parsing_or_a_pool(la
 
     _no_parsing(monkeypatch)
 
+    def no_reading(*a, **k):
+        raise AssertionError("a cached file was opened: its detection is cached too")
+
+    monkeypatch.setattr(ingestion, "_file_content_head", no_reading)
+
     def no_pool(*a, **k):
         raise AssertionError("a worker pool was started for a no-op")
 
@@ -60,6 +65,27 @@ def test_unchanged_files_are_decided_from_the_cache_without_parsing_or_a_pool(la
     assert (again.new, again.unchanged, again.failed) == (0, 6, 0)
     assert {o.prior for o in again.outcomes} == {"ok"}
     assert [o.sha256 for o in again.outcomes] == [o.sha256 for o in first.outcomes]
+
+
+def test_a_cached_path_tried_with_another_kind_is_detected_again_from_its_head(sqlite_lake, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    files = write_eis_files(tmp_path / "src", 0, 2)
+    sqlite_lake.ingest(files, progress=False)
+    heads: list[str] = []
+    real_head = ingestion._file_content_head
+
+    def head(fh, n):
+        heads.append(fh.name)
+        return real_head(fh, n)
+
+    monkeypatch.setattr(ingestion, "_file_content_head", head)
+    called = _no_parsing(monkeypatch)
+    r = sqlite_lake.ingest(files, kind="eis", progress=False)  # the same parser: a success is unchanged
+    assert (r.unchanged, called) == (2, [])
+    assert sorted(heads) == sorted(str(p.resolve()) for p in files)
+    heads.clear()
+    again = sqlite_lake.ingest(files, kind="eis", progress=False)  # the detection with kind=eis is cached now
+    assert (again.unchanged, heads) == (2, [])
 
 
 def test_a_changed_file_with_the_same_size_and_mtime_is_hashed_again(lake, tmp_path, monkeypatch):
@@ -126,13 +152,8 @@ def test_a_cached_path_whose_parser_changed_is_parsed_again(sqlite_lake, tmp_pat
 
     import matlake.ingest as registry
 
-    real_detect = registry.detect
-
-    def newer(head, name, kind="auto"):
-        p = real_detect(head, name, kind)
-        return None if p is None else dataclasses.replace(p, version=p.version + ".1")
-
-    monkeypatch.setattr(ingestion, "detect", newer)
+    bumped = tuple(dataclasses.replace(p, version=p.version + ".1") for p in registry.all_parsers())
+    monkeypatch.setattr(registry, "all_parsers", lambda: bumped)  # a new release of every parser
     r = sqlite_lake.ingest(files, progress=False)
     assert (r.new, r.unchanged) == (2, 0)
     assert {o.parser_version.endswith(".1") for o in r.outcomes} == {True}

@@ -390,7 +390,8 @@ class PathStamp(Base):
 
     Ingest (and ``jobs run --dry-run``) reuse ``sha256`` for a path whose
     (device, inode, size, mtime_ns, ctime_ns) are all unchanged instead of
-    reading and hashing the file again; anything else re-hashes it.  The
+    reading and hashing the file again (and its cached parser detection while
+    the kind and the parser registry are the same); anything else re-hashes it.  The
     content hash stays the identity: this is only a cache, and a missing or
     stale entry costs a re-hash, never a wrong record (see
     ``matlake.platform.ingestion.FileStamp`` for the rule).  Device and inode
@@ -405,4 +406,10 @@ class PathStamp(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     ctime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # The parser detected for these bytes with ``kind`` under ``parser_registry``
+    # (a digest of the registered names and versions): reused while both are the same.
+    kind: Mapped[str] = mapped_column(String(64), default="")
+    parser: Mapped[str] = mapped_column(String(64), default="")
+    parser_version: Mapped[str] = mapped_column(String(32), default="")
+    parser_registry: Mapped[str] = mapped_column(String(32), default="")
     hashed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

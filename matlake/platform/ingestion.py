@@ -18,6 +18,7 @@ failure is tried again when the kind or options differ (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -592,44 +593,82 @@ def worker_pool(workers: int, known: LedgerIndex | None = None) -> ProcessPoolEx
                        initargs=(known,))
 
 
-PathCache = Mapping[str, tuple[FileStamp, str]]  # source path -> (stamp when hashed, sha256)
+@dataclass(frozen=True)
+class CachedPath:
+    """A path cache entry: the stamp and sha256 of the bytes hashed there, and the parser
+    detected for them with ``kind`` under the parser registry ``registry`` (see
+    :func:`registry_fingerprint`)."""
+
+    stamp: FileStamp
+    sha256: str
+    kind: str = ""
+    parser: str = ""
+    parser_version: str = ""
+    registry: str = ""
 
 
-def triage(item: SourceItem, known: LedgerIndex, cached: tuple[FileStamp, str] | None) -> SourceOutcome | None:
+PathCache = Mapping[str, CachedPath]
+
+
+@functools.lru_cache(maxsize=1)
+def _fingerprint(parsers: tuple[tuple[str, str, str], ...]) -> str:
+    return hashlib.sha256(repr(parsers).encode()).hexdigest()[:16]
+
+
+def registry_fingerprint() -> str:
+    """Digest of the parser registry in detection order (names, versions, kinds).
+
+    Detection is a pure function of the first 8 KiB, the file name, the kind and
+    this registry, so a cached detection stays valid while all four do.
+    """
+    from matlake import ingest as registry
+
+    return _fingerprint(tuple((p.name, p.version, p.kind) for p in registry.all_parsers()))
+
+
+def triage(item: SourceItem, known: LedgerIndex, cached: CachedPath | None,
+           registry: str | None = None) -> SourceOutcome | None:
     """The ``unchanged`` outcome of a source, decided without reading it whole; None when it needs work.
 
     Runs in the parent before any worker starts.  It needs the path's cached
-    sha256 (``cached``, reused only under the :class:`FileStamp` rule) and reads
-    just the first 8 KiB to detect the parser, which the ledger key names.
-    Anything else (no cache entry, a changed stamp, a retry, a stored object, a
-    file over the size limit, unreadable) is left to :func:`process_source`.
+    sha256 (``cached``, reused only under the :class:`FileStamp` rule).  The
+    parser, which the ledger key names, is the cached detection when the kind and
+    the registry (``registry``, see :func:`registry_fingerprint`) are the same,
+    else it is detected again from the first 8 KiB.  Anything else (no cache
+    entry, a changed stamp, a retry, a stored object, a file over the size limit,
+    unreadable) is left to :func:`process_source`.  The outcome carries the
+    stamp, so that a fresh detection is cached.
     """
     if cached is None or item.again or item.object_sha:
         return None
-    stamp, sha = cached
+    stamp, sha = cached.stamp, cached.sha256
     started = cat.utcnow()
+    parser_version: tuple[str, str] | None = None
+    if registry is not None and cached.kind == item.kind and cached.registry == registry and cached.parser:
+        parser_version = (cached.parser, cached.parser_version)
     try:
         st = os.stat(item.path)
         if not stat.S_ISREG(st.st_mode) or FileStamp.of(st) != stamp or st.st_size > max_source_bytes():
             return None
-        with open(item.path, "rb") as fh:
-            try:
-                head: bytes | None = _file_content_head(fh, HEAD_BYTES)
-            except ParseError:
-                head = None  # a corrupt gzip: process_source records it under the unknown parser
-            if FileStamp.of(os.fstat(fh.fileno())) != stamp:
-                return None  # another file now, or changed while we looked
+        if parser_version is None:
+            with open(item.path, "rb") as fh:
+                try:
+                    head: bytes | None = _file_content_head(fh, HEAD_BYTES)
+                except ParseError:
+                    head = None  # a corrupt gzip: process_source records it under the unknown parser
+                if FileStamp.of(os.fstat(fh.fileno())) != stamp:
+                    return None  # another file now, or changed while we looked
+            parser = None
+            if head is not None and (head.strip() or len(head) >= HEAD_BYTES):
+                try:
+                    parser = detect(head, Path(item.path).name, item.kind)
+                except Exception:  # noqa: BLE001 - a detector bug is recorded by process_source, as unknown
+                    parser = None
+            parser_version = (parser.name, parser.version) if parser else (UNKNOWN_PARSER, "0")
     except OSError:
         return None
-    parser = None
-    if head is not None and (head.strip() or len(head) >= HEAD_BYTES):
-        try:
-            parser = detect(head, Path(item.path).name, item.kind)
-        except Exception:  # noqa: BLE001 - a detector bug is recorded by process_source, as unknown
-            parser = None
-    out = SourceOutcome(item.path, sha, stamp.size, parser.name if parser else UNKNOWN_PARSER,
-                        parser.version if parser else "0", "failed", started_at=started,
-                        attempt_key=attempt_key(item.kind, item.options))
+    out = SourceOutcome(item.path, sha, stamp.size, parser_version[0], parser_version[1], "failed",
+                        started_at=started, attempt_key=attempt_key(item.kind, item.options), stamp=stamp)
     done = _committed(out, known)
     if done is None:
         return None
@@ -639,7 +678,8 @@ def triage(item: SourceItem, known: LedgerIndex, cached: tuple[FileStamp, str] |
 
 def _triage_all(items: list[SourceItem], known: LedgerIndex,
                 cache: PathCache) -> tuple[list[SourceOutcome | None], list[SourceItem]]:
-    pre = [triage(it, known, cache.get(it.path)) for it in items]
+    registry = registry_fingerprint() if cache else None
+    pre = [triage(it, known, cache.get(it.path), registry) for it in items]
     return pre, [it for it, o in zip(items, pre) if o is None]
 
 
@@ -699,22 +739,23 @@ def _ledger_index(lake: "Lake") -> dict[tuple[str, str, str, str], str]:
 PATH_QUERY_CHUNK = 500  # paths per IN (...) lookup
 
 
-def path_cache(lake: "Lake", paths: Sequence[str]) -> dict[str, tuple[FileStamp, str]]:
-    """The cached (stamp, sha256) of each of ``paths`` that has one (see :class:`FileStamp`)."""
+def path_cache(lake: "Lake", paths: Sequence[str]) -> dict[str, CachedPath]:
+    """The cache entry of each of ``paths`` that has one (see :class:`FileStamp`, :class:`CachedPath`)."""
     ps = cat.PathStamp
-    out: dict[str, tuple[FileStamp, str]] = {}
+    out: dict[str, CachedPath] = {}
     unique = sorted(set(paths))
+    cols = (ps.path, ps.device, ps.inode, ps.size, ps.mtime_ns, ps.ctime_ns, ps.sha256, ps.kind, ps.parser,
+            ps.parser_version, ps.parser_registry)
     with lake.engine.connect() as conn:
         for i in range(0, len(unique), PATH_QUERY_CHUNK):
-            rows = conn.execute(select(ps.path, ps.device, ps.inode, ps.size, ps.mtime_ns, ps.ctime_ns, ps.sha256)
-                                .where(ps.path.in_(unique[i:i + PATH_QUERY_CHUNK])))
-            for path, dev, ino, size, mtime, ctime, sha in rows:
-                out[path] = (FileStamp(dev, ino, size, mtime, ctime), sha)
+            rows = conn.execute(select(*cols).where(ps.path.in_(unique[i:i + PATH_QUERY_CHUNK])))
+            for path, dev, ino, size, mtime, ctime, sha, kind, parser, version, registry in rows:
+                out[path] = CachedPath(FileStamp(dev, ino, size, mtime, ctime), sha, kind, parser, version, registry)
     return out
 
 
-def remember_paths(lake: "Lake", entries: Mapping[str, tuple[FileStamp, str]]) -> None:
-    """Record (or replace) the stamp and sha256 of each path, in one catalog transaction.
+def remember_paths(lake: "Lake", entries: Mapping[str, CachedPath]) -> None:
+    """Record (or replace) the cache entry of each path, in one catalog transaction.
 
     A cache only: written after the batch commits, so a crash loses nothing but
     a re-hash next time.
@@ -723,8 +764,10 @@ def remember_paths(lake: "Lake", entries: Mapping[str, tuple[FileStamp, str]]) -
         return
     ps = cat.PathStamp.__table__
     now = cat.utcnow()
-    rows = [{"path": p, "device": s.device, "inode": s.inode, "size": s.size, "mtime_ns": s.mtime_ns,
-             "ctime_ns": s.ctime_ns, "sha256": sha, "hashed_at": now} for p, (s, sha) in sorted(entries.items())]
+    rows = [{"path": p, "device": c.stamp.device, "inode": c.stamp.inode, "size": c.stamp.size,
+             "mtime_ns": c.stamp.mtime_ns, "ctime_ns": c.stamp.ctime_ns, "sha256": c.sha256, "kind": c.kind,
+             "parser": c.parser, "parser_version": c.parser_version, "parser_registry": c.registry, "hashed_at": now}
+            for p, c in sorted(entries.items())]
     dialect = lake.engine.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
@@ -732,7 +775,7 @@ def remember_paths(lake: "Lake", entries: Mapping[str, tuple[FileStamp, str]]) -
         from sqlalchemy.dialects.sqlite import insert as upsert
     stmt = upsert(ps)
     stmt = stmt.on_conflict_do_update(index_elements=["path"], set_={
-        c: stmt.excluded[c] for c in ("device", "inode", "size", "mtime_ns", "ctime_ns", "sha256", "hashed_at")})
+        c: stmt.excluded[c] for c in rows[0] if c != "path"})
 
     def txn() -> None:
         with lake.engine.connect().execution_options(write=True) as conn, conn.begin():
@@ -818,7 +861,8 @@ def ingest(
     report = IngestReport()
     known = _ledger_index(lake)
     cache = path_cache(lake, [it.path for it in items if not it.object_sha])
-    fresh: dict[str, tuple[FileStamp, str]] = {}  # hashed now, not yet (or differently) in the cache
+    fresh: dict[str, CachedPath] = {}  # hashed or detected now, not yet (or differently) in the cache
+    registry = registry_fingerprint()
     show = sys.stderr.isatty() if progress is None else progress
     stream: Iterable[SourceOutcome]
     if dask:
@@ -891,8 +935,10 @@ def ingest(
     for o in stream:
         if stop is not None and stop():
             break
-        if o.stamp is not None and o.sha256 and cache.get(o.path) != (o.stamp, o.sha256):
-            fresh[o.path] = (o.stamp, o.sha256)
+        if o.stamp is not None and o.sha256:
+            entry = CachedPath(o.stamp, o.sha256, how[o.path][0], o.parser, o.parser_version, registry)
+            if cache.get(o.path) != entry:
+                fresh[o.path] = entry
         if not o.sha256 and o.prior:  # not read, as when last recorded: report it, record nothing new
             _count(o, "failed")
             continue

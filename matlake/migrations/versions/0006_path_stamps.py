@@ -3,8 +3,10 @@
 Why: every ingest and scheduled job read and hashed every matched file to
 learn that it was unchanged; at 10^4 files a no-op run was dominated by that.
 Ingest now records, per path, (device, inode, size, mtime_ns, ctime_ns) and
-the sha256 it hashed; a later run whose stat of the path gives the same five
-values reuses the sha256 and checks the ledger without reading the file.
+the sha256 it hashed, and the parser detected for it (with the kind and a
+digest of the parser registry); a later run whose stat of the path gives the
+same five values reuses the sha256 (and the detection, while kind and registry
+are the same) and checks the ledger without reading the file.
 The content hash stays the identity; the table is a cache and starts empty
 (existing lakes simply hash each file once more, then fill it).
 
@@ -37,6 +39,10 @@ def upgrade() -> None:
         sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
         sa.Column("ctime_ns", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("parser", sa.String(64), nullable=False),
+        sa.Column("parser_version", sa.String(32), nullable=False),
+        sa.Column("parser_registry", sa.String(32), nullable=False),
         sa.Column("hashed_at", sa.DateTime(timezone=True), nullable=False),
     )
 
