@@ -87,6 +87,7 @@ def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         fsync_path(path.parent)
 
 
+SYNC_THREADS = 32  # folder fsyncs issued at once by sync_dirs
 SPOOL_DIR = "spool"  # temporaries of streamed objects; not an object shard (``sha_of_path`` is None: gc removes them)
 
 
@@ -210,10 +211,17 @@ class ObjectStore:
         Makes the renames of objects written with ``sync_dir=False`` durable.  An
         object that is missing here has nothing to make durable and is skipped.
         """
-        folders = {self.path(sha).parent for sha in shas if sha}
-        for folder in sorted(folders):
-            if folder.exists():
+        folders = sorted(f for f in {self.path(sha).parent for sha in shas if sha} if f.exists())
+        if len(folders) <= 1:
+            for folder in folders:
                 fsync_path(folder)
+            return len(folders)
+        # Issued together (fsync releases the GIL): a journaling filesystem commits them as one
+        # transaction instead of one journal commit per folder, one after the other.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(folders))) as pool:
+            list(pool.map(fsync_path, folders))
         return len(folders)
 
     def get(self, sha: str, *, verify: bool = True) -> bytes:
