@@ -10,7 +10,11 @@ cluster (``dask``), and committed in batches: one Parquet file per table per
 batch, one catalog transaction per batch.
 
 Re-ingesting bytes already seen by the same parser version is a no-op; a
-newer parser version re-parses and adds version n+1 of the same records.  A
+newer parser version re-parses and adds version n+1 of the same records.
+The parent decides most no-ops before any worker starts (:func:`triage`): a
+path whose stat stamp matches the path cache (``path_stamps``, see
+:class:`FileStamp`) reuses its cached sha256 and parser without being read,
+and the pool is sized to the files left.  A
 failure is tried again when the kind or options differ (see
 :func:`attempt_key`); ``matlake retry`` tries errors again as they are.
 """
