@@ -16,8 +16,9 @@ fresh lake per run.
 Each run is a fresh Python process importing the code of one checkout (``--code
 NAME=PATH`` puts PATH first on ``PYTHONPATH``); only the ``lake.ingest`` call is
 timed (it includes starting the worker pool).  The variants take turns round by
-round; the table gives the median and best of ``--repeat`` runs, and the load
-average before each round (the machine may be shared).
+round; the table gives the median and best of ``--repeat`` runs, the CPU seconds
+they used (process and pool workers), and the load average before each round
+(the machine may be shared).
 
 Run: ``.venv/bin/python bench/bench_reingest.py [--files 2000] [--repeat 3]
 [--new-cifs 0] [--code before=/path/to/main --code after=.]``
@@ -44,7 +45,7 @@ from common import emit_json, format_machine, machine_info, table  # noqa: E402
 
 # One timed run, in a fresh process: argv = lake, file list, workers, cache (warm | cold | new).
 RUN = """
-import json, sys, time
+import json, resource, sys, time
 import matlake
 lake = matlake.open(sys.argv[1])
 files = open(sys.argv[2]).read().split("\\n")
@@ -53,12 +54,16 @@ if sys.argv[4] == "cold":
     with lake.engine.begin() as conn:
         if sa.inspect(conn).has_table("path_stamps"):
             conn.execute(sa.text("delete from path_stamps"))
-t = time.perf_counter()
+def cpu():
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+c, t = cpu(), time.perf_counter()
 r = lake.ingest(files, workers=int(sys.argv[3]), progress=False)
 dt = time.perf_counter() - t
+c = cpu() - c  # the parent and its (reaped) pool workers
 want = (len(files), 0) if sys.argv[4] == "new" else (0, len(files))
 assert (r.new, r.unchanged, r.failed, r.errors) == (*want, 0, 0), r.summary()
-print(json.dumps({"s": dt, "code": matlake.__file__}))
+print(json.dumps({"s": dt, "cpu_s": c, "code": matlake.__file__}))
 """
 
 INIT = """
@@ -103,8 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--files", type=int, default=2000, help="files in the lake and re-ingested (default 2000)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of timed runs (default 3)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
-    ap.add_argument("--cache", nargs="+", default=["warm", "cold"], choices=["warm", "cold"],
-                    help="path-cache states of the no-op runs (default warm cold)")
+    ap.add_argument("--cache", nargs="*", default=["warm", "cold"], choices=["warm", "cold"],
+                    help="path-cache states of the no-op runs (default warm cold; none: no no-op runs)")
     ap.add_argument("--new-cifs", type=int, default=0, help="also time a new ingest of this many CIFs (default 0)")
     ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                     help="a checkout to time (repeatable; default: this one)")
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.new_cifs:
         variants += [("new", w) for w in args.workers]
     runs: dict[tuple[str, str, int], list[float]] = {(n, c, w): [] for n, _ in codes for c, w in variants}
+    cpus: dict[tuple[str, str, int], list[float]] = {k: [] for k in runs}
     loads: list[float] = []
     for _ in range(args.repeat):
         loads.append(round(os.getloadavg()[0], 2))
@@ -146,26 +152,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not Path(got["code"]).resolve().is_relative_to(root):
                     raise RuntimeError(f"{name}: imported {got['code']}, not the code under {root}")
                 runs[(name, cache, w)].append(got["s"])
+                cpus[(name, cache, w)].append(got.get("cpu_s", float("nan")))
 
     med = {k: statistics.median(v) for k, v in runs.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
     rows = []
     for (name, cache, w), v in runs.items():
         base = med[(name, cache, args.workers[0])]
         n = args.new_cifs if cache == "new" else args.files
         what = "new CIFs" if cache == "new" else f"no-op, {cache} cache"
+        cpu_base = med_cpu[(name, cache, args.workers[0])]
+        cpu = med_cpu[(name, cache, w)]
         rows.append([name, what, w, n, round(min(v), 3), round(med[(name, cache, w)], 3),
-                     round(base / med[(name, cache, w)], 2)])
+                     round(base / med[(name, cache, w)], 2), round(cpu, 2),
+                     round(min(w, os.cpu_count() or 1) * cpu_base / cpu, 2)])
     result = {"machine": machine_info(), "files": args.files, "new_cifs": args.new_cifs, "repeat": args.repeat,
               "loadavg_per_round": loads, "codes": {n: str(p) for n, p in codes},
               "runs": {f"{n}/{c}/{w}": v for (n, c, w), v in runs.items()},
-              "median_s": {f"{n}/{c}/{w}": m for (n, c, w), m in med.items()}}
+              "median_s": {f"{n}/{c}/{w}": m for (n, c, w), m in med.items()},
+              "cpu_s": {f"{n}/{c}/{w}": v for (n, c, w), v in cpus.items()}}
     if args.json:
         emit_json(result)
     else:
         print(format_machine(result["machine"]))
         print(f"load average (1 min) before each round: {loads}")
         print(table(["code", "run", "workers", "files", "best (s)", "median (s)",
-                     f"speed-up vs {args.workers[0]} worker"], rows))
+                     f"speed-up vs {args.workers[0]} worker", "median CPU (s)", "bound if cores were free"], rows))
+        print("CPU: user+system seconds of the ingesting process and its pool workers; the bound is "
+              "min(workers, cores) x CPU(1 worker) / CPU(n workers), the speed-up an otherwise idle machine "
+              "would allow, not a measurement.")
     shutil.rmtree(work, ignore_errors=True)
     return result
 
