@@ -460,9 +460,14 @@ def write_large_chgcar(path: Path, megabytes: float, data: Path = DATA) -> tuple
 
 # One measured run, in a fresh process: argv = mode (bare | ingest), CHGCAR path, lake path, warm-up CHGCAR.
 MEMORY_RUN = """
-import json, resource, sys, time, tracemalloc
+import json, sys, time, tracemalloc
 from pymatgen.io.vasp import Chgcar
 import matlake
+
+def peak_rss_mb():
+    # VmHWM: this process image's peak (ru_maxrss would carry the parent's across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
 mode, path, lake_path, warm = sys.argv[1:5]
 # warm-up on the small Si CHGCAR: imports and first-call caches are not part of the measurement
 if mode == "bare":
@@ -470,7 +475,7 @@ if mode == "bare":
 else:
     lake = matlake.init(lake_path)
     assert lake.ingest([warm], progress=False).new == 1
-base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base_rss = peak_rss_mb()
 tracemalloc.start()
 t = time.perf_counter()
 if mode == "bare":
@@ -481,8 +486,7 @@ else:
 dt = time.perf_counter() - t
 _, peak = tracemalloc.get_traced_memory()
 tracemalloc.stop()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"s": dt, "traced_peak_mb": peak / 1e6, "rss_mb": rss / 1024, "rss_base_mb": base_rss / 1024}))
+print(json.dumps({"s": dt, "traced_peak_mb": peak / 1e6, "rss_mb": peak_rss_mb(), "rss_base_mb": base_rss}))
 """
 
 
