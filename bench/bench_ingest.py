@@ -3,7 +3,8 @@
 (a) bare pymatgen: the call a user would make on each file path
     (``Vasprun(path, parse_dos=False, parse_projected_eigen=False,
     parse_potcar_file=False)``, ``Chgcar.from_file``, ``Locpot.from_file``,
-    ``Structure.from_file``), pymatgen reading the ``.gz`` itself;
+    ``Structure.from_file`` plus the ``SpacegroupAnalyzer`` symmetry matlake
+    stores for a CIF), pymatgen reading the ``.gz`` itself;
 (b) ``lake.ingest(files, workers=1, progress=False)`` into a fresh lake: read,
     hash, decompress, detect, parse, keep raw bytes and grids as objects,
     write Parquet, commit the catalog transaction.
@@ -22,7 +23,12 @@ Both are run on the files as found (mostly .gz) and on the same files
 uncompressed: pymatgen's volumetric reader is much slower on a .gz path than
 on a plain one, so the gz comparison alone would flatter the lake.
 
-Run: ``.venv/bin/python bench/bench_ingest.py [--repeat 5] [--copies 4] [--json] [--cprofile]``
+Optionally (``--chgcar-mb N``, or ``--memory-only``) the peak memory of bare
+``Chgcar.from_file`` and of ``lake.ingest`` on one generated plain CHGCAR of N MB,
+each in a fresh process (tracemalloc peak, which numpy reports into, and max RSS).
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--repeat 5] [--copies 4] [--json] [--cprofile]
+[--chgcar-mb 200] [--memory-only]``
 """
 
 from __future__ import annotations
@@ -72,9 +78,20 @@ def bare_call(kind: str) -> Callable[[str], Any]:
         "CHGCAR": Chgcar.from_file,
         "LOCPOT": Locpot.from_file,
         "AECCAR": Chgcar.from_file,
-        "CIF": Structure.from_file,
+        "CIF": _cif_with_symmetry,
     }
     return calls[kind]
+
+
+def _cif_with_symmetry(path: str) -> Any:
+    """Like with like for CIF: pymatgen's parse plus the symmetry analysis matlake stores
+    (space group symbol and number, crystal system at symprec 0.1 Angstrom)."""
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    structure = Structure.from_file(path)
+    sga = SpacegroupAnalyzer(structure, symprec=0.1)
+    return structure, sga.get_space_group_symbol(), sga.get_space_group_number(), sga.get_crystal_system()
 
 
 def _alter(content: bytes, kind: str, k: int) -> bytes:
@@ -254,8 +271,13 @@ def install_probes(probe: Probe) -> None:
     probe.patch(ingestion, "content_head", "gzip decompress")
     probe.patch(ingestion, "detect", "detect")
     probe.patch(ingestion, "_ledger_index", "ledger keys (catalog read)")
+    probe.patch(ingestion, "path_cache", "path cache (catalog read + write)")
+    probe.patch(ingestion, "remember_paths", "path cache (catalog read + write)")
+    probe.patch(ingestion, "triage", "triage in the parent (stat, 8 KiB head, detect)")
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
-    probe.patch(objects.ObjectStore, "put", "object store put (raw + grids)")
+    probe.patch(objects.ObjectStore, "put", "object store put (raw bytes)")
+    probe.patch(objects.Spool, "keep", "object store put (raw bytes)")
+    probe.patch(objects.ObjectStore, "sync_dirs", "object folder fsyncs (once per batch)")
     probe.patch(os, "fsync", "os.fsync (all)")
     for p in ingest_pkg.all_parsers():
         probe.replace(p, "parse", probe.wrap("parser.parse (matlake parser)", p.parse))
@@ -278,9 +300,9 @@ def install_probes(probe: Probe) -> None:
 
     probe.replace(vasp, "_as_file", timed_as_file)
     for owner, attr in ((Vasprun, "__init__"), (Chgcar, "from_file"), (Locpot, "from_file"),
-                        (CifFile, "from_str"), (CifParser, "parse_structures")):
+                        (CifFile, "from_str"), (CifParser, "parse_structures"), (CifParser, "_get_structure")):
         probe.patch(owner, attr, "pymatgen parse (same library call)")
-    # the CIF parser builds a CifParser per block with from_str: count its construction too
+    # the CIF parser builds one CifParser with from_str: count its construction too
     probe.patch(CifParser, "from_str", "pymatgen parse (same library call)")
     probe.patch(structures, "structure_row", "structure_row")
     probe.patch(vasp, "structure_row", "structure_row")
@@ -289,7 +311,9 @@ def install_probes(probe: Probe) -> None:
     probe.patch(IStructure, "as_dict", "Structure.as_dict")
     probe.replace(structures, "json", types.SimpleNamespace(dumps=probe.wrap("json.dumps of structure", json.dumps),
                                                             loads=json.loads))
-    probe.patch(base, "encode_array", "npz compression of grids")
+    # grids go to the store from inside parser.parse (ctx.put_array -> the platform's array sink)
+    probe.patch(base, "encode_array", "grid objects: npz encode, hash, fsync")
+    probe.patch(objects.ObjectStore, "put_written", "grid objects: npz encode, hash, fsync")
     probe.patch(vasp, "band_edges", "band_edges")
     probe.patch(TableSchema, "conform", "schema conform (Arrow)")
     # ChangeSet.add_rows conforms the parser's (already conformed) tables a second time
@@ -311,11 +335,13 @@ def install_probes(probe: Probe) -> None:
 
 BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("ledger keys (catalog read)", 1),
+    ("path cache (catalog read + write)", 1),
+    ("triage in the parent (stat, 8 KiB head, detect)", 1),
     ("process_source", 1),
     ("sha256 of raw bytes", 2),
     ("gzip decompress", 2),
     ("detect", 2),
-    ("object store put (raw + grids)", 2),
+    ("object store put (raw bytes)", 2),
     ("parser.parse (matlake parser)", 2),
     ("temp-file copy for pymatgen", 3),
     ("pymatgen parse (same library call)", 3),
@@ -324,10 +350,11 @@ BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("Structure.as_dict", 4),
     ("json.dumps of structure", 4),
     ("band_edges", 3),
-    ("npz compression of grids", 3),
+    ("grid objects: npz encode, hash, fsync", 3),
     ("(rest of parser.parse: grid statistics, rows, warnings)", 3),
     ("schema conform (Arrow)", 2),
     ("(rest of process_source: file read, outcome)", 2),
+    ("object folder fsyncs (once per batch)", 1),
     ("Lake.commit", 1),
     ("Parquet build + write", 2),
     ("pq.write_table (zstd)", 3),
@@ -341,10 +368,10 @@ _REST = {
     "(rest of parser.parse: grid statistics, rows, warnings)": (
         "parser.parse (matlake parser)",
         ("temp-file copy for pymatgen", "pymatgen parse (same library call)", "structure_row", "band_edges",
-         "npz compression of grids")),
+         "grid objects: npz encode, hash, fsync")),
     "(rest of process_source: file read, outcome)": (
         "process_source",
-        ("sha256 of raw bytes", "gzip decompress", "detect", "object store put (raw + grids)",
+        ("sha256 of raw bytes", "gzip decompress", "detect", "object store put (raw bytes)",
          "parser.parse (matlake parser)", "schema conform (Arrow)")),
 }
 
@@ -359,8 +386,10 @@ def bucket_time(run: dict[str, Any], bucket: str) -> float:
             kids += t.get("schema conform (Arrow)", 0.0)
         return t.get(parent, 0.0) - kids
     if bucket == "(rest of ingest: batching, ChangeSet, provenance)":
-        return run["wall_s"] - sum(t.get(b, 0.0) for b in ("ledger keys (catalog read)", "process_source",
-                                                          "Lake.commit", "ChangeSet.add_rows (conforms again)"))
+        return run["wall_s"] - sum(t.get(b, 0.0) for b in (
+            "ledger keys (catalog read)", "path cache (catalog read + write)",
+            "triage in the parent (stat, 8 KiB head, detect)", "process_source", "object folder fsyncs (once per batch)",
+            "Lake.commit", "ChangeSet.add_rows (conforms again)"))
     return t.get(bucket, 0.0)
 
 
@@ -400,6 +429,108 @@ def cprofile_run(files: list[Path], workdir: Path, top: int = 25) -> str:
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- peak memory on a large CHGCAR
+
+
+def write_large_chgcar(path: Path, megabytes: float, data: Path = DATA) -> tuple[int, int, int]:
+    """A CHGCAR of about ``megabytes`` MB: the Si sample's cell, a cubic grid, total and diff blocks.
+
+    Values are random, written as VASP writes them (5 per line, %.11E); returns the grid shape.
+    """
+    import numpy as np
+
+    text = gzip.decompress((data / "Si_static_CHGCAR.gz").read_bytes()).decode()
+    lines = text.split("\n")
+    header = lines[: next(i for i, line in enumerate(lines) if not line.strip())]  # the POSCAR block
+    n = max(8, round((megabytes * 1e6 / 2 / 18) ** (1 / 3)))  # two blocks, 18 characters per value
+    rng = np.random.default_rng(8)
+    with open(path, "w") as fh:
+        fh.write("\n".join(header) + "\n \n")
+        for block in range(2):
+            fh.write(f"   {n}   {n}   {n}\n")
+            values = rng.random(n ** 3) * (100.0 if block == 0 else 1.0)
+            full = values[: (len(values) // 5) * 5].reshape(-1, 5)
+            np.savetxt(fh, full, fmt="%18.11E", delimiter="")
+            if len(values) % 5:
+                np.savetxt(fh, values[len(full) * 5:].reshape(1, -1), fmt="%18.11E", delimiter="")
+    return (n, n, n)
+
+
+# One measured run, in a fresh process: argv = mode (bare | ingest), CHGCAR path, lake path, warm-up CHGCAR.
+MEMORY_RUN = """
+import json, sys, time, tracemalloc
+from pymatgen.io.vasp import Chgcar
+import matlake
+
+def peak_rss_mb():
+    # VmHWM: this process image's peak (ru_maxrss would carry the parent's across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+mode, path, lake_path, warm = sys.argv[1:5]
+# warm-up on the small Si CHGCAR: imports and first-call caches are not part of the measurement
+if mode == "bare":
+    Chgcar.from_file(warm)
+else:
+    lake = matlake.init(lake_path)
+    assert lake.ingest([warm], progress=False).new == 1
+base_rss = peak_rss_mb()
+tracemalloc.start()
+t = time.perf_counter()
+if mode == "bare":
+    Chgcar.from_file(path)
+else:
+    r = lake.ingest([path], progress=False)
+    assert r.new == 1, r.summary()
+dt = time.perf_counter() - t
+_, peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+print(json.dumps({"s": dt, "traced_peak_mb": peak / 1e6, "rss_mb": peak_rss_mb(), "rss_base_mb": base_rss}))
+"""
+
+
+def memory_run(megabytes: float, repeat: int, workdir: Path) -> dict[str, Any]:
+    """Peak memory of bare ``Chgcar.from_file`` and of ``lake.ingest`` on one large plain CHGCAR."""
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="matlake-bench-chgcar-", dir=workdir))
+    try:
+        src = work / "big_CHGCAR"
+        grid = write_large_chgcar(src, megabytes)
+        warm = work / "Si_small_CHGCAR"
+        warm.write_bytes(gzip.decompress((DATA / "Si_static_CHGCAR.gz").read_bytes()))
+        runs: dict[str, list[dict[str, float]]] = {"bare": [], "ingest": []}
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        for i in range(repeat):
+            for mode in runs:
+                lake = work / f"lake{i}"
+                done = subprocess.run([sys.executable, "-c", MEMORY_RUN, mode, str(src), str(lake), str(warm)], env=env,
+                                      capture_output=True, text=True, cwd=work, timeout=1800)
+                if done.returncode != 0:
+                    raise RuntimeError(f"memory run {mode} failed: {done.stderr[-2000:]}")
+                runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(lake, ignore_errors=True)
+        return {"file_mb": src.stat().st_size / 1e6, "grid": grid, "runs": runs}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_memory(m: dict[str, Any]) -> None:
+    def med(mode: str, key: str) -> float:
+        vals = sorted(r[key] for r in m["runs"][mode])
+        return vals[len(vals) // 2]
+
+    rows = []
+    for mode, title in (("bare", "bare Chgcar.from_file"), ("ingest", "lake.ingest (fresh lake)")):
+        rows.append([title, round(med(mode, "s"), 2), round(med(mode, "traced_peak_mb"), 1),
+                     round(med(mode, "rss_mb"), 1), round(med(mode, "rss_mb") - med(mode, "rss_base_mb"), 1)])
+    ratio = [round(rows[1][k] / rows[0][k], 2) if rows[0][k] else float("nan") for k in (2, 3, 4)]
+    rows.append(["ratio ingest / bare", round(rows[1][1] / rows[0][1], 2), *ratio])
+    rows[-1][3] = round(med("ingest", "rss_mb") / med("bare", "rss_mb"), 2)
+    print(f"\n### Peak memory on a large plain CHGCAR ({m['file_mb']:.0f} MB, grid {m['grid']} x 2 blocks; "
+          f"median of {len(m['runs']['bare'])} runs, each in a fresh process)\n")
+    print(table(["run", "wall (s)", "tracemalloc peak (MB)", "max RSS (MB)", "max RSS above imports (MB)"], rows))
 
 
 # --------------------------------------------------------------------------- main
@@ -458,7 +589,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where fresh lakes are made")
     ap.add_argument("--json", action="store_true", help="print a JSON record instead of tables")
     ap.add_argument("--cprofile", action="store_true", help="also print a cProfile of one ingest (gz set)")
+    ap.add_argument("--chgcar-mb", type=float, default=0.0,
+                    help="also measure peak memory on a generated plain CHGCAR of this many MB (default: skip)")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement")
     args = ap.parse_args(argv)
+    if args.memory_only:
+        mem = memory_run(args.chgcar_mb or 64.0, args.repeat, args.workdir)
+        if args.json:
+            emit_json({"benchmark": "ingest-memory", "machine": machine_info(), "memory": mem})
+        else:
+            print(format_machine(machine_info()))
+            print_memory(mem)
+        return {"memory": mem}
 
     info = machine_info()
     scratch = Path(tempfile.mkdtemp(prefix="matlake-bench-samples-", dir=args.workdir))
@@ -495,6 +637,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         } for v, r in results.items()},
         "breakdown": instr, "breakdown_plain_per_kind": instr_kind,
     }
+    mem = memory_run(args.chgcar_mb, args.repeat, args.workdir) if args.chgcar_mb else None
+    if mem:
+        payload["memory"] = mem
     if args.json:
         emit_json(payload)
         return payload
@@ -532,7 +677,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"(probes not installed, the code changed: {missing})")
     print("\nNo-op re-ingest, instrumented:\n")
     nrows = []
-    for b in ("ledger keys (catalog read)", "process_source", "sha256 of raw bytes", "gzip decompress", "detect"):
+    for b in ("ledger keys (catalog read)", "path cache (catalog read + write)",
+              "triage in the parent (stat, 8 KiB head, detect)", "process_source", "sha256 of raw bytes",
+              "gzip decompress", "detect"):
         row = [b]
         for v in ("gz", "plain"):
             nt = instr[v]["noop"]
@@ -540,6 +687,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nrows.append(row)
     nrows.append(["(re-ingest wall)", instr["gz"]["noop"]["wall_s"], 100.0, instr["plain"]["noop"]["wall_s"], 100.0])
     print(table(["bucket", "gz s", "gz %", "plain s", "plain %"], nrows))
+    if mem:
+        print_memory(mem)
     if prof_text:
         print("\ncProfile of one ingest of the gz set (top by cumulative time):\n")
         print(prof_text)

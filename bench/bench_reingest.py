@@ -1,15 +1,27 @@
-"""No-op re-ingest with 1 and 2 parse workers, for one or more checkouts of matlake.
+"""No-op re-ingest and new ingest with 1 and 2 parse workers, for one or more checkouts of matlake.
 
-A lake is made with ``--files`` small synthetic EIS CSVs (``tests/workers.py``
+No-op: a lake is made with ``--files`` small synthetic EIS CSVs (``tests/workers.py``
 ``write_eis_files``), ingested once; then every timed run re-ingests all of them,
-which is a no-op (every file ``unchanged``, nothing committed).  Each run is a
-fresh Python process importing the code of one checkout (``--code NAME=PATH``
-puts PATH first on ``PYTHONPATH``); only the ``lake.ingest`` call is timed (it
-includes starting the worker pool).  The variants (checkout x workers) take
-turns round by round; the table gives the median and best of ``--repeat`` runs.
+which is a no-op (every file ``unchanged``, nothing committed).  ``warm``: the
+path cache (``path_stamps``) holds every file, so nothing is read whole; ``cold``:
+it is emptied before the run (a lake from before the cache, or files touched
+since), so every file is read and hashed again.  The files are left to settle
+for 2.5 s before the lake is made (a file changed within 2 s of its read is not
+cached, see ``ingestion.FileStamp``).
+
+New: ``--new-cifs N`` also times a new ingest of N distinct CIFs (the sample
+MAPbI3 CIF with a comment line that differs, so every file is parsed) into a
+fresh lake per run.
+
+Each run is a fresh Python process importing the code of one checkout (``--code
+NAME=PATH`` puts PATH first on ``PYTHONPATH``); only the ``lake.ingest`` call is
+timed (it includes starting the worker pool).  The variants take turns round by
+round; the table gives the median and best of ``--repeat`` runs, the CPU seconds
+they used (process and pool workers), and the load average before each round
+(the machine may be shared).
 
 Run: ``.venv/bin/python bench/bench_reingest.py [--files 2000] [--repeat 3]
-[--code before=/path/to/main --code after=.]``
+[--new-cifs 0] [--code before=/path/to/main --code after=.]``
 """
 
 from __future__ import annotations
@@ -17,10 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +43,46 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import emit_json, format_machine, machine_info, table  # noqa: E402
 
-# One timed run, in a fresh process: argv = lake, file list, workers.
+# One timed run, in a fresh process: argv = lake, file list, workers, cache (warm | cold | new).
 RUN = """
-import json, sys, time
+import json, resource, sys, time
 import matlake
 lake = matlake.open(sys.argv[1])
 files = open(sys.argv[2]).read().split("\\n")
-t = time.perf_counter()
+if sys.argv[4] == "cold":
+    import sqlalchemy as sa
+    with lake.engine.begin() as conn:
+        if sa.inspect(conn).has_table("path_stamps"):
+            conn.execute(sa.text("delete from path_stamps"))
+def cpu():
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+c, t = cpu(), time.perf_counter()
 r = lake.ingest(files, workers=int(sys.argv[3]), progress=False)
 dt = time.perf_counter() - t
-assert (r.new, r.unchanged, r.failed, r.errors) == (0, len(files), 0, 0), r.summary()
-print(json.dumps({"s": dt, "code": matlake.__file__}))
+c = cpu() - c  # the parent and its (reaped) pool workers
+want = (len(files), 0) if sys.argv[4] == "new" else (0, len(files))
+assert (r.new, r.unchanged, r.failed, r.errors) == (*want, 0, 0), r.summary()
+print(json.dumps({"s": dt, "cpu_s": c, "code": matlake.__file__}))
 """
+
+INIT = """
+import sys
+import matlake
+matlake.init(sys.argv[1])
+"""
+
+
+def write_cifs(folder: Path, n: int) -> list[Path]:
+    """``n`` distinct CIFs: the sample MAPbI3 CIF with a numbered comment line (same parse work each)."""
+    text = (HERE.parent / "samples" / "dft" / "MAPbI3_mp-977013_symmetrized.cif").read_text()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"c{i:06d}.cif"
+        p.write_text(f"# copy {i}\n" + text)
+        out.append(p)
+    return out
 
 SETUP = """
 import sys
@@ -66,6 +108,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--files", type=int, default=2000, help="files in the lake and re-ingested (default 2000)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of timed runs (default 3)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    ap.add_argument("--cache", nargs="*", default=["warm", "cold"], choices=["warm", "cold"],
+                    help="path-cache states of the no-op runs (default warm cold; none: no no-op runs)")
+    ap.add_argument("--new-cifs", type=int, default=0, help="also time a new ingest of this many CIFs (default 0)")
     ap.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                     help="a checkout to time (repeatable; default: this one)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the lake is made")
@@ -79,34 +124,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     files = write_eis_files(work / "src", 0, args.files)
     listing = work / "files.txt"
     listing.write_text("\n".join(str(p.resolve()) for p in files))
+    cif_listing = work / "cifs.txt"
+    if args.new_cifs:
+        cif_listing.write_text("\n".join(str(p.resolve()) for p in write_cifs(work / "cifs", args.new_cifs)))
+    time.sleep(2.5)  # let the files settle, so that the first ingest may cache their stamps
     lake = work / "lake"
     _python(codes[-1][1], SETUP, str(lake), str(listing), cwd=work)
 
-    runs: dict[tuple[str, int], list[float]] = {(n, w): [] for n, _ in codes for w in args.workers}
+    variants = [(c, w) for c in args.cache for w in args.workers]
+    if args.new_cifs:
+        variants += [("new", w) for w in args.workers]
+    runs: dict[tuple[str, str, int], list[float]] = {(n, c, w): [] for n, _ in codes for c, w in variants}
+    cpus: dict[tuple[str, str, int], list[float]] = {k: [] for k in runs}
+    loads: list[float] = []
     for _ in range(args.repeat):
+        loads.append(round(os.getloadavg()[0], 2))
         for name, root in codes:
-            for w in args.workers:
-                got = json.loads(_python(root, RUN, str(lake), str(listing), str(w), cwd=work).strip().splitlines()[-1])
+            for cache, w in variants:
+                target, lst = lake, listing
+                if cache == "new":
+                    target = work / f"new-{name}-{w}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    _python(root, INIT, str(target), cwd=work)
+                    lst = cif_listing
+                got = json.loads(_python(root, RUN, str(target), str(lst), str(w), cache,
+                                         cwd=work).strip().splitlines()[-1])
                 if not Path(got["code"]).resolve().is_relative_to(root):
                     raise RuntimeError(f"{name}: imported {got['code']}, not the code under {root}")
-                runs[(name, w)].append(got["s"])
+                runs[(name, cache, w)].append(got["s"])
+                cpus[(name, cache, w)].append(got.get("cpu_s", float("nan")))
 
     med = {k: statistics.median(v) for k, v in runs.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
     rows = []
-    for (name, w), v in runs.items():
-        base = med[(name, args.workers[0])]
-        rows.append([name, w, args.files, round(min(v), 3), round(med[(name, w)], 3),
-                     round(med[(name, w)] / base, 2)])
-    result = {"machine": machine_info(), "files": args.files, "repeat": args.repeat,
-              "codes": {n: str(p) for n, p in codes},
-              "runs": {f"{n}/{w}": v for (n, w), v in runs.items()},
-              "median_s": {f"{n}/{w}": m for (n, w), m in med.items()}}
+    for (name, cache, w), v in runs.items():
+        base = med[(name, cache, args.workers[0])]
+        n = args.new_cifs if cache == "new" else args.files
+        what = "new CIFs" if cache == "new" else f"no-op, {cache} cache"
+        cpu_base = med_cpu[(name, cache, args.workers[0])]
+        cpu = med_cpu[(name, cache, w)]
+        rows.append([name, what, w, n, round(min(v), 3), round(med[(name, cache, w)], 3),
+                     round(base / med[(name, cache, w)], 2), round(cpu, 2),
+                     round(min(w, os.cpu_count() or 1) * cpu_base / cpu, 2)])
+    result = {"machine": machine_info(), "files": args.files, "new_cifs": args.new_cifs, "repeat": args.repeat,
+              "loadavg_per_round": loads, "codes": {n: str(p) for n, p in codes},
+              "runs": {f"{n}/{c}/{w}": v for (n, c, w), v in runs.items()},
+              "median_s": {f"{n}/{c}/{w}": m for (n, c, w), m in med.items()},
+              "cpu_s": {f"{n}/{c}/{w}": v for (n, c, w), v in cpus.items()}}
     if args.json:
         emit_json(result)
     else:
         print(format_machine(result["machine"]))
-        print(table(["code", "workers", "files", "best (s)", "median (s)",
-                     f"median / {args.workers[0]} worker"], rows))
+        print(f"load average (1 min) before each round: {loads}")
+        print(table(["code", "run", "workers", "files", "best (s)", "median (s)",
+                     f"speed-up vs {args.workers[0]} worker", "median CPU (s)", "bound if cores were free"], rows))
+        print("CPU: user+system seconds of the ingesting process and its pool workers; the bound is "
+              "min(workers, cores) x CPU(1 worker) / CPU(n workers), the speed-up an otherwise idle machine "
+              "would allow, not a measurement.")
+    shutil.rmtree(work, ignore_errors=True)
     return result
 
 

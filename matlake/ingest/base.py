@@ -104,6 +104,10 @@ class ParseContext:
     # has one (an uncompressed source): parsers of path-only libraries read it
     # instead of writing a temporary copy.  Read-only; never required.
     content_path: str | None = None
+    # Set by the platform: keeps an array as an object without an encoded copy in memory
+    # and returns (sha256, size in bytes).  Without one, arrays are encoded into ``objects``.
+    array_sink: Callable[[np.ndarray], tuple[str, int]] | None = None
+    sunk: dict[str, int] = field(default_factory=dict)  # objects the sink kept: sha256 -> size in bytes
 
     def record_id(self, locator: str) -> str:
         """Stable id of the record found at ``locator`` inside this source.
@@ -121,7 +125,11 @@ class ParseContext:
         return sha
 
     def put_array(self, array: np.ndarray) -> str:
-        """Keep a numpy array exactly (dtype, shape, bytes) as an object."""
+        """Keep a numpy array exactly (dtype, shape, bytes) as an object; returns its sha256."""
+        if self.array_sink is not None:
+            sha, size = self.array_sink(array)
+            self.sunk[sha] = size
+            return sha
         return self.put_object(encode_array(array))
 
 
@@ -136,8 +144,13 @@ def encode_array(array: np.ndarray) -> bytes:
     while costing several times pymatgen's own parse time.
     """
     buf = io.BytesIO()
-    np.savez(buf, data=np.ascontiguousarray(array))
+    write_array(buf, array)
     return buf.getvalue()
+
+
+def write_array(fh: Any, array: np.ndarray) -> None:
+    """Write ``array`` in the :func:`encode_array` format to a seekable binary file."""
+    np.savez(fh, data=np.ascontiguousarray(array))
 
 
 def decode_array(data: bytes) -> np.ndarray:
@@ -178,6 +191,11 @@ class Parser:
     ``detect(head, filename)`` looks at the first 8 KiB of the decompressed
     content (and the name) and says whether this parser reads it.
     ``parse(data, ctx)`` turns the whole decompressed content into rows.
+
+    ``buffer_ok`` declares that ``parse`` only slices ``data``, takes its
+    ``len`` and writes it out (or reads ``ctx.content_path`` instead): for a
+    large uncompressed source the platform may then pass a read-only memory
+    map of the stored bytes rather than a copy in memory.
     """
 
     name: str
@@ -186,3 +204,4 @@ class Parser:
     detect: Callable[[bytes, str], bool]
     parse: Callable[[bytes, ParseContext], ParseResult]
     description: str = ""
+    buffer_ok: bool = False

@@ -278,21 +278,58 @@ def _decode(data: bytes, what: str) -> str:
             raise ParseError("encoding", f"{what} as UTF-8 or latin-1 text", str(exc)) from exc
 
 
-def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
+def _cif_blocks(text: str) -> list[tuple[str, Any, Any]]:
+    """(name, block, parser of that block) for each data block, the text parsed once.
+
+    One ``CifParser`` over the whole text parses and sanitizes every block; the
+    blocks are then read from it.  When that fails (a block pymatgen cannot even
+    sanitize) each block gets its own parser, so a bad block is reported by
+    number and does not hide the good ones.
+    """
     from pymatgen.io.cif import CifFile, CifParser
 
+    try:
+        whole = CifParser.from_str(text)
+        # pymatgen keeps the parsed file as ``_cif``; reading the blocks from it spares a second parse
+        return [(name, block, whole) for name, block in whole._cif.data.items()]
+    except LIBRARY_INPUT_ERRORS:
+        pass
+    try:
+        cif = CifFile.from_str(text)
+    except LIBRARY_INPUT_ERRORS as exc:
+        raise ParseError("CIF", "CIF 1.1 data blocks", f"{type(exc).__name__}: {exc}") from exc
+    out = []
+    for name, block in cif.data.items():
+        try:
+            out.append((name, block, CifParser.from_str(str(block))))
+        except LIBRARY_INPUT_ERRORS as exc:
+            out.append((name, block, exc))
+    return out
+
+
+def _block_structures(parser: Any, block: Any) -> list[Structure]:
+    """The structures of one sanitized block, failing as ``parse_structures(on_error="raise")`` does."""
+    try:
+        struct = parser._get_structure(block, False, False, check_occu=True)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"No structure parsed for section 1 in CIF.\n{exc}") from exc
+    if not struct:
+        raise ValueError("Invalid CIF file with no structures!")
+    return [struct]
+
+
+def _parse_cif(text: str, ctx: ParseContext, result: ParseResult) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            cif = CifFile.from_str(text)
-        except LIBRARY_INPUT_ERRORS as exc:
-            raise ParseError("CIF", "CIF 1.1 data blocks", f"{type(exc).__name__}: {exc}") from exc
+        blocks = _cif_blocks(text)
         rows = []
         failures = []
-        for n, (name, block) in enumerate(cif.data.items()):
+        for n, (name, block, parser) in enumerate(blocks):
             try:
+                if isinstance(parser, BaseException):
+                    raise parser
                 # one block at a time, so a bad block is reported by number and does not hide the good ones
-                structs = CifParser.from_str(str(block)).parse_structures(primitive=False, on_error="raise")
+                structs = _block_structures(parser, block)
             except LIBRARY_INPUT_ERRORS as exc:
                 failures.append(f"cif_block={n} (data_{name}): {type(exc).__name__}: {exc}")
                 continue

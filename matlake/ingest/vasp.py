@@ -377,5 +377,6 @@ PARSERS = [
         detect=detect_volumetric,
         parse=parse_volumetric,
         description="VASP CHGCAR/LOCPOT/AECCAR*/ELFCAR grids → volumetric (+ cell structure)",
+        buffer_ok=True,  # parse_volumetric slices and measures data; pymatgen reads the path
     ),
 ]

@@ -383,3 +383,33 @@ class Superseded(Base):
 
 
 Index("ix_superseded_table_name_snapshot_id", Superseded.table_name, Superseded.snapshot_id)
+
+
+class PathStamp(Base):
+    """The sha256 last found at a source path, with the file's stat stamp then.
+
+    Ingest (and ``jobs run --dry-run``) reuse ``sha256`` for a path whose
+    (device, inode, size, mtime_ns, ctime_ns) are all unchanged instead of
+    reading and hashing the file again (and its cached parser detection while
+    the kind and the parser registry are the same); anything else re-hashes it.  The
+    content hash stays the identity: this is only a cache, and a missing or
+    stale entry costs a re-hash, never a wrong record (see
+    ``matlake.platform.ingestion.FileStamp`` for the rule).  Device and inode
+    are stored as signed 64-bit numbers.
+    """
+
+    __tablename__ = "path_stamps"
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    device: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    ctime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The parser detected for these bytes with ``kind`` under ``parser_registry``
+    # (a digest of the registered names and versions): reused while both are the same.
+    kind: Mapped[str] = mapped_column(String(64), default="")
+    parser: Mapped[str] = mapped_column(String(64), default="")
+    parser_version: Mapped[str] = mapped_column(String(32), default="")
+    parser_registry: Mapped[str] = mapped_column(String(32), default="")
+    hashed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -10,21 +10,29 @@ cluster (``dask``), and committed in batches: one Parquet file per table per
 batch, one catalog transaction per batch.
 
 Re-ingesting bytes already seen by the same parser version is a no-op; a
-newer parser version re-parses and adds version n+1 of the same records.  A
+newer parser version re-parses and adds version n+1 of the same records.
+The parent decides most no-ops before any worker starts (:func:`triage`): a
+path whose stat stamp matches the path cache (``path_stamps``, see
+:class:`FileStamp`) reuses its cached sha256 and parser without being read,
+and the pool is sized to the files left.  A
 failure is tried again when the kind or options differ (see
 :func:`attempt_key`); ``matlake retry`` tries errors again as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import hashlib
 import io
 import json
+import mmap
 import os
 import signal
 import stat
 import sys
+import time
 import traceback
 import uuid
 import zlib
@@ -39,9 +47,9 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
-from matlake.ingest.base import describe_start, printable
+from matlake.ingest.base import describe_start, printable, write_array
 from matlake.platform import catalog as cat
-from matlake.platform.objects import ObjectStore
+from matlake.platform.objects import ObjectStore, Spool
 
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
@@ -120,6 +128,7 @@ class SourceOutcome:
     attempt_key: str = OK_KEY
     detail: str = ""  # traceback of an error
     prior: str = ""  # status of the ledger row that made this source unchanged (or an unread one known)
+    stamp: "FileStamp | None" = None  # the path's stat stamp to cache with sha256 (see FileStamp), when safe
 
     @property
     def still_failed(self) -> bool:
@@ -207,6 +216,48 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
+def _signed64(n: int) -> int:
+    """``n`` (an unsigned 64-bit device or inode number) as the signed value a BIGINT column holds."""
+    return n - (1 << 64) if n >= (1 << 63) else n
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What ``stat`` says about the bytes at a path, compared instead of reading them.
+
+    The rule: a path's cached sha256 is reused only when device, inode, size,
+    mtime_ns *and* ctime_ns are all what they were when the file was hashed.
+    Every write, truncate, rename-over or ``touch -d`` changes ctime (no user
+    can set it), and a file replaced by another gets a new inode, so a changed
+    file with the same size and mtime is still re-hashed.  A write in the same
+    clock tick as the hash could leave all five alike, so a stamp is cached only
+    when the file's mtime and ctime are at least :data:`RACY_NS` older than the
+    moment its read began (and unchanged across the read): a file still being
+    written is hashed again next time.
+    """
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "FileStamp":
+        return cls(_signed64(st.st_dev), _signed64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def settled_before(self, t_ns: int) -> bool:
+        """True when the last change to the file was at least RACY_NS before ``t_ns`` (wall clock, ns)."""
+        return max(self.mtime_ns, self.ctime_ns) <= t_ns - RACY_NS
+
+
+# Timestamps come from a coarse clock (a few ms on Linux; 1-2 s on some network and FAT
+# filesystems); 2 s covers both and a little clock skew between a file server and us.
+RACY_NS = 2_000_000_000
+STREAM_BYTES = 16 * 1024**2  # sources this large are streamed into the object store, never held whole
+READ_CHUNK = 1 << 20
+
+
 def _unread(item: SourceItem, known: LedgerIndex, started: datetime, stamp: tuple[int, int] | None,
             size: int, reason: str) -> SourceOutcome:
     """The outcome of a file not read: failed, no bytes, keyed by path, size, mtime and reason."""
@@ -216,14 +267,64 @@ def _unread(item: SourceItem, known: LedgerIndex, started: datetime, stamp: tupl
                          prior=known.get(("", UNKNOWN_PARSER, "0", key), ""))
 
 
-def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
-                 started: datetime) -> tuple[bytes, tuple[int, int] | None] | SourceOutcome:
-    """The bytes of a source and its (size, mtime) stamp, or the failed outcome of a file not read."""
+@dataclass
+class _Read:
+    """A source read once and hashed: its bytes in memory, or (large) spooled into the store."""
+
+    sha: str
+    size: int
+    raw: bytes | None  # None when spooled
+    spool: Spool | None = None
+    stamp: tuple[int, int] | None = None  # (size, mtime_ns) from stat; None for a stored object
+    cacheable: FileStamp | None = None  # the stamp to remember for this path, when safe (see FileStamp)
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes of the content (gzip decompressed as far as that needs)."""
+        if self.raw is not None:
+            return content_head(self.raw, n)
+        assert self.spool is not None
+        with open(self.spool.tmp if self.spool.path is None else self.spool.path, "rb") as fh:
+            return _file_content_head(fh, n)
+
+    def keep(self, store: ObjectStore) -> None:
+        """Make the raw bytes object ``sha`` (its folder is fsynced by the batch's commit)."""
+        if self.spool is not None:
+            if self.spool.path is None:
+                self.spool.keep(sync_dir=False)
+        else:
+            assert self.raw is not None
+            store.put(self.raw, self.sha, sync_dir=False)
+
+    def release(self) -> None:
+        """Drop the spooled copy, if any (a kept object stays)."""
+        if self.spool is not None:
+            self.spool.discard()
+
+
+def _file_content_head(fh: Any, n: int) -> bytes:
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic != b"\x1f\x8b":
+        return fh.read(n)
+    try:
+        with gzip.GzipFile(fileobj=fh) as gz:
+            return gz.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _gzip_error(exc) from exc
+
+
+def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex, started: datetime) -> _Read | SourceOutcome:
+    """Read and hash a source once, or return the failed outcome of a file not read.
+
+    Sources of :data:`STREAM_BYTES` or more are copied into the object store's
+    spool while they are hashed, never held in memory whole.
+    """
     if item.object_sha:
         try:
-            return store.get(item.object_sha), None
+            raw = store.get(item.object_sha)  # hash-checked on read
         except Exception as exc:  # noqa: BLE001 - missing, unreadable or corrupt: reported, not raised
             return _unread(item, known, started, None, 0, f"cannot read raw object {item.object_sha}: {exc}")
+        return _Read(item.object_sha, len(raw), raw)
     try:
         st = os.stat(item.path)
     except OSError as exc:
@@ -240,11 +341,27 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex,
     if st.st_size > limit:
         return _unread(item, known, started, stamp, st.st_size,
                        f"field size: expected at most {limit} bytes (${MAX_SOURCE_ENV}), found {st.st_size}")
+    read_ns = time.time_ns()
+    spool: Spool | None = None
     try:
         with open(item.path, "rb") as fh:
-            return fh.read(), stamp
+            before = FileStamp.of(os.fstat(fh.fileno()))
+            if before.size >= STREAM_BYTES:
+                spool = store.spool()
+                while chunk := fh.read(READ_CHUNK):
+                    spool.write(chunk)
+                got = _Read(spool.close(), spool.size, None, spool, stamp)
+            else:
+                raw = fh.read()
+                got = _Read(hashlib.sha256(raw).hexdigest(), len(raw), raw, None, stamp)
+            after = FileStamp.of(os.fstat(fh.fileno()))
     except OSError as exc:
+        if spool is not None:
+            spool.discard()
         return _unread(item, known, started, stamp, st.st_size, f"cannot read: {exc.strerror or exc}")
+    if before == after and after.size == got.size and after.settled_before(read_ns):
+        got.cacheable = after
+    return got
 
 
 def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | None = None) -> SourceOutcome:
@@ -258,7 +375,9 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     read, unsupported content); ``error`` for any other exception inside a
     detector or parser (a bug: the traceback goes to ``detail``); or
     ``unchanged`` when the ledger already has this attempt (``prior`` then
-    says how it ended).  The raw bytes of every failure are kept.
+    says how it ended).  The raw bytes of every failure are kept.  Objects are
+    written without the fsync of their folder: the batch's commit does that
+    once per folder (see :func:`ingest`).
     """
     if known is None:
         known = _worker_known
@@ -267,13 +386,22 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
                                "started by worker_pool(workers, known)")
     started = cat.utcnow()
     store = ObjectStore(Path(objects_root))
-    name = Path(item.path).name
     got = _read_source(item, store, known, started)
     if isinstance(got, SourceOutcome):
         return got
-    raw, stamp = got
-    sha = item.object_sha or hashlib.sha256(raw).hexdigest()  # a stored object was hash-checked on read
-    out = SourceOutcome(item.path, sha, len(raw), UNKNOWN_PARSER, "0", "failed", started_at=started,
+    try:
+        out = _process_read(item, got, store, known, started)
+    finally:
+        got.release()
+    out.stamp = got.cacheable
+    return out
+
+
+def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: LedgerIndex,
+                  started: datetime) -> SourceOutcome:
+    name = Path(item.path).name
+    sha, raw, stamp = got.sha, got.raw, got.stamp
+    out = SourceOutcome(item.path, sha, got.size, UNKNOWN_PARSER, "0", "failed", started_at=started,
                         attempt_key=attempt_key(item.kind, item.options))
 
     def seen() -> bool:
@@ -287,7 +415,7 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     def end(status: str, message: str, detail: str = "") -> SourceOutcome:
         if item.again:  # a retried attempt gets a row of its own
             out.attempt_key += ":" + uuid.uuid4().hex[:12]
-        store.put(raw, sha)  # the raw bytes of every failure are kept
+        got.keep(store)  # the raw bytes of every failure are kept
         out.status, out.message, out.detail = status, message, detail
         out.ended_at = cat.utcnow()
         return out
@@ -297,12 +425,12 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
                             f"input; traceback in the ledger's detail)", traceback.format_exc())
 
     try:
-        head = content_head(raw, HEAD_BYTES)
+        head = got.head(HEAD_BYTES)
     except ParseError as exc:
         return out if seen() else end("failed", str(exc.with_file(item.path)))
     if not head.strip() and len(head) < HEAD_BYTES:
-        empty = "empty file" if not raw else ("empty file (gzip of nothing)" if not head
-                                              else "empty file (only whitespace)")
+        empty = "empty file" if not got.size else ("empty file (gzip of nothing)" if not head
+                                                   else "empty file (only whitespace)")
         return out if seen() else end("failed", f"{item.path}: {empty}")
     try:
         parser = detect(head, name, item.kind)
@@ -315,30 +443,51 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
         what = ("any supported format" if item.kind == "auto" else f"{article} {item.kind} file")
         found = "binary data" if describe_start(head).startswith("binary") else "text"
         return end("failed", f"{item.path}: unsupported format: field content: expected {what}, found {found} "
-                             f"({len(raw)} bytes) that no parser recognises; supported kinds and formats: "
+                             f"({got.size} bytes) that no parser recognises; supported kinds and formats: "
                              f"{supported_formats(item.kind)}")
     out.parser, out.parser_version = parser.name, parser.version
     if seen():
         return out
-    store.put(raw, sha)  # the raw bytes are kept whatever happens next
+    got.keep(store)  # the raw bytes are kept whatever happens next
     versioned = f"(parser {parser.name} {parser.version})"
+    compressed_name = name.lower().endswith(COMPRESSED_SUFFIXES)
+    mapped: mmap.mmap | None = None
     try:
-        content = decompress(raw, name)
+        if raw is not None:
+            content = decompress(raw, name)
+            plain = content is raw and stamp is not None and not compressed_name
+            # An uncompressed file on disk: path readers read it (checked below for changes).
+            content_path = item.path if plain else None
+        else:
+            # Spooled: the spool (or the object it became) holds exactly the hashed bytes.
+            assert got.spool is not None and got.spool.path is not None
+            content, content_path, mapped = _spooled_content(got.spool.path, parser)
+            if compressed_name:
+                content_path = None  # path readers would decompress by name
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
-    plain_file = (content is raw and stamp is not None and not name.lower().endswith(COMPRESSED_SUFFIXES))
+    def sink(array: Any) -> tuple[str, int]:
+        # Arrays go to the store as they are encoded, never held as a second, encoded copy.
+        return store.put_written(lambda fh: write_array(fh, array), sync_dir=False)
+
     ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                       content_path=item.path if plain_file else None)
+                       content_path=content_path, array_sink=sink)
     try:
         result = parser.parse(content, ctx)
-        if ctx.content_path and _stamp(item.path) != stamp:
+        if raw is not None and ctx.content_path and _stamp(item.path) != stamp:
             # The file changed under us: parse the bytes we hashed, not the file.
-            ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options)
+            ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
+                               array_sink=sink)
             result = parser.parse(content, ctx)
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
     except Exception as exc:  # noqa: BLE001 - a parser bug must not sink the batch
         return bug(f"parser {parser.name} {parser.version} crashed", exc)
+    finally:
+        del content
+        if mapped is not None:
+            with contextlib.suppress(BufferError):  # a view the parser kept holds it open until collected
+                mapped.close()
     tables: dict[str, pa.Table] = {}
     rids: list[str] = []
     from matlake import schemas
@@ -353,9 +502,12 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
             rids.extend(table.column("record_id").to_pylist())
     except Exception as exc:  # noqa: BLE001 - rows the schema refuses are the parser's bug
         return bug(f"parser {parser.name} {parser.version} produced rows its table refuses", exc)
-    for osha, data in ctx.objects.items():
-        store.put(data, osha)
+    out.objects.extend(ctx.sunk.items())
+    for osha in list(ctx.objects):
+        data = ctx.objects.pop(osha)  # one encoded array at a time, each dropped once written
+        store.put(data, osha, sync_dir=False)
         out.objects.append((osha, len(data)))
+        del data
     out.status = "ok"
     out.attempt_key = OK_KEY
     out.tables = tables
@@ -363,6 +515,29 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     out.warnings = list(result.warnings)
     out.ended_at = cat.utcnow()
     return out
+
+
+def _spooled_content(path: Path, parser: Any) -> tuple[Any, str | None, mmap.mmap | None]:
+    """The content of a spooled source for ``parser``: (data, content_path, memory map to close).
+
+    A gzip source is decompressed into memory (the parser needs its content).  A
+    plain one is handed to a parser that declares ``buffer_ok`` as a read-only
+    memory map of the file (pages are read only where the parser looks), and to
+    others as bytes read from it.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            fh.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    return gz.read(), None, None
+            except (OSError, EOFError, zlib.error) as exc:
+                raise _gzip_error(exc) from exc
+        if getattr(parser, "buffer_ok", False):
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            return mapped, str(path), mapped
+        fh.seek(0)
+        return fh.read(), str(path), None
 
 
 # --------------------------------------------------------------------------- executors
@@ -422,30 +597,131 @@ def worker_pool(workers: int, known: LedgerIndex | None = None) -> ProcessPoolEx
                        initargs=(known,))
 
 
-def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int) -> Iterator[SourceOutcome]:
-    if workers <= 1 or len(items) <= 1:
-        for it in items:
-            yield process_source(it, objects_root, known)
-        return
-    # No more workers than files; each gets the ledger index once, not once per file.
-    pool = worker_pool(min(workers, len(items)), known)
+@dataclass(frozen=True)
+class CachedPath:
+    """A path cache entry: the stamp and sha256 of the bytes hashed there, and the parser
+    detected for them with ``kind`` under the parser registry ``registry`` (see
+    :func:`registry_fingerprint`)."""
+
+    stamp: FileStamp
+    sha256: str
+    kind: str = ""
+    parser: str = ""
+    parser_version: str = ""
+    registry: str = ""
+
+
+PathCache = Mapping[str, CachedPath]
+
+
+@functools.lru_cache(maxsize=1)
+def _fingerprint(parsers: tuple[tuple[str, str, str], ...]) -> str:
+    return hashlib.sha256(repr(parsers).encode()).hexdigest()[:16]
+
+
+def registry_fingerprint() -> str:
+    """Digest of the parser registry in detection order (names, versions, kinds).
+
+    Detection is a pure function of the first 8 KiB, the file name, the kind and
+    this registry, so a cached detection stays valid while all four do.
+    """
+    from matlake import ingest as registry
+
+    return _fingerprint(tuple((p.name, p.version, p.kind) for p in registry.all_parsers()))
+
+
+def triage(item: SourceItem, known: LedgerIndex, cached: CachedPath | None,
+           registry: str | None = None) -> SourceOutcome | None:
+    """The ``unchanged`` outcome of a source, decided without reading it whole; None when it needs work.
+
+    Runs in the parent before any worker starts.  It needs the path's cached
+    sha256 (``cached``, reused only under the :class:`FileStamp` rule).  The
+    parser, which the ledger key names, is the cached detection when the kind and
+    the registry (``registry``, see :func:`registry_fingerprint`) are the same,
+    else it is detected again from the first 8 KiB.  Anything else (no cache
+    entry, a changed stamp, a retry, a stored object, a file over the size limit,
+    unreadable) is left to :func:`process_source`.  The outcome carries the
+    stamp, so that a fresh detection is cached.
+    """
+    if cached is None or item.again or item.object_sha:
+        return None
+    stamp, sha = cached.stamp, cached.sha256
+    started = cat.utcnow()
+    parser_version: tuple[str, str] | None = None
+    if registry is not None and cached.kind == item.kind and cached.registry == registry and cached.parser:
+        parser_version = (cached.parser, cached.parser_version)
     try:
-        futures = [pool.submit(process_source, it, objects_root) for it in items]
-        for f in futures:
-            yield f.result()
+        st = os.stat(item.path)
+        if not stat.S_ISREG(st.st_mode) or FileStamp.of(st) != stamp or st.st_size > max_source_bytes():
+            return None
+        if parser_version is None:
+            with open(item.path, "rb") as fh:
+                try:
+                    head: bytes | None = _file_content_head(fh, HEAD_BYTES)
+                except ParseError:
+                    head = None  # a corrupt gzip: process_source records it under the unknown parser
+                if FileStamp.of(os.fstat(fh.fileno())) != stamp:
+                    return None  # another file now, or changed while we looked
+            parser = None
+            if head is not None and (head.strip() or len(head) >= HEAD_BYTES):
+                try:
+                    parser = detect(head, Path(item.path).name, item.kind)
+                except Exception:  # noqa: BLE001 - a detector bug is recorded by process_source, as unknown
+                    parser = None
+            parser_version = (parser.name, parser.version) if parser else (UNKNOWN_PARSER, "0")
+    except OSError:
+        return None
+    out = SourceOutcome(item.path, sha, stamp.size, parser_version[0], parser_version[1], "failed",
+                        started_at=started, attempt_key=attempt_key(item.kind, item.options), stamp=stamp)
+    done = _committed(out, known)
+    if done is None:
+        return None
+    out.status, out.prior, out.ended_at = "unchanged", done, cat.utcnow()
+    return out
+
+
+def _triage_all(items: list[SourceItem], known: LedgerIndex,
+                cache: PathCache) -> tuple[list[SourceOutcome | None], list[SourceItem]]:
+    registry = registry_fingerprint() if cache else None
+    pre = [triage(it, known, cache.get(it.path), registry) for it in items]
+    return pre, [it for it, o in zip(items, pre) if o is None]
+
+
+def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int,
+               cache: PathCache | None = None) -> Iterator[SourceOutcome]:
+    """Outcomes in the order of ``items``: unchanged ones decided here, the rest parsed.
+
+    The pool starts only when two or more files need work, with no more
+    workers than those files; each worker gets the ledger index once.
+    """
+    pre, need = _triage_all(items, known, cache or {})
+    if workers <= 1 or len(need) <= 1:
+        for it, o in zip(items, pre):
+            yield o if o is not None else process_source(it, objects_root, known)
+        return
+    pool = worker_pool(min(workers, len(need)), known)
+    try:
+        futures = iter([pool.submit(process_source, it, objects_root) for it in need])
+        for o in pre:
+            yield o if o is not None else next(futures).result()
     finally:
         # A consumer that stops early (``stop``, an error) must not wait for the whole queue.
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, address: str) -> Iterator[SourceOutcome]:
+def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, address: str,
+              cache: PathCache | None = None) -> Iterator[SourceOutcome]:
+    pre, need = _triage_all(items, known, cache or {})
+    yield from (o for o in pre if o is not None)
+    if not need:
+        return  # no cluster needed
     from distributed import Client, as_completed
 
     with Client(address) as client:
         # Scatter the ledger index as one object: scatter() splits a bare collection into
         # one future per element (and fails outright on an empty one).
         [known_f] = client.scatter([known], broadcast=True, hash=False)
-        futures = client.map(process_source, items, objects_root=objects_root, known=known_f, pure=False)
+        futures = client.map(process_source, need, objects_root=objects_root, known=known_f, pure=False)
         try:
             for f in as_completed(futures):
                 yield f.result()
@@ -464,6 +740,55 @@ def _ledger_index(lake: "Lake") -> dict[tuple[str, str, str, str], str]:
         return {(a, b, c, d): st for a, b, c, d, st in rows}
 
 
+PATH_QUERY_CHUNK = 500  # paths per IN (...) lookup
+
+
+def path_cache(lake: "Lake", paths: Sequence[str]) -> dict[str, CachedPath]:
+    """The cache entry of each of ``paths`` that has one (see :class:`FileStamp`, :class:`CachedPath`)."""
+    ps = cat.PathStamp
+    out: dict[str, CachedPath] = {}
+    unique = sorted(set(paths))
+    cols = (ps.path, ps.device, ps.inode, ps.size, ps.mtime_ns, ps.ctime_ns, ps.sha256, ps.kind, ps.parser,
+            ps.parser_version, ps.parser_registry)
+    with lake.engine.connect() as conn:
+        for i in range(0, len(unique), PATH_QUERY_CHUNK):
+            rows = conn.execute(select(*cols).where(ps.path.in_(unique[i:i + PATH_QUERY_CHUNK])))
+            for path, dev, ino, size, mtime, ctime, sha, kind, parser, version, registry in rows:
+                out[path] = CachedPath(FileStamp(dev, ino, size, mtime, ctime), sha, kind, parser, version, registry)
+    return out
+
+
+def remember_paths(lake: "Lake", entries: Mapping[str, CachedPath]) -> None:
+    """Record (or replace) the cache entry of each path, in one catalog transaction.
+
+    A cache only: written after the batch commits, so a crash loses nothing but
+    a re-hash next time.
+    """
+    if not entries:
+        return
+    ps = cat.PathStamp.__table__
+    now = cat.utcnow()
+    rows = [{"path": p, "device": c.stamp.device, "inode": c.stamp.inode, "size": c.stamp.size,
+             "mtime_ns": c.stamp.mtime_ns, "ctime_ns": c.stamp.ctime_ns, "sha256": c.sha256, "kind": c.kind,
+             "parser": c.parser, "parser_version": c.parser_version, "parser_registry": c.registry, "hashed_at": now}
+            for p, c in sorted(entries.items())]
+    dialect = lake.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(ps)
+    stmt = stmt.on_conflict_do_update(index_elements=["path"], set_={
+        c: stmt.excluded[c] for c in rows[0] if c != "path"})
+
+    def txn() -> None:
+        with lake.engine.connect().execution_options(write=True) as conn, conn.begin():
+            for i in range(0, len(rows), PATH_QUERY_CHUNK):
+                conn.execute(stmt, rows[i:i + PATH_QUERY_CHUNK])
+
+    cat.retrying(txn)
+
+
 def _key(o: SourceOutcome) -> tuple[str, str, str, str]:
     return (o.sha256, o.parser, o.parser_version, o.attempt_key)
 
@@ -478,6 +803,9 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
     """
     from matlake.platform.lake import ChangeSet
 
+    # The workers renamed objects into their folders without fsyncing them: make every
+    # object this batch refers to durable, one fsync per folder, before the catalog does.
+    lake.objects.sync_dirs([o.sha256 for o in batch] + [osha for o in batch for osha, _n in o.objects])
     seen_parsers = {(s, p) for (s, p, _v, _k) in known}
     cs = ChangeSet("ingest", message)
     for o in batch:
@@ -536,12 +864,15 @@ def ingest(
     how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
     known = _ledger_index(lake)
+    cache = path_cache(lake, [it.path for it in items if not it.object_sha])
+    fresh: dict[str, CachedPath] = {}  # hashed or detected now, not yet (or differently) in the cache
+    registry = registry_fingerprint()
     show = sys.stderr.isatty() if progress is None else progress
     stream: Iterable[SourceOutcome]
     if dask:
-        stream = _map_dask(items, str(lake.objects.root), known, dask)
+        stream = _map_dask(items, str(lake.objects.root), known, dask, cache)
     else:
-        stream = _map_local(items, str(lake.objects.root), known, workers)
+        stream = _map_local(items, str(lake.objects.root), known, workers, cache)
     if show:
         from tqdm import tqdm
 
@@ -582,6 +913,11 @@ def ingest(
                 batch = kept
         for o in batch:
             _count(o, o.status)
+        remember()
+
+    def remember() -> None:
+        remember_paths(lake, fresh)
+        fresh.clear()
 
     def _count(o: SourceOutcome, status: str, prior: str = "") -> None:
         if status == "unchanged":
@@ -603,6 +939,10 @@ def ingest(
     for o in stream:
         if stop is not None and stop():
             break
+        if o.stamp is not None and o.sha256:
+            entry = CachedPath(o.stamp, o.sha256, how[o.path][0], o.parser, o.parser_version, registry)
+            if cache.get(o.path) != entry:
+                fresh[o.path] = entry
         if not o.sha256 and o.prior:  # not read, as when last recorded: report it, record nothing new
             _count(o, "failed")
             continue
@@ -618,6 +958,7 @@ def ingest(
         if len(pending) >= batch_size:
             flush()
     flush()
+    remember()  # also the paths of a run that found everything unchanged
     return report
 
 

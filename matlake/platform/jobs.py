@@ -492,18 +492,27 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
     Each settled file is read, hashed and its parser detected exactly as
     ``ingest`` does; it is ``new`` unless the ledger holds a success for its
     (sha256, parser, parser version) or a failure tried with the job's kind
-    and options.
+    and options.  A file whose stat stamp matches the path cache (see
+    ``ingestion.FileStamp``) is not read whole: its cached sha256 and parser
+    (or its first 8 KiB) decide, as they do in ``ingest``.
     """
     import hashlib
 
     from matlake.ingest import detect
-    from matlake.platform.ingestion import HEAD_BYTES, OK_KEY, UNKNOWN_PARSER, _ledger_index, attempt_key, decompress
+    from matlake.platform.ingestion import (HEAD_BYTES, OK_KEY, UNKNOWN_PARSER, SourceItem, _ledger_index,
+                                            attempt_key, decompress, path_cache, registry_fingerprint, triage)
 
     known = _ledger_index(lake)
     tried = attempt_key(job.kind, job.options)
     ready, deferred = settle(source_files(job), job.settle_seconds)
+    cache = path_cache(lake, [str(p) for p in ready])
+    registry = registry_fingerprint()
     out = [PlannedFile(str(p), "deferred", message=f"modified within {job.settle_seconds:g} s") for p in deferred]
     for p in ready:
+        quick = triage(SourceItem(str(p), job.kind, dict(job.options)), known, cache.get(str(p)), registry)
+        if quick is not None:
+            out.append(PlannedFile(str(p), "unchanged", quick.parser, quick.parser_version, quick.sha256))
+            continue
         try:
             raw = p.read_bytes()
         except OSError as exc:
