@@ -177,12 +177,15 @@ class _Walker:
                      for t in self._subject_tables()]
             out |= {a for (a,) in self.qe.con.execute(" union ".join(parts), {"rid": rid}).fetchall()
                     if a in generated}
-        objects = {str(self.lake.objects.path(s["object"])): a for a, ss in sets.items() for s in ss
-                   if s["members"] == "object"}
+        objects: dict[str, list[str]] = {}  # members object -> activities (two runs may use one set)
+        for a, ss in sets.items():
+            for s in ss:
+                if s["members"] == "object":
+                    objects.setdefault(str(self.lake.objects.path(s["object"])), []).append(a)
         if objects:
             found = self.qe.con.execute("select distinct filename from read_parquet(?, filename=true) "
                                         "where record_id = ?", [list(objects), rid]).fetchall()
-            out |= {objects[f] for (f,) in found}
+            out |= {a for (f,) in found for a in objects[f]}
         return sorted(out)
 
     def model(self, mid: str) -> dict[str, Any] | None:
