@@ -164,28 +164,26 @@ class PendingActivity:
         ids = record_ids if isinstance(record_ids, (pa.Array, pa.ChunkedArray)) else pa.array(
             list(record_ids), pa.string())
         self.sets.append({"table_name": table, "snapshot_id": int(snapshot), "view_sql": view_sql,
-                          "n_rows": len(set_members(ids)), "digest": id_digest(ids), "members": members,
+                          "n_rows": len(ids), "digest": id_digest(ids), "members": members,
                           "members_sha256": members_sha256})
 
 
-def set_members(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The distinct ids of a used set, sorted (bytewise, as UTF-8)."""
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    unique = pa.compute.unique(ids.cast(pa.string()).drop_null())
-    return unique.take(pa.compute.sort_indices(unique))
-
-
 def id_digest(ids: pa.Array | pa.ChunkedArray) -> str:
-    """sha256 (hex) of the distinct ids, sorted, each followed by a newline: a set's fingerprint."""
+    """sha256 (hex) of the ids in the order used, each followed by a newline: a used set's fingerprint.
+
+    Order-dependent on purpose: hashing the ids as stored costs one pass over their bytes,
+    where sorting 10^6 strings first would cost more than writing them."""
     import hashlib
 
-    members = set_members(ids)
-    if len(members) == 0:
-        return hashlib.sha256(b"").hexdigest()
-    joined = pa.compute.binary_join(pa.ListArray.from_arrays(pa.array([0, len(members)], pa.int32()),
-                                                             members.cast(pa.string())), "\n")
-    return hashlib.sha256(joined[0].as_py().encode() + b"\n").hexdigest()
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    ids = ids.cast(pa.string())
+    h = hashlib.sha256()
+    if len(ids):
+        joined = pa.compute.binary_join(pa.ListArray.from_arrays(pa.array([0, len(ids)], pa.int32()), ids), "\n")
+        h.update(joined[0].as_buffer())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 @dataclass
@@ -301,6 +299,14 @@ def write_deletion_vector(root: Path, table: str, data_sha: str, positions: Any)
         return {"path": rel, "sha256": sha}, False
     write_atomic(path, data)
     return {"path": rel, "sha256": sha}, True
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string, built as a dictionary (cheap) and decoded once."""
+    import numpy as np
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string())
+                                          ).cast(pa.string())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -704,7 +710,7 @@ class Lake:
                 cols = {
                     "record_id": rids,
                     "version": versions,
-                    "activity_id": pa.array(np.full(n, p.activity_id, dtype=object), pa.string()),
+                    "activity_id": _repeat(p.activity_id, n),
                     "schema_version": pa.array(np.full(n, schema.version, dtype=np.int32)),
                     "created_at": pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
                                            pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
@@ -714,11 +720,12 @@ class Lake:
                     cols[c.name] = p.data.column(c.name)
                 pieces.append(pa.table(cols, schema=schema.arrow_schema()))
             if old_paths:
-                hits = pa.table({"path": pa.chunked_array(old_paths, pa.string()),
-                                 "pos": pa.chunked_array(old_positions, pa.int64())})
-                for g in hits.group_by("path").aggregate([("pos", "list")]).to_pylist():
-                    replaced.append({"table_name": table, "path": g["path"],
-                                     "positions": np.unique(np.asarray(g["pos_list"], dtype=np.int64))})
+                paths = pa.chunked_array(old_paths, pa.string()).combine_chunks().dictionary_encode()
+                codes = paths.indices.to_numpy(zero_copy_only=False)
+                positions = pa.chunked_array(old_positions, pa.int64()).to_numpy()
+                for k, path in enumerate(paths.dictionary.to_pylist()):
+                    replaced.append({"table_name": table, "path": path,
+                                     "positions": np.unique(positions[codes == k])})
             full = pa.concat_tables(pieces)
             buf = io.BytesIO()
             pq.write_table(full, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -756,15 +763,15 @@ class Lake:
                                "path": [f["path"] for f in files]})
             con.register("rel_of", rel_of)
             found = to_arrow_table(con.sql(
-                "select m.record_id, m.version, r.path, m.pos from (select record_id, max(version) as version, "
+                "select m.record_id::varchar as record_id, m.version::integer as version, r.path::varchar as path, "
+                "m.pos::bigint as pos from (select record_id, max(version) as version, "
                 "arg_max(filename, version) as fname, arg_max(file_row_number, version) as pos "
                 "from read_parquet(?, union_by_name=true, filename=true, file_row_number=true) "
                 "where record_id in (select record_id from ids) group by record_id) m join rel_of r using (fname)",
                 params=[rel_of.column("fname").to_pylist()]))
         finally:
             con.close()
-        return found.cast(pa.schema([("record_id", pa.string()), ("version", pa.int32()), ("path", pa.string()),
-                                     ("pos", pa.int64())]))
+        return found
 
     def latest_versions(self, table: str, record_ids: Sequence[str],
                         snapshot: int | None = None) -> dict[str, tuple[int, str]]:
