@@ -211,3 +211,32 @@ def test_a_lake_with_per_record_links_and_superseded_rows_migrates_up_and_down(l
     assert _answers(lake, roots) == before
     assert lake.sql("select record_id, version from predictions order by 1").fetchall() == latest
     assert doctor(lake).problems == []
+
+
+def test_a_job_with_compact_auto_compacts_once_the_policy_is_met(sqlite_lake, monkeypatch):
+    import shutil
+
+    from matlake.platform import jobs as J
+    from matlake.platform import operations
+
+    lake = sqlite_lake
+    with pytest.raises(J.JobFileError, match=r"field compact: expected 'auto' \(or false\), found 'yes'"):
+        J.parse_jobs({"job": [{"name": "e", "sources": ["raw/*"], "compact": "yes"}]}, "jobs.toml", lake.root.parent)
+    job = J.parse_jobs({"job": [{"name": "e", "sources": ["raw/*"], "compact": "auto", "batch_size": 1,
+                                 "settle_seconds": 0}]}, "jobs.toml", lake.root.parent)["e"]
+    monkeypatch.setattr(operations, "AUTO_MIN_FILES", 3)
+    raw = lake.root.parent / "raw"
+    raw.mkdir()
+    names = ["impedancepy_Circuit3_EIS_1.z", "impedancepy_exampleDataBioLogic.mpt", "impedancepy_exampleDataGamry.DTA"]
+    shutil.copyfile(sample("eis", names[0]), raw / names[0])
+    assert J.run_job(lake, job).status == "ok"
+    assert lake.sql("select count(*) from activities where kind = 'compact'").fetchone() == (0,)  # 1 file
+    for n in names[1:]:
+        shutil.copyfile(sample("eis", n), raw / n)
+    run = J.run_job(lake, job)
+    assert (run.status, run.new) == ("ok", 2)
+    compacted = lake.sql("select name from activities where kind = 'compact' order by 1").fetchall()
+    assert ("compact:impedance",) in compacted
+    assert lake.sql("select count(*) from data_files where table_name = 'impedance' "
+                    "and retired_snapshot is null").fetchone() == (1,)
+    assert lake.sql("select count(*) from impedance").fetchone() == (3,)

@@ -1,14 +1,16 @@
 """The SQL catalog: SQLAlchemy models and engine set-up.
 
 The catalog holds everything small and transactional: the table registry, the
-manifest of Parquet data files per snapshot, tags, objects, provenance
-(activities and ``used`` links; ``generated`` links are the ``activity_id``
-column of every row), the ingest ledger and the model registry.  The schema is
+manifest of Parquet data files per snapshot and their deletion vectors, tags,
+objects, provenance (activities, ``used`` links and used sets; ``generated``
+links are the ``activity_id`` column of every row), the ingest ledger and the
+model registry.  Nothing in it grows by one row per science row.  The schema is
 created and evolved only by the Alembic migrations in ``matlake/migrations``;
 these models describe the head revision and are checked against it in tests.
 
 Stored rows are frozen except: ``data_files.retired_snapshot`` (set once, by
-compaction), ``lake_state.last_snapshot`` (the commit counter), ``tags``
+compaction), ``deletion_vectors.retired_snapshot`` (set once, by the commit that
+extends the vector), ``lake_state.last_snapshot`` (the commit counter), ``tags``
 (moved only by an explicit re-tag) and ``leases``.
 """
 

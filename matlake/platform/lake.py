@@ -5,8 +5,10 @@ Commit protocol (ARCHITECTURE, "Commits, snapshots, time travel"):
 1. Parquet files (one per touched table, named by content hash) and objects are
    written and fsynced first.
 2. One catalog transaction takes the ``lake_state`` row lock, allocates the
-   next snapshot id and registers files, objects, activities, links, ledger
-   rows and model versions together.
+   next snapshot id and registers files, objects, activities, links, used sets,
+   ledger rows and model versions together, and extends the deletion vector of
+   every data file whose rows the new versions replace (its small sidecar is
+   written under the lock, so concurrent commits never drop each other's rows).
 
 A crash between 1 and 2 leaves only unregistered files, which ``gc`` removes;
 a crash inside 2 rolls back.  Readers never lock anything: they read the
