@@ -121,7 +121,11 @@ def test_featurize_skips_what_an_earlier_set_used(sqlite_lake):
     assert (again.snapshot, again.n_subjects, again.skipped) == (None, 0, 1)
 
 
-def test_a_partial_reversion_is_applied_by_position_inside_duckdb_at_every_snapshot(lake):
+@pytest.mark.parametrize("cached", [False, True], ids=["files", "small-file-cache"])
+def test_a_partial_reversion_is_applied_by_position_inside_duckdb_at_every_snapshot(lake, cached, monkeypatch):
+    from matlake.platform import query
+
+    monkeypatch.setattr(query, "SMALL_CACHE_MIN_FILES", 2 if cached else 10**9)
     sids = [_commit(lake, [{"record_id": f"s{i}", "formula": "Si"} for i in range(50)])]
     sids.append(_commit(lake, [{"record_id": f"s{i}", "formula": "C"} for i in range(0, 50, 3)]))
     sids.append(_commit(lake, [{"record_id": f"s{i}", "formula": "N"} for i in range(0, 50, 5)]))

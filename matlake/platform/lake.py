@@ -492,7 +492,8 @@ class Lake:
     def files_at(self, snapshot: int, table: str | None = None) -> list[dict[str, Any]]:
         """Data files visible at ``snapshot``: registered at or before it, not retired at or before it."""
         df = cat.DataFile
-        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id).where(
+        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id,
+                   df.bytes).where(
             df.added_snapshot <= snapshot,
             (df.retired_snapshot.is_(None)) | (df.retired_snapshot > snapshot),
         )

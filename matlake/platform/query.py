@@ -107,26 +107,55 @@ class QueryEngine:
             self.con.execute(f"create view {name}_all as select * from _empty_{name}")
             self.con.execute(f"create view {name} as select * exclude (tombstone) from {name}_all")
             return
-        self.con.execute(f"create view {name}_all as select * from {_scan(self.lake, fs)}")
-        clean = [f for f in fs if f["id"] not in self._vectors]
+        small = _small_files(fs)
+        small_ids = {f["id"] for f in small}
+        big = [f for f in fs if f["id"] not in small_ids]
+        if small:
+            # Data files never change: many small ones are read once, with their row positions,
+            # into one in-memory table, so warm queries do not open each file again.
+            self.con.execute(f"create temp table _small_{name} as select * from "
+                             f"{_scan(self.lake, small, positions=True)}")
+        everything = []
+        if big:
+            everything.append(f"select * from {_scan(self.lake, big)}")
+        if small:
+            everything.append(f"select * exclude (filename, file_row_number) from _small_{name}")
+        self.con.execute(f"create view {name}_all as " + " union all by name ".join(everything))
+
         # A file whose every row was replaced leaves the latest view; a partly replaced one is
         # read with its row positions and anti-joined with its deletion vector, inside DuckDB.
+        dead = [f for f in fs if f["id"] in self._vectors and self._vectors[f["id"]][0] is None]
         dirty = [f for f in fs if f["id"] in self._vectors and self._vectors[f["id"]][0] is not None]
-        live = "" if not any(f["tombstones"] for f in fs) else " where not tombstone"
-        parts = []
-        if clean:
-            parts.append(f"select * exclude (tombstone) from {_scan(self.lake, clean)}{live}")
+        dirty_ids = {f["id"] for f in dirty} | {f["id"] for f in dead}
+        replaced = ""
         if dirty:
             mapping = pa.table({
                 "dv_file": [str(self.lake.root / self._vectors[f["id"]][0]) for f in dirty],
                 "data_file": [str(self.lake.root / f["path"]) for f in dirty]})
             self.con.register(f"_dvmap_{name}", mapping)
             dvs = ", ".join(_quote(p) for p in mapping.column("dv_file").to_pylist())
-            parts.append(
-                f"select d.* exclude (tombstone, filename, file_row_number) from "
-                f"{_scan(self.lake, dirty, positions=True)} d anti join (select m.data_file as filename, "
-                f"v.pos as file_row_number from read_parquet([{dvs}], filename=true) v join _dvmap_{name} m "
-                f"on m.dv_file = v.filename) x using (filename, file_row_number){live.replace('tombstone', 'd.tombstone')}")
+            replaced = (f" anti join (select m.data_file as filename, v.pos as file_row_number from "
+                        f"read_parquet([{dvs}], filename=true) v join _dvmap_{name} m on m.dv_file = v.filename) x "
+                        f"using (filename, file_row_number)")
+        tombstones = any(f["tombstones"] for f in fs)
+        parts = []
+        clean_big = [f for f in big if f["id"] not in dirty_ids]
+        dirty_big = [f for f in big if f["id"] in dirty_ids and f not in dead]
+        if clean_big:
+            parts.append(f"select * exclude (tombstone) from {_scan(self.lake, clean_big)}"
+                         + (" where not tombstone" if tombstones else ""))
+        if dirty_big:
+            parts.append(f"select d.* exclude (tombstone, filename, file_row_number) from "
+                         f"{_scan(self.lake, dirty_big, positions=True)} d{replaced}"
+                         + (" where not d.tombstone" if tombstones else ""))
+        if small:
+            gone = [f for f in small if f in dead]
+            conditions = (["not d.tombstone"] if tombstones else []) + (
+                [f"d.filename not in ({', '.join(_quote(str(self.lake.root / f['path'])) for f in gone)})"]
+                if gone else [])
+            parts.append(f"select d.* exclude (tombstone, filename, file_row_number) from _small_{name} d"
+                         + (replaced if any(f in dirty for f in small) else "")
+                         + (" where " + " and ".join(conditions) if conditions else ""))
         if not parts:
             self.con.execute(f"create view {name} as select * exclude (tombstone) from {name}_all limit 0")
             return
@@ -268,6 +297,26 @@ class Result:
         return repr(self.relation)
 
 
+# Small-file cache of a query engine: a table's files under SMALL_FILE_BYTES are held in memory
+# once it has SMALL_CACHE_MIN_FILES of them, up to SMALL_CACHE_BYTES of Parquet per table.
+SMALL_FILE_BYTES = 1 << 20
+SMALL_CACHE_MIN_FILES = 8
+SMALL_CACHE_BYTES = 64 << 20
+
+
+def _small_files(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files of one table worth caching in memory (see SMALL_FILE_BYTES); none if too few."""
+    if len(files) < SMALL_CACHE_MIN_FILES:
+        return []
+    budget, out = SMALL_CACHE_BYTES, []
+    for f in files:
+        size = int(f.get("bytes") or SMALL_FILE_BYTES)
+        if size < SMALL_FILE_BYTES and size <= budget:
+            out.append(f)
+            budget -= size
+    return out if len(out) >= SMALL_CACHE_MIN_FILES else []
+
+
 def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
@@ -278,9 +327,18 @@ def _words(sql: str) -> set[str]:
 
 
 def _scan(lake: "Lake", files: list[dict[str, Any]], positions: bool = False) -> str:
-    paths = ", ".join(_quote(str(lake.root / f["path"])) for f in files)
+    """A DuckDB scan of ``files``.  Files of one schema version have the same columns, so each
+    version is one ``read_parquet`` that binds from a single footer; only several versions
+    side by side (older files with fewer columns) are combined by name.  (``union_by_name``
+    over every file read all their footers each time a query was bound: 3.5x at 500 files.)"""
     extra = ", filename=true, file_row_number=true" if positions else ""
-    return f"read_parquet([{paths}], union_by_name=true{extra})"
+    by_version: dict[int, list[str]] = {}
+    for f in files:
+        by_version.setdefault(int(f.get("schema_version") or 0), []).append(_quote(str(lake.root / f["path"])))
+    scans = [f"select * from read_parquet([{', '.join(paths)}]{extra})" for _v, paths in sorted(by_version.items())]
+    if len(scans) == 1:
+        return scans[0][len("select * from "):]
+    return "(" + " union all by name ".join(scans) + ")"
 
 
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
