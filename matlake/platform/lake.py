@@ -727,8 +727,10 @@ class Lake:
                 codes = paths.indices.to_numpy(zero_copy_only=False)
                 positions = pa.chunked_array(old_positions, pa.int64()).to_numpy()
                 for k, path in enumerate(paths.dictionary.to_pylist()):
-                    replaced.append({"table_name": table, "path": path,
-                                     "positions": np.unique(positions[codes == k])})
+                    mine = np.sort(positions[codes == k])
+                    if len(mine) > 1 and not np.all(mine[1:] != mine[:-1]):
+                        mine = np.unique(mine)  # a record given twice in one commit
+                    replaced.append({"table_name": table, "path": path, "positions": mine})
             full = pa.concat_tables(pieces)
             buf = io.BytesIO()
             pq.write_table(full, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -753,6 +755,14 @@ class Lake:
         ``record_ids`` at ``snapshot``: the lake-relative path of the data file
         holding it and its 0-based row position there.  None when the table has no files."""
         files = self.files_at(snapshot, table)
+        if files:
+            # A file whose every row a later version replaced holds no latest version: not read.
+            dv = cat.DeletionVector
+            with self.engine.connect() as conn:
+                dead = set(conn.execute(select(dv.data_file_id).where(
+                    dv.table_name == table, dv.path.is_(None), dv.added_snapshot <= snapshot,
+                    (dv.retired_snapshot.is_(None)) | (dv.retired_snapshot > snapshot))).scalars())
+            files = [f for f in files if f["id"] not in dead]
         if not files or len(record_ids) == 0:
             return None
         import duckdb
