@@ -244,3 +244,22 @@ def test_a_job_with_compact_auto_compacts_once_the_policy_is_met(sqlite_lake, mo
     assert lake.sql("select count(*) from data_files where table_name = 'impedance' "
                     "and retired_snapshot is null").fetchone() == (1,)
     assert lake.sql("select count(*) from impedance").fetchone() == (3,)
+
+
+def test_cli_compact_auto_prints_the_policy_and_merges_when_met(sqlite_lake):
+    import subprocess
+    import sys
+
+    lake = sqlite_lake
+
+    def matlake(*args):
+        return subprocess.run([sys.executable, "-m", "matlake.platform.cli", *args, "--lake", str(lake.root)],
+                              capture_output=True, text=True, timeout=300, check=True).stdout
+
+    for i in range(AUTO_MIN_FILES - 1):
+        _commit(lake, [{"record_id": f"s{i}", "formula": "Si"}])
+    assert f"no table has {AUTO_MIN_FILES} or more small live files" in matlake("compact", "--auto")
+    _commit(lake, [{"record_id": "last", "formula": "C"}])
+    out = matlake("compact", "--auto")
+    assert f"structures: merged {AUTO_MIN_FILES} files ({AUTO_MIN_FILES} rows)" in out
+    assert lake.sql("select count(*) from structures").fetchone() == (AUTO_MIN_FILES,)
