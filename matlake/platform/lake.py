@@ -691,7 +691,8 @@ class Lake:
             for p in parts:
                 n = p.data.num_rows
                 rids = p.data.column("record_id")
-                if existing is not None and existing.num_rows and (p in need_versions):
+                # `is`, not `in`: _Rows compares by value, and comparing tables reads all their data.
+                if existing is not None and existing.num_rows and any(p is q for q in need_versions):
                     at = pa.compute.index_in(rids, value_set=existing.column("record_id"))
                     prev = existing.column("version").take(at)
                 else:
