@@ -136,25 +136,45 @@ def test_version_chain_time_travels_and_registers_only_replaced_rows(lake):
         assert lake.sql("select version, formula from structures where record_id = 'a'", as_of=sid).fetchall() == [
             (n, f"Si{n}")]
         assert lake.sql("select count(*) from structures", as_of=sid).fetchone() == (1 + n,)
-    with lake.engine.connect() as conn:
-        import sqlalchemy as sa
-
-        rows = conn.execute(sa.text("select record_id, version, snapshot_id from superseded order by version")).fetchall()
-    assert [tuple(r) for r in rows] == [("a", 1, sids[1]), ("a", 2, sids[2])]
-
-
-def test_superseded_backfill_rebuilds_the_entries(sqlite_lake):
+    import pyarrow.parquet as pq
     import sqlalchemy as sa
 
-    from matlake.migrations.helpers import backfill_superseded
+    with lake.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "select f.added_snapshot, v.path, v.rows, v.added_snapshot, v.retired_snapshot from deletion_vectors v "
+            "join data_files f on f.id = v.data_file_id order by v.id")).fetchall()
+    # Each commit replaced row 0 ('a') of the previous commit's file, and nothing else.
+    assert [(r[0], r[2], r[3], r[4]) for r in rows] == [(sids[0], 1, sids[1], None), (sids[1], 1, sids[2], None)]
+    for r in rows:
+        assert pq.read_table(lake.root / r[1]).column("pos").to_pylist() == [0]
 
-    for n in (1, 2, 3):
-        _commit_structures(sqlite_lake, [{"record_id": "a", "formula": f"Si{n}"}])
-    q = "select record_id, version, snapshot_id, data_file_id from superseded order by version"
-    with sqlite_lake.engine.connect() as conn:
-        before = conn.execute(sa.text(q)).fetchall()
-    with sqlite_lake.engine.connect().execution_options(write=True) as conn, conn.begin():
-        conn.execute(sa.text("delete from superseded"))
-        backfill_superseded(conn)
-    with sqlite_lake.engine.connect() as conn:
-        assert conn.execute(sa.text(q)).fetchall() == before
+
+def test_superseded_rows_of_an_old_lake_become_deletion_vectors_and_back(lake):
+    import sqlalchemy as sa
+
+    from matlake.platform import migrate
+
+    sids = [_commit_structures(lake, [{"record_id": "a", "formula": f"Si{n}"}, {"record_id": "b", "formula": "C"}],
+                               name=f"c{n}")[0] for n in (1, 2, 3)]
+    _commit_structures(lake, [{"record_id": "a", "formula": "Si4"}], name="c4")  # 'b' of file 3 stays live
+    answers = lambda: [lake.sql("select record_id, version, formula from structures order by 1", as_of=s).fetchall()
+                       for s in range(1, 5)]
+    q = ("select f.added_snapshot, v.rows, v.path is null, v.added_snapshot, v.retired_snapshot from deletion_vectors v "
+         "join data_files f on f.id = v.data_file_id order by v.id")
+    with lake.engine.connect() as conn:
+        vectors = conn.execute(sa.text(q)).fetchall()
+    before = answers()
+    assert before[3] == [("a", 4, "Si4"), ("b", 3, "C")]
+    # Files 1 and 2 are wholly replaced (no sidecar); file 3 loses its row 'a' only.
+    assert [tuple(v) for v in vectors] == [(sids[0], 2, True, sids[1], None), (sids[1], 2, True, sids[2], None),
+                                           (sids[2], 1, False, 4, None)]
+    migrate.downgrade(lake.engine, "0004")
+    with lake.engine.connect() as conn:
+        superseded = conn.execute(sa.text("select record_id, version, snapshot_id from superseded "
+                                          "order by snapshot_id, record_id")).fetchall()
+    assert [tuple(r) for r in superseded] == [("a", 1, 2), ("b", 1, 2), ("a", 2, 3), ("b", 2, 3), ("a", 3, 4)]
+    migrate.upgrade(lake.engine)
+    lake._query_engines.clear()
+    with lake.engine.connect() as conn:
+        assert [tuple(v) for v in conn.execute(sa.text(q)).fetchall()] == [tuple(v) for v in vectors]
+    assert answers() == before

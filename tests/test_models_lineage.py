@@ -84,9 +84,11 @@ def _predictions_reached(g) -> set[str]:
 def test_lineage_down_from_a_raw_file_reaches_only_the_predictions_of_its_own_records(trained):
     lake, info, out = trained
     # The predict run used all nine structures; the CIF's structure is not in the training data.
-    used = lake.sql("select count(*) from catalog_links where activity_id = ? and role = 'used' "
+    # One used set in the catalog; its nine members in the links view.
+    used = lake.sql("select count(*) from links where activity_id = ? and role = 'used' "
                     "and entity_kind = 'record'", params=[out["activity_id"]]).fetchone()[0]
     assert used == 9
+    assert lake.sql("select n_rows from used_sets where activity_id = ?", params=[out["activity_id"]]).fetchall() == [(9,)]
     sha = lake.sql("select sha256 from ledger where source_path like '%MAPbI3_mp-977013_symmetrized.cif'").fetchone()[0]
     mine = {r[0] for r in lake.sql("select p.record_id from predictions p join structures s on s.record_id = "
                                    "p.subject_id where s.source_sha256 = ?", params=[sha]).fetchall()}

@@ -1,14 +1,16 @@
 """The SQL catalog: SQLAlchemy models and engine set-up.
 
 The catalog holds everything small and transactional: the table registry, the
-manifest of Parquet data files per snapshot, tags, objects, provenance
-(activities and ``used`` links; ``generated`` links are the ``activity_id``
-column of every row), the ingest ledger and the model registry.  The schema is
+manifest of Parquet data files per snapshot and their deletion vectors, tags,
+objects, provenance (activities, ``used`` links and used sets; ``generated``
+links are the ``activity_id`` column of every row), the ingest ledger and the
+model registry.  Nothing in it grows by one row per science row.  The schema is
 created and evolved only by the Alembic migrations in ``matlake/migrations``;
 these models describe the head revision and are checked against it in tests.
 
 Stored rows are frozen except: ``data_files.retired_snapshot`` (set once, by
-compaction), ``lake_state.last_snapshot`` (the commit counter), ``tags``
+compaction), ``deletion_vectors.retired_snapshot`` (set once, by the commit that
+extends the vector), ``lake_state.last_snapshot`` (the commit counter), ``tags``
 (moved only by an explicit re-tag) and ``leases``.
 """
 
@@ -363,26 +365,51 @@ class JobRun(Base):
 Index("ix_job_runs_job_name_started_at", JobRun.job_name, JobRun.started_at)
 
 
-# --------------------------------------------------------------------------- versions (revision 0003)
+# --------------------------------------------------------------------------- deletion vectors and used sets (revision 0005)
 
 
-class Superseded(Base):
-    """A stored row version replaced by a later version of its record, from ``snapshot_id`` on.
+class DeletionVector(Base):
+    """Which rows of one data file later versions replaced, as of ``added_snapshot``.
 
-    Latest-version views anti-join these entries on the files that hold them
-    instead of ranking every row of a table.
+    Cumulative: a new vector of a file holds every replaced position so far and
+    retires the file's previous vector in the same commit, so at any snapshot a
+    file has at most one live vector.  ``path`` names a sidecar Parquet file
+    with one int64 column ``pos`` (0-based row positions in the data file);
+    ``path`` null means every row of the file is replaced: the file leaves the
+    latest-version view without a sidecar (it stays in ``T_all`` for history).
     """
 
-    __tablename__ = "superseded"
+    __tablename__ = "deletion_vectors"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    table_name: Mapped[str] = mapped_column(String(128))
     data_file_id: Mapped[int] = mapped_column(Integer, ForeignKey("data_files.id"), index=True)
-    record_id: Mapped[str] = mapped_column(String(128))
-    version: Mapped[int] = mapped_column(Integer)
+    table_name: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    rows: Mapped[int] = mapped_column(BigInteger)  # replaced positions
+    added_snapshot: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"), index=True)
+    retired_snapshot: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"), nullable=True)
+
+
+class UsedSet(Base):
+    """A bulk activity *used* a set of records: the ids returned by ``view_sql`` at ``snapshot_id``.
+
+    Replaces one ``links`` row per record for train, predict and featurize.
+    ``n_rows`` and ``digest`` (sha256 of the sorted ids joined by newlines)
+    pin the set; the members are read back from Parquet: ``members = 'generated'``:
+    the ``subject_id`` of the rows the activity generated; ``members = 'object'``:
+    the Parquet object ``members_sha256`` (columns ``record_id``, ``version``).
+    """
+
+    __tablename__ = "used_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    activity_id: Mapped[str] = mapped_column(String(40), ForeignKey("activities.activity_id"), index=True)
+    table_name: Mapped[str] = mapped_column(String(128), index=True)
     snapshot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("snapshots.snapshot_id"))
-
-
-Index("ix_superseded_table_name_snapshot_id", Superseded.table_name, Superseded.snapshot_id)
+    view_sql: Mapped[str] = mapped_column(Text, default="")
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64))
+    members: Mapped[str] = mapped_column(String(16))  # generated | object
+    members_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class PathStamp(Base):

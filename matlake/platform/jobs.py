@@ -16,6 +16,7 @@ jobs as ``[[job]]`` tables::
     lease_ttl = 60                    # seconds before a dead runner's lease expires
     batch_size = 64                   # files per commit
     timezone = "Europe/Berlin"        # optional, for the schedule (default: local time)
+    compact = "auto"                  # optional: after a run that committed, `matlake compact --auto`
 
 Relative ``sources`` are resolved against the directory that *contains* the
 lake directory (``/data/lake`` -> ``/data``), never the current directory, so
@@ -109,6 +110,7 @@ class Job:
     lease_ttl: float = DEFAULT_LEASE_TTL
     batch_size: int = 64
     timezone: str | None = None
+    compact: bool = False
 
     @property
     def lease_name(self) -> str:
@@ -124,7 +126,7 @@ class Job:
 
 
 _FIELDS = {"name", "sources", "kind", "options", "schedule", "retries", "workers", "dask", "settle_seconds",
-           "lease_ttl", "batch_size", "timezone"}
+           "lease_ttl", "batch_size", "timezone", "compact"}
 
 
 def job_file_path(lake: "Lake", jobs: str | os.PathLike | None = None) -> Path:
@@ -221,6 +223,9 @@ def _parse_job(entry: dict[str, Any], file: str, index: int, base_dir: Path) -> 
             cron_trigger(schedule, tz)
         except ValueError as exc:
             raise JobFileError(f"{file}: {label}: field schedule: {exc}") from None
+    compact = entry.get("compact", False)
+    if compact not in (False, "auto"):
+        raise bad("compact", "'auto' (or false)", compact)
     dask = entry.get("dask")
     if dask is not None and (not isinstance(dask, str) or not dask.strip()):
         raise bad("dask", "a Dask scheduler address such as 'tcp://host:8786'", dask)
@@ -229,7 +234,7 @@ def _parse_job(entry: dict[str, Any], file: str, index: int, base_dir: Path) -> 
         retries=integer("retries", 2, 0), workers=integer("workers", 1, 1), dask=dask,
         settle_seconds=number("settle_seconds", DEFAULT_SETTLE, 0.0),
         lease_ttl=number("lease_ttl", DEFAULT_LEASE_TTL, 0.0, strict=True),
-        batch_size=integer("batch_size", 64, 1), timezone=tz,
+        batch_size=integer("batch_size", 64, 1), timezone=tz, compact=compact == "auto",
     )
 
 
@@ -669,6 +674,13 @@ def _run_locked(lake: "Lake", job: Job, lease: Lease, trigger: str, stop: thread
             result.failures.append(o.message)
     # Left for a later run: not settled yet, or not reached before a stop.
     result.deferred = len(deferred) + sum(1 for it in items if it.path not in done)
+    if job.compact and result.snapshots and result.status == "ok":
+        from matlake.platform.operations import compact
+
+        try:
+            compact(lake, auto=True)  # under the job's lease; does nothing until the policy is met
+        except Exception as exc:  # noqa: BLE001 - the ingest is committed; the run reports the compaction error
+            result.error = f"compaction failed: {type(exc).__name__}: {exc}".strip().splitlines()[0]
     _finish(lake, job, result, started, trigger, write)
     return result
 

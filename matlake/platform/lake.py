@@ -5,8 +5,10 @@ Commit protocol (ARCHITECTURE, "Commits, snapshots, time travel"):
 1. Parquet files (one per touched table, named by content hash) and objects are
    written and fsynced first.
 2. One catalog transaction takes the ``lake_state`` row lock, allocates the
-   next snapshot id and registers files, objects, activities, links, ledger
-   rows and model versions together.
+   next snapshot id and registers files, objects, activities, links, used sets,
+   ledger rows and model versions together, and extends the deletion vector of
+   every data file whose rows the new versions replace (its small sidecar is
+   written under the lock, so concurrent commits never drop each other's rows).
 
 A crash between 1 and 2 leaves only unregistered files, which ``gc`` removes;
 a crash inside 2 rolls back.  Readers never lock anything: they read the
@@ -91,6 +93,11 @@ def _fault(point: str) -> None:
 _FAULT_HITS: dict[str, int] = {}
 
 
+# Rows per Parquet row group in data files (commits and compaction): large enough that a scan
+# pays little per group, small enough to skip groups by their min/max statistics.
+ROW_GROUP_ROWS = 256_000
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
@@ -139,12 +146,46 @@ class PendingActivity:
     error: str = ""
     # (role, entity_kind, entity_id, entity_version, table_name)
     links: list[tuple[str, str, str, int | None, str | None]] = field(default_factory=list)
+    # used_sets rows (see matlake.platform.catalog.UsedSet) minus activity_id
+    sets: list[dict[str, Any]] = field(default_factory=list)
 
     def used(self, kind: str, entity_id: str, version: int | None = None, table: str | None = None) -> None:
         self.links.append(("used", kind, entity_id, version, table))
 
     def generated(self, kind: str, entity_id: str, version: int | None = None, table: str | None = None) -> None:
         self.links.append(("generated", kind, entity_id, version, table))
+
+    def used_set(self, table: str, snapshot: int, view_sql: str, record_ids: pa.Array | Sequence[str],
+                 members: str = "generated", members_sha256: str | None = None) -> None:
+        """This activity used the records ``record_ids`` of ``table``, read by ``view_sql`` at ``snapshot``:
+        one catalog row whatever their number.  ``members='generated'``: they are the ``subject_id``
+        of the rows it generates; ``'object'``: listed in the Parquet object ``members_sha256``."""
+        if members not in ("generated", "object") or (members == "object") != bool(members_sha256):
+            raise ValueError(f"used_set members: expected 'generated' or 'object' with members_sha256, "
+                             f"found {members!r} with {members_sha256!r}")
+        ids = record_ids if isinstance(record_ids, (pa.Array, pa.ChunkedArray)) else pa.array(
+            list(record_ids), pa.string())
+        self.sets.append({"table_name": table, "snapshot_id": int(snapshot), "view_sql": view_sql,
+                          "n_rows": len(ids), "digest": id_digest(ids), "members": members,
+                          "members_sha256": members_sha256})
+
+
+def id_digest(ids: pa.Array | pa.ChunkedArray) -> str:
+    """sha256 (hex) of the ids in the order used, each followed by a newline: a used set's fingerprint.
+
+    Order-dependent on purpose: hashing the ids as stored costs one pass over their bytes,
+    where sorting 10^6 strings first would cost more than writing them."""
+    import hashlib
+
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    ids = ids.cast(pa.string())
+    h = hashlib.sha256()
+    if len(ids):
+        joined = pa.compute.binary_join(pa.ListArray.from_arrays(pa.array([0, len(ids)], pa.int32()), ids), "\n")
+        h.update(joined[0].as_buffer())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 @dataclass
@@ -184,6 +225,9 @@ class ChangeSet:
         self.retire: list[int] = []
         # Data files already written and fsynced by the caller (compaction): data_files rows minus added_snapshot.
         self.files: list[dict[str, Any]] = []
+        # Compaction: merged file path -> (retired data file id, offset of its first row in the merged file),
+        # so the retired files' deletion vectors are carried over to the merged file.
+        self.merged_from: dict[str, list[tuple[int, int]]] = {}
         # The snapshot the rows were computed from, when it matters: versions are then
         # checked against it, so a strict (rebase=False) change made from stale reads is refused.
         self.read_snapshot: int | None = None
@@ -240,6 +284,31 @@ class ChangeSet:
     def is_empty(self) -> bool:
         return not (self.activities or self.rows or self.objects or self.ledger or self.models or self.retire
                     or self.files)
+
+
+def write_deletion_vector(root: Path, table: str, data_sha: str, positions: Any) -> tuple[dict[str, str], bool]:
+    """Write (fsynced) the deletion-vector sidecar of data file ``data_sha`` of ``table``: Parquet
+    with one int64 column ``pos``, the replaced 0-based row positions.  Returns its catalog
+    fields (lake-relative ``path``, ``sha256``) and whether this call created the file."""
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"pos": pa.array(positions, pa.int64())}), buf, compression="zstd")
+    data = buf.getvalue()
+    sha = sha256_bytes(data)
+    # The data file's hash in the name: two files with the same replaced positions get two sidecars.
+    rel = f"tables/{table}/_deletes/{data_sha[:16]}-{sha[:32]}.dv"
+    path = root / rel
+    if path.exists():
+        return {"path": rel, "sha256": sha}, False
+    write_atomic(path, data)
+    return {"path": rel, "sha256": sha}, True
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string, built as a dictionary (cheap) and decoded once."""
+    import numpy as np
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string())
+                                          ).cast(pa.string())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -423,7 +492,8 @@ class Lake:
     def files_at(self, snapshot: int, table: str | None = None) -> list[dict[str, Any]]:
         """Data files visible at ``snapshot``: registered at or before it, not retired at or before it."""
         df = cat.DataFile
-        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id).where(
+        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id,
+                   df.bytes).where(
             df.added_snapshot <= snapshot,
             (df.retired_snapshot.is_(None)) | (df.retired_snapshot > snapshot),
         )
@@ -454,13 +524,18 @@ class Lake:
         now = cat.utcnow()
         for attempt in range(self.MAX_REBASES + 1):
             base = cs.read_snapshot if (attempt == 0 and cs.read_snapshot is not None) else self.last_snapshot()
-            written, superseded, created = self._write_tables(cs, now, base, look_up_all=attempt > 0)
+            written, replaced, created = self._write_tables(cs, now, base, look_up_all=attempt > 0)
             files = written + list(cs.files)
             _fault("after_files")
+            sidecars: list[Path] = []  # deletion vectors written inside the transaction
             try:
-                sid = cat.retrying(lambda: self._commit_transaction(cs, files, written, superseded, base, now))
-            except VersionConflict as exc:
-                # Nothing was registered: our files are unreferenced, remove them now.
+                sid = cat.retrying(lambda: self._commit_transaction(cs, files, written, replaced, base, now, sidecars))
+            except BaseException as exc:
+                # Nothing was registered: the sidecars of the failed transaction are unreferenced.
+                for path in sidecars:
+                    path.unlink(missing_ok=True)
+                if not isinstance(exc, VersionConflict):
+                    raise
                 for path in created:
                     path.unlink(missing_ok=True)
                 if not exc.rebase or attempt == self.MAX_REBASES:
@@ -472,7 +547,7 @@ class Lake:
         raise AssertionError("unreachable")
 
     def _commit_transaction(self, cs: ChangeSet, files: list[dict[str, Any]], written: list[dict[str, Any]],
-                            superseded: list[dict[str, Any]], base: int, now: datetime) -> int:
+                            replaced: list[dict[str, Any]], base: int, now: datetime, sidecars: list[Path]) -> int:
         matlake_version, git_commit = code_identity()
         user, host = _who()
         with self.engine.connect().execution_options(write=True) as conn, conn.begin():
@@ -504,6 +579,9 @@ class Lake:
                          for a in cs.activities for (r, k, e, v, t) in a.links]
                 if links:
                     conn.execute(insert(cat.Link), links)
+                sets = [dict(u, activity_id=a.activity_id) for a in cs.activities for u in a.sets]
+                if sets:
+                    conn.execute(insert(cat.UsedSet), sets)
             if files:
                 conn.execute(insert(cat.DataFile), [dict(f, added_snapshot=sid) for f in files])
             if cs.retire:
@@ -514,8 +592,8 @@ class Lake:
                     # A concurrent compaction retired some first: registering our merge would duplicate rows.
                     raise LakeError(f"data files {sorted(cs.retire)}: expected all live, found "
                                     f"{len(set(cs.retire)) - res.rowcount} already retired by another commit")
-            if superseded or cs.retire:
-                self._register_superseded(conn, sid, superseded, list(cs.retire), files)
+            if replaced or cs.retire:
+                self._register_deletions(conn, sid, replaced, list(cs.retire), files, cs.merged_from, sidecars)
             if cs.ledger:
                 try:
                     with conn.begin_nested():
@@ -586,54 +664,76 @@ class Lake:
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Path]]:
         """Write one Parquet file per touched table, versioned against snapshot ``base``.
 
-        Returns the data-file rows, the row versions the new rows supersede
-        (record id, version, file path) and the files this call created.
-        ``look_up_all`` also looks up records declared new (``version=1``): a
-        rebase after a concurrent commit created some of them.
+        Returns the data-file rows, the rows the new versions replace (one entry
+        per data file holding them: table, path, row positions) and the files
+        this call created.  ``look_up_all`` also looks up records declared new
+        (``version=1``): a rebase after a concurrent commit created some of them.
+        Versions are computed column-wise (Arrow), never row by row in Python.
         """
+        import numpy as np
+
         by_table: dict[str, list[_Rows]] = {}
         for r in cs.rows:
             by_table.setdefault(r.table, []).append(r)
         out = []
-        superseded: list[dict[str, Any]] = []
+        replaced: list[dict[str, Any]] = []
         created: list[Path] = []
         for table, parts in sorted(by_table.items()):
             schema = schemas.get(table)
             pieces = []
             # Version 1 given explicitly (a never-seen source) needs no look-up; anything else does.
             need_versions = [p for p in parts if p.version is None or p.version > 1 or look_up_all]
-            existing = self.latest_versions(
-                table, [rid for p in need_versions for rid in p.data.column("record_id").to_pylist()], snapshot=base,
-            ) if need_versions else {}
+            # Previous version of every row to version, aligned with the rows (-1: none), and
+            # where that version is stored (index into `stored`, row position).
+            prev, file_code, file_pos, stored = self._previous_versions(
+                table, [p.data.column("record_id") for p in need_versions], base)
+            hits_code: list[np.ndarray] = []
+            hits_pos: list[np.ndarray] = []
+            offset = 0
             for p in parts:
                 n = p.data.num_rows
-                rids = p.data.column("record_id").to_pylist()
-                versions = []
-                for r in rids:
-                    prev = existing.get(r)
-                    if p.version is None or (p.version == 1 and look_up_all):
-                        versions.append(prev[0] + 1 if prev else 1)
-                    elif prev and prev[0] >= p.version:
-                        raise VersionConflict(f"table {table}: record {r} already has version {prev[0]}; "
-                                              f"expected a version above it, found {p.version}")
-                    else:
-                        versions.append(p.version)
-                    if prev:
-                        superseded.append({"table_name": table, "path": prev[1], "record_id": r, "version": prev[0]})
+                rids = p.data.column("record_id")
+                # `is`, not `in`: _Rows compares by value, and comparing tables reads all their data.
+                if any(p is q for q in need_versions):
+                    mine = prev[offset:offset + n]
+                    found = mine >= 0
+                    hits_code.append(file_code[offset:offset + n][found])
+                    hits_pos.append(file_pos[offset:offset + n][found])
+                    offset += n
+                else:
+                    mine = np.full(n, -1, np.int64)
+                if p.version is None or (p.version == 1 and look_up_all):
+                    versions = pa.array(np.where(mine >= 0, mine + 1, 1).astype(np.int32))
+                else:
+                    clash = np.flatnonzero(mine >= p.version)
+                    if len(clash):
+                        i = int(clash[0])
+                        raise VersionConflict(f"table {table}: record {rids[i].as_py()} already has version "
+                                              f"{int(mine[i])}; expected a version above it, found {p.version}")
+                    versions = pa.array(np.full(n, p.version, dtype=np.int32))
                 cols = {
-                    "record_id": p.data.column("record_id"),
-                    "version": pa.array(versions, pa.int32()),
-                    "activity_id": pa.array([p.activity_id] * n, pa.string()),
-                    "schema_version": pa.array([schema.version] * n, pa.int32()),
-                    "created_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-                    "tombstone": pa.array([p.tombstone] * n, pa.bool_()),
+                    "record_id": rids,
+                    "version": versions,
+                    "activity_id": _repeat(p.activity_id, n),
+                    "schema_version": pa.array(np.full(n, schema.version, dtype=np.int32)),
+                    "created_at": pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
+                                           pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+                    "tombstone": pa.array(np.full(n, p.tombstone, dtype=bool)),
                 }
                 for c in schema.data_columns:
                     cols[c.name] = p.data.column(c.name)
                 pieces.append(pa.table(cols, schema=schema.arrow_schema()))
+            if hits_code:
+                codes = np.concatenate(hits_code)
+                positions = np.concatenate(hits_pos)
+                for k in np.unique(codes):
+                    mine = np.sort(positions[codes == k])
+                    if len(mine) > 1 and not np.all(mine[1:] != mine[:-1]):
+                        mine = np.unique(mine)  # a record given twice in one commit
+                    replaced.append({"table_name": table, "path": stored[int(k)], "positions": mine})
             full = pa.concat_tables(pieces)
             buf = io.BytesIO()
-            pq.write_table(full, buf, compression="zstd", row_group_size=256_000)
+            pq.write_table(full, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             data = buf.getvalue()
             sha = sha256_bytes(data)
             rel = f"tables/{table}/{sha}.parquet"
@@ -647,7 +747,88 @@ class Lake:
                 "schema_version": schema.version, "max_version": int(pa.compute.max(vcol).as_py()),
                 "tombstones": int(pa.compute.sum(full.column("tombstone").cast(pa.int32())).as_py() or 0),
             })
-        return out, superseded, created
+        return out, replaced, created
+
+    def _lookup_versions(self, table: str, record_ids: pa.ChunkedArray | pa.Array,
+                         snapshot: int) -> pa.Table | None:
+        """(record_id, version, path, pos) of the highest stored version of each of
+        ``record_ids`` at ``snapshot``: the lake-relative path of the data file
+        holding it and its 0-based row position there.  None when the table has no files."""
+        files = self._lookup_files(table, snapshot)
+        if not files or len(record_ids) == 0:
+            return None
+        import duckdb
+
+        from matlake.platform.query import to_arrow_table
+
+        con = duckdb.connect()
+        try:
+            con.register("ids", pa.table({"record_id": record_ids}))
+            rel_of = pa.table({"fname": [str(self.root / f["path"]) for f in files],
+                               "path": [f["path"] for f in files]})
+            con.register("rel_of", rel_of)
+            found = to_arrow_table(con.sql(
+                "select m.record_id::varchar as record_id, m.version::integer as version, r.path::varchar as path, "
+                "m.pos::bigint as pos from (select record_id, max(version) as version, "
+                "arg_max(filename, version) as fname, arg_max(file_row_number, version) as pos "
+                "from read_parquet(?, union_by_name=true, filename=true, file_row_number=true) "
+                "where record_id in (select record_id from ids) group by record_id) m join rel_of r using (fname)",
+                params=[rel_of.column("fname").to_pylist()]))
+        finally:
+            con.close()
+        return found
+
+    def _previous_versions(self, table: str, ids: list[pa.ChunkedArray], snapshot: int) -> tuple[Any, Any, Any, list[str]]:
+        """For the record ids ``ids`` (concatenated), aligned with them: the highest stored version
+        at ``snapshot`` (-1: none), the index into the returned file list of the data file holding
+        it and its row position there.  One DuckDB join grouped by row index (an integer), then
+        numpy scatters: no per-row Python and no second hash join in Arrow."""
+        import numpy as np
+
+        n = sum(len(c) for c in ids)
+        prev = np.full(n, -1, np.int64)
+        code = np.full(n, -1, np.int32)
+        pos = np.full(n, -1, np.int64)
+        files = self._lookup_files(table, snapshot) if n else []
+        if not files:
+            return prev, code, pos, []
+        import duckdb
+
+        from matlake.platform.query import to_arrow_table
+
+        stored = [f["path"] for f in files]
+        con = duckdb.connect()
+        try:
+            con.register("ids", pa.table({"record_id": pa.chunked_array([c.cast(pa.string()) for c in ids], pa.string()),
+                                          "idx": pa.array(np.arange(n, dtype=np.int64))}))
+            con.register("stored", pa.table({"fname": [str(self.root / p) for p in stored],
+                                             "code": pa.array(np.arange(len(stored), dtype=np.int32))}))
+            found = to_arrow_table(con.sql(
+                "select m.idx, m.version::bigint as version, s.code, m.pos::bigint as pos from (select i.idx, "
+                "max(d.version) as version, arg_max(d.filename, d.version) as fname, "
+                "arg_max(d.file_row_number, d.version) as pos from read_parquet(?, union_by_name=true, "
+                "filename=true, file_row_number=true) d join ids i on i.record_id = d.record_id group by i.idx) m "
+                "join stored s using (fname)", params=[[str(self.root / p) for p in stored]]))
+        finally:
+            con.close()
+        at = found.column("idx").to_numpy()
+        prev[at] = found.column("version").to_numpy()
+        code[at] = found.column("code").to_numpy()
+        pos[at] = found.column("pos").to_numpy()
+        return prev, code, pos, stored
+
+    def _lookup_files(self, table: str, snapshot: int) -> list[dict[str, Any]]:
+        """Files of ``table`` at ``snapshot`` that may hold a latest version: a file whose every
+        row a later version replaced cannot, and is not read."""
+        files = self.files_at(snapshot, table)
+        if files:
+            dv = cat.DeletionVector
+            with self.engine.connect() as conn:
+                dead = set(conn.execute(select(dv.data_file_id).where(
+                    dv.table_name == table, dv.path.is_(None), dv.added_snapshot <= snapshot,
+                    (dv.retired_snapshot.is_(None)) | (dv.retired_snapshot > snapshot))).scalars())
+            files = [f for f in files if f["id"] not in dead]
+        return files
 
     def latest_versions(self, table: str, record_ids: Sequence[str],
                         snapshot: int | None = None) -> dict[str, tuple[int, str]]:
@@ -655,65 +836,82 @@ class Lake:
         latest), with the lake-relative path of the data file holding it."""
         if not record_ids:
             return {}
-        files = self.files_at(self.last_snapshot() if snapshot is None else snapshot, table)
-        if not files:
+        found = self._lookup_versions(table, pa.array(sorted(set(record_ids)), pa.string()),
+                                      self.last_snapshot() if snapshot is None else snapshot)
+        if found is None:
             return {}
-        import duckdb
-
-        con = duckdb.connect()
-        con.register("ids", pa.table({"record_id": pa.array(sorted(set(record_ids)), pa.string())}))
-        rel_of = {str(self.root / f["path"]): f["path"] for f in files}
-        rows = con.execute(
-            "select record_id, max(version), arg_max(filename, version) "
-            "from read_parquet(?, union_by_name=true, filename=true) "
-            "where record_id in (select record_id from ids) group by record_id", [list(rel_of)]
-        ).fetchall()
-        con.close()
-        return {r: (int(v), rel_of[fname]) for r, v, fname in rows}
+        return {r: (int(v), p) for r, v, p in zip(found.column("record_id").to_pylist(),
+                                                   found.column("version").to_pylist(),
+                                                   found.column("path").to_pylist())}
 
     def max_versions(self, table: str, record_ids: Sequence[str]) -> dict[str, int]:
         """Highest stored version of each record id (latest snapshot)."""
         return {r: v for r, (v, _path) in self.latest_versions(table, record_ids).items()}
 
-    def _register_superseded(self, conn, sid: int, superseded: list[dict[str, Any]], retired: list[int],
-                             new_files: list[dict[str, Any]]) -> None:
-        """Record the row versions this commit replaces; when it retires files
-        (compaction), carry their entries over to the files that now hold those rows."""
-        paths = {e["path"] for e in superseded} | {f["path"] for f in new_files}
-        ids = dict(conn.execute(select(cat.DataFile.path, cat.DataFile.id).where(cat.DataFile.path.in_(paths)))
-                   .all()) if paths else {}
-        if superseded:
-            gone = conn.execute(select(cat.DataFile.path).where(
-                cat.DataFile.path.in_({e["path"] for e in superseded}),
-                cat.DataFile.retired_snapshot.is_not(None))).scalars().all()
-            if gone:
-                # A compaction merged the files holding the rows we replace after we looked.
-                raise VersionConflict(f"data files {sorted(gone)} were compacted while this commit was prepared",
-                                      rebase=True)
-        rows = [{"table_name": e["table_name"], "data_file_id": ids[e["path"]], "record_id": e["record_id"],
-                 "version": e["version"], "snapshot_id": sid} for e in superseded]
-        if retired:
-            old = conn.execute(select(cat.Superseded).where(cat.Superseded.data_file_id.in_(retired))).all()
-            if old:
-                import duckdb
+    def _register_deletions(self, conn, sid: int, replaced: list[dict[str, Any]], retired: list[int],
+                            new_files: list[dict[str, Any]], merged_from: dict[str, list[tuple[int, int]]],
+                            created: list[Path]) -> None:
+        """Inside the commit transaction (lock held): give every data file whose rows this commit
+        replaces a new cumulative deletion vector, retiring its previous one; when the commit
+        retires files (compaction), carry their live vectors over to the merged files
+        (``merged_from``: merged path -> (retired file id, row offset in the merged file))."""
+        import numpy as np
 
-                con = duckdb.connect()
-                targets = [str(self.root / f["path"]) for f in new_files]
-                rel_of = {str(self.root / f["path"]): f["path"] for f in new_files}
-                where = {}
-                if targets:
-                    for rid, ver, fname in con.execute(
-                            "select record_id, version, filename from read_parquet(?, union_by_name=true, "
-                            "filename=true)", [targets]).fetchall():
-                        where[(rid, ver)] = ids[rel_of[fname]]
-                con.close()
-                for e in old:
-                    target = where.get((e.record_id, e.version))
-                    if target is not None:
-                        rows.append({"table_name": e.table_name, "data_file_id": target, "record_id": e.record_id,
-                                     "version": e.version, "snapshot_id": e.snapshot_id})
-        if rows:
-            conn.execute(insert(cat.Superseded), rows)
+        dv = cat.DeletionVector
+        df = cat.DataFile
+        paths = {e["path"] for e in replaced} | {f["path"] for f in new_files}
+        info = {r.path: r for r in conn.execute(select(df.id, df.path, df.rows, df.table_name, df.sha256,
+                                                       df.retired_snapshot).where(df.path.in_(paths)))} if paths else {}
+        gone = sorted(e["path"] for e in replaced if info[e["path"]].retired_snapshot is not None)
+        if gone:
+            # A compaction merged the files holding the rows we replace after we looked.
+            raise VersionConflict(f"data files {gone} were compacted while this commit was prepared", rebase=True)
+        # file id -> positions replaced now (new ones, or carried over from retired files)
+        add: dict[int, np.ndarray] = {info[e["path"]].id: e["positions"] for e in replaced}
+        if retired:
+            live_old = {v.data_file_id: v for v in conn.execute(select(dv.__table__).where(
+                dv.data_file_id.in_(retired), dv.retired_snapshot.is_(None))).all()}
+            rows_of = dict(conn.execute(select(df.id, df.rows).where(df.id.in_(retired))).all())
+            for merged, sources in merged_from.items():
+                carried = [self._dv_positions(live_old[fid], rows_of[fid]) + offset
+                           for fid, offset in sources if fid in live_old]
+                if carried:
+                    add[info[merged].id] = np.concatenate(carried)
+        if not add:
+            return
+        by_id = {r.id: r for r in info.values()}
+        live = {v.data_file_id: v for v in conn.execute(select(dv.__table__).where(
+            dv.data_file_id.in_(list(add)), dv.retired_snapshot.is_(None))).all()}
+        rows = []
+        for fid, positions in sorted(add.items()):
+            f = by_id[fid]
+            prev = live.get(fid)
+            if prev is not None and prev.path is None:
+                raise LakeError(f"data file {f.path}: every row was already replaced, found {len(positions)} "
+                                f"more replaced rows")
+            count = (prev.rows if prev is not None else 0) + len(positions)
+            entry = {"data_file_id": fid, "table_name": f.table_name, "path": None, "sha256": "", "rows": count,
+                     "added_snapshot": sid}
+            if count < f.rows:
+                merged = np.union1d(self._dv_positions(prev, f.rows), positions) if prev is not None else positions
+                if len(merged) != count:
+                    raise LakeError(f"data file {f.path}: {count - len(merged)} rows replaced twice")
+                fields, made = write_deletion_vector(self.root, f.table_name, f.sha256, merged)
+                entry.update(fields)
+                if made:
+                    created.append(self.root / fields["path"])
+            rows.append(entry)
+        if live:
+            conn.execute(update(dv).where(dv.id.in_([v.id for v in live.values()])).values(retired_snapshot=sid))
+        conn.execute(insert(dv), rows)
+
+    def _dv_positions(self, vector: Any, file_rows: int):
+        """The replaced row positions (sorted int64) of a deletion vector row."""
+        import numpy as np
+
+        if vector.path is None:
+            return np.arange(file_rows, dtype=np.int64)
+        return pq.read_table(self.root / vector.path).column("pos").to_numpy()
 
     def put_object(self, data: bytes) -> str:
         """Write an object to the store (not yet registered: add it to a ChangeSet)."""
@@ -749,6 +947,8 @@ class Lake:
         """
         with self.engine.connect() as conn:
             registered = set(conn.execute(select(cat.DataFile.path)).scalars())
+            registered |= set(conn.execute(select(cat.DeletionVector.path).where(
+                cat.DeletionVector.path.is_not(None))).scalars())
             objs = set(conn.execute(select(cat.StoredObject.sha256)).scalars())
             models = set(conn.execute(select(cat.ModelVersion.artifact_sha256)).scalars())
         keep_objects = objs | models

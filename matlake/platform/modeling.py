@@ -2,9 +2,12 @@
 
 ``train`` reads a module's view at one snapshot, fits, stores the artifact as
 an object and registers a model version whose dataset version is the pair
-(view SQL, snapshot id); the train activity *used* the snapshot and every
-training record.  ``predict`` loads a model version and writes rows to
-``predictions``; the predict activity *used* the model and every subject.
+(view SQL, snapshot id); the train activity *used* the snapshot and the set of
+training records.  ``predict`` loads a model version and writes rows to
+``predictions``; the predict activity *used* the model and the set of its
+subjects.  A set is one catalog row (table, snapshot, view SQL, count, digest):
+train and featurize list its members in a small Parquet object, predict's are
+the ``subject_id`` of the rows it wrote (see :class:`~matlake.platform.catalog.UsedSet`).
 
 An artifact is read back only after its object's sha256 is checked
 (:class:`~matlake.platform.objects.ObjectCorrupted` otherwise), and pickle
@@ -15,12 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -107,6 +113,8 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
     blob = module.dumps(artifact)
     fmt = artifact_format(blob)
     sha = lake.put_object(blob)
+    members_ids = pa.array(frame["subject_id"].astype(str).to_numpy(), pa.string())
+    members_sha, members_size = _put_members(lake, members_ids)
 
     def attempt() -> ModelInfo:
         with lake.engine.connect() as conn:
@@ -119,11 +127,12 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
                           parameters={"view_sql": sql, "snapshot_id": sid, "params": module.params,
                                       "module": module.qualified_name(), "artifact_format": fmt})
         act.used("snapshot", str(sid))
-        for rid in frame["subject_id"].astype(str):
-            act.used("record", rid, table=module.subject_table)
+        act.used_set(module.subject_table, sid, sql, members_ids, members="object", members_sha256=members_sha)
         act.generated("model", model_id)
         act.generated("object", sha)
         cs.add_object(sha, len(blob), media_type="application/x-model", original_name=f"{module.name}-v{version}")
+        cs.add_object(members_sha, members_size, media_type=MEMBERS_MEDIA_TYPE,
+                      original_name=f"{module.name}-v{version}-training-set")
         fields = dict(model_id=model_id, name=module.name, version=version, module=module.qualified_name(),
                       module_version=module.version, target=module.target, view_sql=sql, snapshot_id=sid,
                       metrics_json=json.dumps(metrics, sort_keys=True), params_json=json.dumps(module.params, sort_keys=True, default=str),
@@ -139,6 +148,20 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
             if "unique" not in str(exc).lower():
                 raise
     raise LakeError(f"could not allocate a version for model {module.name}")
+
+
+MEMBERS_MEDIA_TYPE = "application/vnd.matlake.used-set+parquet"
+
+
+def _put_members(lake: "Lake", record_ids: pa.Array, versions: pa.Array | None = None) -> tuple[str, int]:
+    """Store a used set's members (record_id, version) as a Parquet object; (sha256, size)."""
+    table = pa.table({"record_id": record_ids.cast(pa.string()),
+                      "version": versions.cast(pa.int32()) if versions is not None
+                      else pa.nulls(len(record_ids), pa.int32())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    data = buf.getvalue()
+    return lake.put_object(data), len(data)
 
 
 def prediction_record_id(model_id: str, subject_id: str, target: str) -> str:
@@ -194,10 +217,7 @@ def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: 
     act = cs.activity("predict", info.name, info.module_version, started_at=started,
                       parameters={"model_id": info.model_id, "view_sql": sql, "snapshot_id": sid})
     act.used("model", info.model_id)
-    for s in rows["subject_id"]:
-        act.used("record", s, table=subject_table)
-    import pyarrow as pa
-
+    act.used_set(subject_table, sid, sql, pa.array(rows["subject_id"].to_numpy(), pa.string()), members="generated")
     cs.add_rows("predictions", pa.Table.from_pandas(rows, preserve_index=False), act, version=None)
     new_sid = lake.commit(cs)
     return {"model_id": info.model_id, "snapshot": new_sid, "n": len(rows), "activity_id": act.activity_id}
@@ -228,9 +248,17 @@ def _already_done(lake: "Lake", featurizer: Any, versions: dict[str, int]) -> se
         same = [a for a, p in acts if _canonical(json.loads(p).get("params")) == want]
         if not same:
             return set()
+        # Lakes written before used sets keep one link per subject; later runs list them in an object.
         used = conn.execute(select(cat.Link.entity_id, cat.Link.entity_version).where(
             cat.Link.activity_id.in_(same), cat.Link.role == "used", cat.Link.entity_kind == "record")).all()
-    return {rid for rid, ver in used if ver is not None and versions.get(rid) == ver}
+        objects = conn.execute(select(cat.UsedSet.members_sha256).where(
+            cat.UsedSet.activity_id.in_(same), cat.UsedSet.members == "object")).scalars().all()
+    done = {rid for rid, ver in used if ver is not None and versions.get(rid) == ver}
+    for sha in objects:
+        members = pq.read_table(io.BytesIO(lake.objects.get(sha)))
+        done |= {rid for rid, ver in zip(members.column("record_id").to_pylist(), members.column("version").to_pylist())
+                 if ver is not None and versions.get(rid) == ver}
+    return done
 
 
 def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, where: str | None = None,
@@ -279,16 +307,19 @@ def featurize(lake: "Lake", featurizer: Any, as_of: int | str | None = None, whe
                                   "n_subjects": len(frame) - len(skip), "skipped": len(skip), "errors": errors},
                       status="ok" if not errors else ("partial" if done else "failed"),
                       error="; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5]))
-    for subject in done:
-        act.used("record", subject, version=versions.get(subject), table=featurizer.subject_table)
+    if done:
+        members_sha, members_size = _put_members(lake, pa.array(done, pa.string()),
+                                                 pa.array([versions.get(s) for s in done], pa.int32()))
+        cs.add_object(members_sha, members_size, media_type=MEMBERS_MEDIA_TYPE,
+                      original_name=f"{featurizer.name}-{featurizer.version}-inputs")
+        act.used_set(featurizer.subject_table, sid, sql, pa.array(done, pa.string()), members="object",
+                     members_sha256=members_sha)
     # records a featurizer read besides its subjects (a reference spectrum, a user-defined grid)
     for table, rid, ver in getattr(featurizer, "extra_used", ()):
         act.used("record", rid, version=ver, table=table)
     # entities that are not rows (a model version whose artifact the featurizer applies, an object)
     for entity_kind, entity_id in getattr(featurizer, "used_entities", ()):
         act.used(entity_kind, entity_id)
-    import pyarrow as pa
-
     for table, rows in outputs.items():
         if rows:
             cs.add_rows(table, pa.Table.from_pylist(rows), act, version=None, source=featurizer.name)

@@ -96,8 +96,9 @@ def doctor(lake: "Lake", deep: bool = False) -> DoctorReport:
         models = conn.execute(select(cat.ModelVersion.model_id, cat.ModelVersion.artifact_sha256,
                                      cat.ModelVersion.snapshot_id, cat.ModelVersion.activity_id)).all()
         tags = conn.execute(select(cat.Tag.name, cat.Tag.snapshot_id)).all()
-        superseded = (conn.execute(select(cat.Superseded.data_file_id, cat.Superseded.snapshot_id)).all()
-                      if hasattr(cat, "Superseded") else [])
+        vectors = conn.execute(select(cat.DeletionVector.id, cat.DeletionVector.data_file_id, cat.DeletionVector.path,
+                                      cat.DeletionVector.sha256, cat.DeletionVector.rows,
+                                      cat.DeletionVector.added_snapshot, cat.DeletionVector.retired_snapshot)).all()
     rep.counts = {"snapshots": len(snaps), "data_files": len(files), "objects": len(objects),
                   "activities": len(acts), "ledger": len(ledger), "models": len(models)}
 
@@ -143,11 +144,34 @@ def doctor(lake: "Lake", deep: bool = False) -> DoctorReport:
             p.append(f"model {mid}: activity {aid} does not exist")
     for name, s in tags:
         need_snapshot(f"tag {name}", s)
-    file_ids = {f["id"] for f in files}
-    for fid, s in superseded:
-        need_snapshot(f"superseded entry of data file {fid}", s)
-        if fid not in file_ids:
-            p.append(f"superseded entry: data file {fid} does not exist")
+    file_by_id = {f["id"]: f for f in files}
+    live_vectors: dict[int, int] = {}
+    for vid, fid, vpath, vsha, n, added, retired in vectors:
+        what = f"deletion vector {vid} of data file {fid}"
+        need_snapshot(what, added)
+        need_snapshot(f"{what} (retired)", retired)
+        f = file_by_id.get(fid)
+        if f is None:
+            p.append(f"{what}: data file {fid} does not exist")
+            continue
+        if retired is None:
+            live_vectors[fid] = live_vectors.get(fid, 0) + 1
+        if vpath is None:
+            if n != f["rows"]:
+                p.append(f"{what}: no sidecar means every row replaced; expected {f['rows']} rows, found {n}")
+            continue
+        vfile = lake.root / vpath
+        if not vfile.is_file():
+            p.append(f"{what}: sidecar {vpath} is missing")
+        elif sha256_file(vfile) != vsha:
+            p.append(f"{what}: sidecar {vpath} sha256 differs from the registered {vsha}")
+        else:
+            pos = pq.read_table(vfile).column("pos")
+            if len(pos) != n or (n and (pa.compute.min(pos).as_py() < 0 or pa.compute.max(pos).as_py() >= f["rows"])):
+                p.append(f"{what}: expected {n} positions within 0..{f['rows'] - 1} in {vpath}, found {len(pos)}")
+    for fid, n in sorted(live_vectors.items()):
+        if n > 1:
+            p.append(f"data file {file_by_id[fid]['path']}: expected at most one live deletion vector, found {n}")
 
     # Data files: bytes, hash, rows; then the activity of every row.
     readable: list[dict[str, Any]] = []
@@ -207,7 +231,7 @@ def doctor(lake: "Lake", deep: bool = False) -> DoctorReport:
         con.close()
 
     # Orphans: files no snapshot registers (a crashed or in-flight commit); gc removes them.
-    registered_paths = {f["path"] for f in files}
+    registered_paths = {f["path"] for f in files} | {v.path for v in vectors if v.path is not None}
     keep = registered_objects | {art for _m, art, _s, _a in models}
     if lake.config.tables_dir.exists():
         for path in sorted(lake.config.tables_dir.rglob("*")):
@@ -244,32 +268,54 @@ def _conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
-            small_bytes: int = 128 * 1024**2) -> list[CompactResult]:
-    """Merge the live files smaller than ``small_bytes`` of each table (or of ``table``)
-    into one file, when there are at least ``min_files`` of them; one commit per table.
+# Automatic compaction (``matlake compact --auto``, the ``compact = "auto"`` job option): a table is
+# compacted once it has this many small live files; fewer cost little per query.
+AUTO_MIN_FILES = 16
+# A row group is flushed at this many rows or this many uncompressed bytes, whichever comes first.
+ROW_GROUP_BYTES = 128 * 1024**2
 
-    Rows are copied unchanged (every version, with its activity), so the
-    latest view and time travel give the same rows before and after; the old
-    files are retired in the same commit and stay readable as of older snapshots.
-    """
-    from matlake.platform.lake import ChangeSet, LakeError
+
+def compact_plan(lake: "Lake", table: str | None = None, min_files: int = 2, small_bytes: int = 128 * 1024**2,
+                 auto: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Table -> the live small files :func:`compact` would merge now.  ``auto``: only tables with
+    at least ``max(min_files, AUTO_MIN_FILES)`` small files, so frequent runs cost nothing."""
+    from matlake.platform.lake import LakeError
 
     if min_files < 2:
         raise LakeError(f"--min-files: expected at least 2, found {min_files}")
+    need = max(min_files, AUTO_MIN_FILES) if auto else min_files
     names = [table] if table else sorted(schemas.TABLES)
     for n in names:
         schemas.get(n)  # unknown table: the schema registry names the known ones
-    results: list[CompactResult] = []
+    sid = lake.last_snapshot()
+    with lake.engine.connect() as conn:
+        sizes = dict(conn.execute(select(cat.DataFile.id, cat.DataFile.bytes)).all())
+    plan = {}
     for name in names:
+        small = [f for f in lake.files_at(sid, name) if sizes[f["id"]] < small_bytes]
+        if len(small) >= need:
+            plan[name] = small
+    return plan
+
+
+def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
+            small_bytes: int = 128 * 1024**2, auto: bool = False) -> list[CompactResult]:
+    """Merge the live files smaller than ``small_bytes`` of each table (or of ``table``)
+    into one file, when there are at least ``min_files`` of them (``auto``: at least
+    ``AUTO_MIN_FILES``); one commit per table.
+
+    Rows are copied unchanged and in order (every version, with its activity) into row
+    groups of ``ROW_GROUP_ROWS`` rows or ``ROW_GROUP_BYTES`` bytes, whatever the input
+    files' sizes, so the latest view and time travel give the same rows before and after;
+    the deletion vectors of the merged files carry over to the new file (row positions
+    shifted by each file's offset), and the old files are retired in the same commit and
+    stay readable as of older snapshots.
+    """
+    from matlake.platform.lake import ROW_GROUP_ROWS, ChangeSet, LakeError
+
+    results: list[CompactResult] = []
+    for name, small in compact_plan(lake, table, min_files, small_bytes, auto).items():
         sid = lake.last_snapshot()
-        files = lake.files_at(sid, name)
-        with lake.engine.connect() as conn:
-            sizes = dict(conn.execute(select(cat.DataFile.id, cat.DataFile.bytes).where(
-                cat.DataFile.id.in_([f["id"] for f in files]))).all()) if files else {}
-        small = [f for f in files if sizes[f["id"]] < small_bytes]
-        if len(small) < min_files:
-            continue
         tschema = schemas.get(name)
         arrow_schema = tschema.arrow_schema()
         tdir = lake.config.tables_dir / name
@@ -277,16 +323,32 @@ def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
         tmp = tdir / f".tmp-{uuid.uuid4().hex}"
         rows = tombstones = 0
         max_version = 1
+        offsets: list[tuple[int, int]] = []
         try:
             with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
+                pending: list[pa.Table] = []
+                pending_rows = pending_bytes = 0
+
+                def flush() -> None:
+                    nonlocal pending, pending_rows, pending_bytes
+                    if pending:
+                        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    pending, pending_rows, pending_bytes = [], 0, 0
+
                 for f in small:
+                    offsets.append((f["id"], rows))
                     pf = pq.ParquetFile(lake.root / f["path"])
                     for batch in pf.iter_batches(batch_size=BATCH_ROWS):
                         t = _conform_batch(batch, arrow_schema)
-                        writer.write_table(t)
+                        pending.append(t)
+                        pending_rows += t.num_rows
+                        pending_bytes += t.nbytes
                         rows += t.num_rows
                         max_version = max(max_version, int(pa.compute.max(t.column("version")).as_py() or 1))
                         tombstones += int(pa.compute.sum(t.column("tombstone").cast(pa.int32())).as_py() or 0)
+                        if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= ROW_GROUP_BYTES:
+                            flush()
+                flush()
             fsync_path(tmp)
             sha = sha256_file(tmp)
             rel = f"tables/{name}/{sha}.parquet"
@@ -300,12 +362,14 @@ def compact(lake: "Lake", table: str | None = None, min_files: int = 2,
             raise LakeError(f"compact {name}: expected {expected} rows from {len(small)} files, copied {rows}")
         cs = ChangeSet("compact", f"compact {name}: {len(small)} files -> 1")
         act = cs.activity("compact", f"compact:{name}", parameters={
-            "table": name, "retired": [f["path"] for f in small], "rows": rows, "as_of_snapshot": sid})
+            "table": name, "retired": [f["path"] for f in small], "rows": rows, "as_of_snapshot": sid,
+            "auto": auto})
         act.used("snapshot", str(sid))
         cs.retire = [f["id"] for f in small]
         cs.files = [{"table_name": name, "path": rel, "sha256": sha, "rows": rows,
                      "bytes": (lake.root / rel).stat().st_size, "schema_version": tschema.version,
                      "max_version": max_version, "tombstones": tombstones}]
+        cs.merged_from = {rel: offsets}
         new_sid = lake.commit(cs)
         results.append(CompactResult(name, new_sid, len(small), rows, rel))
     return results
@@ -408,6 +472,7 @@ def export_duckdb(lake: "Lake", path: str | os.PathLike, as_of: int | str | None
     from matlake.platform.query import QueryEngine
 
     qe = QueryEngine(lake, sid)  # a private engine: ATTACH/USE below must not touch the lake's cached ones
+    qe.ensure([v for t in qe.row_tables for v in (t, f"{t}_all")])  # views are otherwise made on first use
     counts: dict[str, int] = {}
     con = qe.con
     alias = f"export_{uuid.uuid4().hex[:8]}"
@@ -546,9 +611,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    results = compact(_lake(args), args.table, min_files=args.min_files)
+    results = compact(_lake(args), args.table, min_files=args.min_files, auto=args.auto)
     if not results:
-        print(f"nothing to compact (no table has {args.min_files} or more small live files)")
+        need = max(args.min_files, AUTO_MIN_FILES) if args.auto else args.min_files
+        print(f"nothing to compact (no table has {need} or more small live files)")
     for r in results:
         print(f"{r.table}: merged {r.merged_files} files ({r.rows} rows) into {r.path} in snapshot {r.snapshot}")
     return 0
@@ -607,6 +673,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("compact", parents=[common], help="merge a table's small Parquet files in one commit")
     s.add_argument("table", nargs="?", help="table name (default: every table)")
     s.add_argument("--min-files", type=int, default=2, help="compact only with at least this many small files")
+    s.add_argument("--auto", action="store_true",
+                   help=f"policy for schedules: only tables with at least {AUTO_MIN_FILES} (or --min-files, if more) "
+                        f"small live files")
     s.set_defaults(func=cmd_compact)
 
     s = sub.add_parser("export", parents=[common], help="export a snapshot as Hive-style Parquet or a DuckDB file")

@@ -13,7 +13,7 @@ The content hash stays the identity; the table is a cache and starts empty
 Downgrade drops the table.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-# Lands after 0005 (scale-storage branch): the lead sets this to "0005" at merge.
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
