@@ -240,7 +240,7 @@ def test_featurize_processed_idempotent_and_new_version(lake, monkeypatch):
         y = np.asarray(y)
         assert np.max(np.abs(np.asarray(vec) - np.cumsum(y) / y.sum())) <= 1e-12
     # the activity used every processed spectrum at its version
-    used = lake.sql("select entity_id, entity_version, table_name from catalog_links where activity_id = ? "
+    used = lake.sql("select entity_id, entity_version, table_name from links where activity_id = ? "
                     "and role = 'used'", params=[rep.activity_id]).fetchall()
     assert {(e, v, t) for e, v, t in used} == {(p, 1, "spectra_processed") for p in pids}
 
@@ -294,7 +294,7 @@ def test_featurize_raw_spectra_interpolates_and_reports_shortfall(sqlite_lake):
     rep = fz.featurize_spectra(lake, "intensity", "ni-k-coarse", source="spectra",
                                where=f"subject_id <> '{short_id}'")
     assert rep.errors == {} and rep.n_subjects == 4
-    grid_links = lake.sql("select entity_id, entity_version from catalog_links where activity_id = ? "
+    grid_links = lake.sql("select entity_id, entity_version from links where activity_id = ? "
                           "and table_name = 'spectral_grids'", params=[rep.activity_id]).fetchall()
     assert grid_links == [(added["record_id"], 1)]
     got = _features(lake, "intensity", grid_name="ni-k-coarse")
@@ -553,7 +553,7 @@ def test_pca_scores_lineage_reaches_the_model(sqlite_lake):
     fz.featurize_spectra(lake, "cdf", "xanes-ni-k")
     info = fz.fit_pca(lake, "cdf", "xanes-ni-k", 2)
     rep = fz.featurize_pca(lake, info.model_id)
-    used = lake.sql("select entity_kind, entity_id from catalog_links where activity_id = ? and role = 'used' "
+    used = lake.sql("select entity_kind, entity_id from links where activity_id = ? and role = 'used' "
                     "and entity_kind = 'model'", params=[rep.activity_id]).fetchall()
     assert used == [("model", info.model_id)]
     rid = lake.sql("select record_id from spectrum_features where featurizer = 'pca' limit 1").fetchone()[0]

@@ -288,7 +288,7 @@ def test_shift_curves_for_intensity_derivative_and_cdf(xanes_lake, classifiers, 
     assert test_set["generated"] == [{"generator": gen.GENERATOR_NAME, "kind": "xanes", "dataset": "test",
                                       "seed": 2, "n": 60}]
     assert test_set["n_overlap_with_training"] == 0
-    models_used = {r[0] for r in lk.sql("select entity_id from catalog_links where activity_id = ? and role = 'used' "
+    models_used = {r[0] for r in lk.sql("select entity_id from links where activity_id = ? and role = 'used' "
                                         "and entity_kind = 'model'", params=[out["activity_id"]]).fetchall()}
     assert models_used == set(ids)  # the evaluation used the model versions it evaluated
     points = lk.sql("select perturbation_value, metric_value from spectrum_model_evaluation_points "

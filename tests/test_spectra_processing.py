@@ -303,7 +303,7 @@ def test_pipeline_through_a_lake_provenance_failures_and_reruns(lake):
                                     params=[rep.activity_id]).fetchone()
     assert status == "partial" and name == "spectra-xanes-study"
     assert "xdi-cu_metal_rt.xdi" in json.loads(params)["errors"]
-    used = lake.sql("select entity_id, entity_version from catalog_links where activity_id = ? and role = 'used'",
+    used = lake.sql("select entity_id, entity_version from links where activity_id = ? and role = 'used'",
                     params=[rep.activity_id]).fetchall()
     assert used == [("xdi-ni_metal_rt.xdi", 1)]
     from matlake.platform.provenance import lineage
@@ -369,7 +369,7 @@ def test_user_grids_are_committed_listed_and_resolved_at_the_snapshot(sqlite_lak
 
     rep = process(lake, normalize_pipeline(grid="ni-k-fine"))
     assert rep.n_subjects == 1
-    grid_links = lake.sql("select entity_version from catalog_links where activity_id = ? and role = 'used' "
+    grid_links = lake.sql("select entity_version from links where activity_id = ? and role = 'used' "
                           "and table_name = 'spectral_grids'", params=[rep.activity_id]).fetchall()
     assert grid_links == [(1,)]  # the user grid the pipeline read is linked as a used record
     axis = lake.sql("select axis from spectra_processed where grid_name = 'ni-k-fine'").fetchone()[0]
@@ -409,7 +409,7 @@ def test_align_step_uses_a_reference_spectrum_from_the_lake(sqlite_lake):
                                  params=[rep.activity_id]).fetchone()[0])
     assert params["params"]["references"] == {reference["record_id"]: 1}
     # the reference is an input of every aligned spectrum: a used link, not only a parameter
-    used = lake.sql("select entity_id, entity_version from catalog_links where activity_id = ? and role = 'used' "
+    used = lake.sql("select entity_id, entity_version from links where activity_id = ? and role = 'used' "
                     "and table_name = 'spectra'", params=[rep.activity_id]).fetchall()
     assert (reference["record_id"], 1) in used and ("ni-miscalibrated", 1) in used
     bad = [{"step": "align", "reference": "no-such-spectrum"}]

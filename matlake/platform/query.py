@@ -177,7 +177,9 @@ class QueryEngine:
     def _links_view(self) -> None:
         """``links``: the catalog's links, each row's *generated* link, and the members of used sets."""
         self.ensure([f"{t}_all" for t in self.row_tables])
-        parts = ["select activity_id, role, entity_kind, entity_id, entity_version, table_name from catalog_links"]
+        # entity_version cast: a catalog view registered from zero rows has text columns (see _register_catalog)
+        parts = ["select activity_id, role, entity_kind, entity_id, entity_version::integer as entity_version, "
+                 "table_name from catalog_links"]
         for t in self.row_tables:
             parts.append(f"select activity_id, 'generated', 'record', record_id, version, '{t}' from {t}_all")
             if any(c.name == "subject_id" for c in schemas.get(t).columns):
