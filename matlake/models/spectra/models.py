@@ -255,7 +255,23 @@ class SpectraModel(ModelModule):
 # ---------------------------------------------------------------------------- random forests
 
 
-class SpectraForestClassifier(SpectraModel):
+class _ForestModel(SpectraModel):
+    """Random forests: out-of-fold CV predictions on the recorded folds, then one forest on every row."""
+
+    def _forest(self) -> Any:
+        raise NotImplementedError
+
+    def fit(self, frame: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+        x, y, folds, info = self.training_data(frame)
+        oof = np.empty_like(y)
+        for f in range(int(self.params["cv_folds"])):
+            test = folds == f
+            oof[test] = self._forest().fit(x[~test], y[~test]).predict(x[test])
+        model = self._forest().fit(x, y)
+        return model, {**info, **self.cv_metrics(y, oof)}
+
+
+class SpectraForestClassifier(_ForestModel):
     """Random-forest classification of a spectrum label (default: Ni oxidation state 2/3/4)."""
 
     base_name = "spectra-rf-classifier"
@@ -270,22 +286,13 @@ class SpectraForestClassifier(SpectraModel):
                                       min_samples_leaf=int(self.params["min_samples_leaf"]),
                                       random_state=int(self.params["seed"]), n_jobs=1)
 
-    def fit(self, frame: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
-        x, y, folds, info = self.training_data(frame)
-        oof = np.empty_like(y)
-        for f in range(int(self.params["cv_folds"])):
-            test = folds == f
-            oof[test] = self._forest().fit(x[~test], y[~test]).predict(x[test])
-        model = self._forest().fit(x, y)
-        return model, {**info, **self.cv_metrics(y, oof)}
-
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
         proba = artifact.predict_proba(self.predict_matrix(frame, artifact))
         classes = artifact.classes_
         return self._out(frame, classes[np.argmax(proba, axis=1)], class_spread(proba, classes))
 
 
-class SpectraForestRegressor(SpectraModel):
+class SpectraForestRegressor(_ForestModel):
     """Random-forest regression of a spectrum label (oxidation state, Ni-O distance); sigma = spread over trees."""
 
     base_name = "spectra-rf-regressor"
@@ -298,15 +305,6 @@ class SpectraForestRegressor(SpectraModel):
         return RandomForestRegressor(n_estimators=int(self.params["n_estimators"]),
                                      min_samples_leaf=int(self.params["min_samples_leaf"]),
                                      random_state=int(self.params["seed"]), n_jobs=1)
-
-    def fit(self, frame: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
-        x, y, folds, info = self.training_data(frame)
-        oof = np.empty_like(y)
-        for f in range(int(self.params["cv_folds"])):
-            test = folds == f
-            oof[test] = self._forest().fit(x[~test], y[~test]).predict(x[test])
-        model = self._forest().fit(x, y)
-        return model, {**info, **self.cv_metrics(y, oof)}
 
     def predict(self, artifact: Any, frame: pd.DataFrame) -> pd.DataFrame:
         x = self.predict_matrix(frame, artifact)
