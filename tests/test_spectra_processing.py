@@ -114,7 +114,7 @@ def test_pre_edge_matches_larch_with_explicit_ranges_noise_and_a_computed_spectr
 
 
 def test_pre_edge_rejects_bad_input_naming_the_field():
-    with pytest.raises(ValueError, match="mu: expected the length of energy"):
+    with pytest.raises(ValueError, match="field mu expected the length of energy"):
         pre_edge(np.arange(10.0), np.arange(9.0))
     with pytest.raises(ValueError, match="nnorm: expected a polynomial degree 0-5, found 7"):
         pre_edge(np.arange(50.0), np.arange(50.0), nnorm=7)

@@ -64,6 +64,16 @@ LIBRARY_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def load_json(data: bytes) -> Any:
+    """``data`` decoded as one JSON document; anything else is a :class:`ParseError` of field JSON."""
+    import json
+
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError("JSON", "a JSON document", f"{type(exc).__name__}: {exc}") from exc
+
+
 def describe_start(data: bytes, n: int = 40) -> str:
     """How ``data`` begins, for a message: a quoted excerpt of text, or 'binary data', never raw bytes."""
     head = data[:n]

@@ -21,7 +21,7 @@ from collections import Counter
 import warnings
 from typing import Any
 
-from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, load_json
 from matlake.ingest.structures import structure_row
 
 PARSER_VERSION = "1.0.0"
@@ -270,10 +270,7 @@ def _unique(locs: list[str]) -> list[str]:
 
 def parse(data: bytes, ctx: ParseContext) -> ParseResult:
     """JSON of MP documents / ComputedEntries / a :func:`fetch` blob → calculations (+ structures)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError("JSON", "a JSON document", f"{type(exc).__name__}: {exc}") from exc
+    doc = load_json(data)
     extras: dict[str, dict] = {}
     if isinstance(doc, dict) and str(doc.get("@matlake", "")).startswith("matlake.mp-api/"):
         xas = _xas_documents(doc)

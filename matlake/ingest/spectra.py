@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, describe_start
+from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, describe_start, load_json
 from matlake.schemas.spectra import TECHNIQUES
 
 PARSER_VERSION = "1.0.0"
@@ -698,10 +698,7 @@ def xas_documents(docs: Sequence[Any], ctx: ParseContext, *, file_format: str = 
 
 def parse_xas_json(data: bytes, ctx: ParseContext) -> ParseResult:
     """A pymatgen XAS JSON (one dict or a list; MP XAS documents too) → spectra (+ structures)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError("JSON", "a JSON document", f"{type(exc).__name__}: {exc}") from exc
+    doc = load_json(data)
     if isinstance(doc, dict):
         docs = [doc]
     elif isinstance(doc, list):

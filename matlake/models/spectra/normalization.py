@@ -78,16 +78,26 @@ class PreEdgeResult:
                 "nnorm": self.nnorm, "npre": self.npre, "edge_step": self.edge_step}
 
 
+def finite_points(x: np.ndarray, y: np.ndarray, x_name: str = "energy",
+                  y_name: str = "mu") -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) as flat float arrays without the points where either is NaN or inf.
+
+    ValueError (naming the fields) when the lengths differ or fewer than 2 points are left.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"field {y_name} expected the length of {x_name} ({x.size}), found {y.size}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        raise ValueError(f"field {x_name} expected at least 2 finite points, found {x.size}")
+    return x, y
+
+
 def _clean(energy: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Finite points only, sorted by energy, repeated energies nudged apart by 0.5 meV."""
-    e = np.asarray(energy, dtype=float).ravel()
-    m = np.asarray(mu, dtype=float).ravel()
-    if e.shape != m.shape:
-        raise ValueError(f"mu: expected the length of energy ({e.size}), found {m.size}")
-    ok = np.isfinite(e) & np.isfinite(m)
-    e, m = e[ok], m[ok]
-    if e.size < 2:
-        raise ValueError(f"energy: expected at least 2 finite points, found {e.size}")
+    e, m = finite_points(energy, mu)
     order = np.argsort(e, kind="stable")
     e, m = e[order], m[order]
     if np.diff(e).min() <= 10 * _TINY_ENERGY:

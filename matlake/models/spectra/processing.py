@@ -418,14 +418,12 @@ class ProcessedSpectrum:
 
 
 def _prepare(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"{what}: field intensity expected the length of axis ({x.size}), found {y.size}")
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 2:
-        raise ValueError(f"{what}: field axis expected at least 2 finite points, found {x.size}")
+    from matlake.models.spectra.normalization import finite_points
+
+    try:
+        x, y = finite_points(x, y, "axis", "intensity")
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
     if not np.all(np.diff(x) > 0):
         bad = int(np.flatnonzero(np.diff(x) <= 0)[0])
         raise ValueError(f"{what}: field axis expected strictly increasing values, found {x[bad]:.6g} then "
