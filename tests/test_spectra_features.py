@@ -329,6 +329,8 @@ def test_real_xdi_through_ingest_normalize_featurize_similar(sqlite_lake):
         assert np.max(np.abs(np.asarray(vec) - np.cumsum(y) / y.sum())) <= 1e-12
     with pytest.raises(LakeError, match=r"2 cdf vectors match") as err:
         fz.similar(lake, ni)
+    with pytest.raises(LakeError, match=r"2 cdf vectors match"):  # the file name names the same spectrum
+        fz.similar(lake, "ni_metal_rt.xdi")
     assert "(normalize, flattened mu)" in str(err.value) and "(normalize, normalized mu)" in str(err.value)
     # the normalised output of the only Ni spectrum has no other normalised vector to compare with
     norm_id = lake.sql("select record_id from spectra_processed "

@@ -549,6 +549,13 @@ def similar(lake: "Lake", spectrum: str, k: int = 10, feature: str = "cdf", metr
         raise ValueError(f"k: expected at least 1, found {k}")
     sid = lake.resolve_snapshot(as_of)
     ident = spectrum.strip()
+    # a source file name names its spectrum when it holds exactly one (as `matlake spectra plot` accepts)
+    by_name = lake.sql("select record_id from spectra where source_name = ?", as_of=sid, params=[ident]).fetchall()
+    if len(by_name) == 1:
+        ident = by_name[0][0]
+    elif len(by_name) > 1:
+        raise LakeError(f"spectrum {spectrum!r}: the file holds {len(by_name)} spectra; name one by its record id "
+                        f"(e.g. {by_name[0][0]})")
     if len(ident) < 8:
         raise LakeError(f"spectrum id {spectrum!r}: expected a record id or a prefix of at least 8 characters")
     exact = "f.spectrum_id = $1 or f.subject_id = $1 or f.record_id = $1"
