@@ -64,6 +64,18 @@ LIBRARY_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` fallback for parsed metadata: numpy values as lists, pymatgen objects as
+    their dicts, dates in ISO 8601, anything else as its text."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "as_dict"):
+        return obj.as_dict()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
 def load_json(data: bytes) -> Any:
     """``data`` decoded as one JSON document; anything else is a :class:`ParseError` of field JSON."""
     import json

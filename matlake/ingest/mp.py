@@ -21,7 +21,10 @@ from collections import Counter
 import warnings
 from typing import Any
 
-from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, load_json
+from matlake.ingest.base import (
+    LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult,
+    json_default, load_json,
+)
 from matlake.ingest.structures import structure_row
 
 PARSER_VERSION = "1.0.0"
@@ -62,16 +65,6 @@ def detect(head: bytes, filename: str) -> bool:
 
 
 # --- documents → rows --------------------------------------------------------------------
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "as_dict"):
-        return obj.as_dict()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
 
 
 def _mapping(value: Any, field: str) -> dict:
@@ -143,12 +136,12 @@ def _entry_rows(
         "run_type": params.get("run_type"),
         "functional": pseudo.get("functional"),
         "is_hubbard": bool(params["is_hubbard"]) if "is_hubbard" in params else bool(hubbards),
-        "hubbards_json": json.dumps(hubbards, default=_json_default),
+        "hubbards_json": json.dumps(hubbards, default=json_default),
         "potcar_symbols": list(potcars) if potcars else None,
         "energy": energy,
         "energy_per_atom": energy / comp["nsites"],
         "energy_correction": correction,
-        "incar_json": json.dumps(params["incar"], default=_json_default) if params.get("incar") else None,
+        "incar_json": json.dumps(params["incar"], default=json_default) if params.get("incar") else None,
         "source_name": ctx.filename,
         "source_sha256": ctx.source_sha256,
         "source_locator": locator,
@@ -423,7 +416,7 @@ def fetch(
             "client": f"mp-api {version('mp-api')}",
             "responses": responses,
         }
-    return json.dumps(blob, default=_json_default, sort_keys=False).encode()
+    return json.dumps(blob, default=json_default, sort_keys=False).encode()
 
 
 PARSERS = [

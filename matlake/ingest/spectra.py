@@ -34,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from matlake.ingest.base import LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult, describe_start, load_json
+from matlake.ingest.base import (
+    LIBRARY_INPUT_ERRORS, ParseContext, ParseError, Parser, ParseResult,
+    describe_start, json_default, load_json,
+)
 from matlake.schemas.spectra import TECHNIQUES
 
 PARSER_VERSION = "1.0.0"
@@ -45,19 +48,9 @@ __all__ = ["PARSERS", "spectrum_row", "xas_documents", "parse_xdi", "parse_emsa"
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "as_dict"):
-        return obj.as_dict()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
-
-
 def dumps(obj: Any) -> str:
     """JSON text of a metadata tree (numpy values and dates made plain)."""
-    return json.dumps(obj, default=_json_default, sort_keys=True)
+    return json.dumps(obj, default=json_default, sort_keys=True)
 
 
 def _text(data: bytes, what: str) -> str:

@@ -32,22 +32,23 @@ HC_EV_NM: float = constants.h * constants.c / constants.e * 1e9
 """Planck constant x speed of light in eV nm (1239.8419843320...)."""
 
 
+def _hc_over(x: np.ndarray | float, quantity: str, unit: str) -> np.ndarray | float:
+    """hc / x for positive ``x`` (E = hc/lambda and lambda = hc/E are the same map)."""
+    v = np.asarray(x, dtype=float)
+    if np.any(v <= 0):
+        raise ValueError(f"{quantity}: expected positive values in {unit}, found minimum {np.min(v)}")
+    out = HC_EV_NM / v
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def nm_to_ev(wavelength_nm: np.ndarray | float) -> np.ndarray | float:
     """Photon energy in eV of a vacuum wavelength in nm (E = hc / lambda)."""
-    w = np.asarray(wavelength_nm, dtype=float)
-    if np.any(w <= 0):
-        raise ValueError(f"wavelength: expected positive values in nm, found minimum {np.min(w)}")
-    out = HC_EV_NM / w
-    return float(out) if np.ndim(out) == 0 else out
+    return _hc_over(wavelength_nm, "wavelength", "nm")
 
 
 def ev_to_nm(energy_ev: np.ndarray | float) -> np.ndarray | float:
     """Vacuum wavelength in nm of a photon energy in eV (lambda = hc / E)."""
-    e = np.asarray(energy_ev, dtype=float)
-    if np.any(e <= 0):
-        raise ValueError(f"energy: expected positive values in eV, found minimum {np.min(e)}")
-    out = HC_EV_NM / e
-    return float(out) if np.ndim(out) == 0 else out
+    return _hc_over(energy_ev, "energy", "eV")
 
 
 def _increasing(x: np.ndarray, name: str) -> None:
