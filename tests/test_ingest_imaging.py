@@ -422,3 +422,37 @@ def test_a_tile_of_a_large_image_is_read_without_the_rest(sqlite_lake, tmp_path)
     chunk = 512 * 512 * 2
     # rows 1000:1100 and columns 2000:2300 touch 2 x 2 of the 64 chunks; the rest is the chunk index
     assert 4 * chunk <= img.array.bytes_read < 4 * chunk + 64 * 1024 < total / 15, (img.array.bytes_read, total)
+
+
+def test_dm_2d_image_pixel_size_from_its_axes_under_kind_image(sqlite_lake, tmp_path, monkeypatch):
+    """The DM route: rosettasciio's reader stands in with a 2D image signal (no DM image file ships here),
+    so the mapping of its axes (y, x: 0.12 x 0.1 nm) to the row and the spectra reader's hand-over are checked."""
+    import rsciio.digitalmicrograph as dm
+
+    pixels = np.random.default_rng(8).integers(-2000, 2000, size=(6, 9), dtype=np.int32)
+    signal = {"data": pixels, "axes": [{"name": "y", "size": 6, "scale": 0.12, "offset": 0.0, "units": "nm"},
+                                       {"name": "x", "size": 9, "scale": 0.1, "offset": 0.0, "units": "nm"}],
+              "metadata": {"Acquisition_instrument": {"TEM": {"beam_energy": 200.0, "microscope": "ARM200F",
+                                                              "magnification": 5e5}}},
+              "original_metadata": {}}
+    monkeypatch.setattr(dm, "file_reader", lambda path, *a, **k: [signal])
+    path = tmp_path / "image.dm3"
+    path.write_bytes(sample("spectra", "NMC_TM+O_EELS_Spectrum_Image.dm3").read_bytes())
+    _failed(sqlite_lake, path, "without an energy axis", "--kind image")  # auto: the spectra reader's turn
+    out = _ingest(sqlite_lake, path, kind="image")
+    assert out.status == "ok", out.message
+    r = _rows(sqlite_lake, "image.dm3")[0]
+    assert (r["pixel_size_y"], r["pixel_size_x"], r["pixel_unit_x"]) == (0.12, 0.1, "nm")
+    assert (r["voltage"], r["instrument"], r["magnification"], r["technique"]) == (200e3, "ARM200F", 5e5, "TEM")
+    assert np.array_equal(np.asarray(sqlite_lake.image(r["record_id"])), pixels)
+
+
+def test_jpeg_pixels_equal_pillow(sqlite_lake, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "sem.jpg"
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (20, 30), dtype=np.uint8)).save(path, quality=90)
+    assert _ingest(sqlite_lake, path, options={"pixel_size": 2.5, "pixel_unit": "µm"}).status == "ok"
+    r = _rows(sqlite_lake, "sem.jpg")[0]
+    assert (r["file_format"], r["pixel_size_nm_x"]) == ("jpeg", pytest.approx(2500.0))
+    assert np.array_equal(np.asarray(sqlite_lake.image(r["record_id"])), np.asarray(Image.open(path)))

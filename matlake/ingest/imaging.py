@@ -623,7 +623,7 @@ def read_rsciio(data: bytes, fmt: str, content_path: str | None) -> ImageRead:
     """DM3/DM4, SER, EMD through rosettasciio: the first signal with two spatial (signal) axes."""
     file_reader = _rsciio_reader(fmt)
     path, tmp = content_path, None
-    if path is None or (fmt == "dm" and data[:4] == b"\x00\x00\x00\x04" and not path):
+    if path is None:  # rsciio reads paths only
         suffix = ".dm4" if (fmt == "dm" and data[:4] == b"\x00\x00\x00\x04") else _SUFFIX[fmt]
         fd, tmp = tempfile.mkstemp(suffix=suffix)
         with os.fdopen(fd, "wb") as fh:
