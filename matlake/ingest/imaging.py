@@ -635,10 +635,6 @@ def read_rsciio(data: bytes, fmt: str, content_path: str | None) -> ImageRead:
         lib_errors: tuple[type[BaseException], ...] = tuple(
             getattr(rx, n) for n in dir(rx) if isinstance(getattr(rx, n), type)
             and issubclass(getattr(rx, n), Exception))
-        try:
-            import h5py  # noqa: F401  (EMD is HDF5; its errors are OSError with errno None)
-        except ImportError:
-            pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             signals = file_reader(path)
@@ -646,8 +642,9 @@ def read_rsciio(data: bytes, fmt: str, content_path: str | None) -> ImageRead:
         raise ParseError(f"{fmt.upper()} content", f"a readable {fmt.upper()} file", f"{type(exc).__name__}: {exc}") \
             from exc
     except OSError as exc:
-        if isinstance(exc.errno, int):
+        if isinstance(exc.errno, int):  # a real I/O failure, not the file's fault
             raise
+        # h5py (EMD) and rsciio report unreadable content as OSError without an errno
         raise ParseError(f"{fmt.upper()} content", f"a readable {fmt.upper()} file", f"{exc}") from exc
     except lib_errors as exc:  # type: ignore[misc]
         raise ParseError(f"{fmt.upper()} content", f"a readable {fmt.upper()} file", f"{type(exc).__name__}: {exc}") \
