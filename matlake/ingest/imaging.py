@@ -798,18 +798,24 @@ def _option_calibration(ctx: ParseContext, read: ImageRead) -> Calibration:
 
 
 def _frame_stats(stack: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame min, max, mean, std (float64) over finite pixels, and NaN counts."""
-    flat = stack.reshape(stack.shape[0], -1)
-    if flat.dtype.kind == "f":
-        nan = np.isnan(flat).sum(axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            finite = np.where(np.isfinite(flat), flat, np.nan).astype(np.float64)
-            return {"min": np.nanmin(finite, axis=1), "max": np.nanmax(finite, axis=1),
-                    "mean": np.nanmean(finite, axis=1), "std": np.nanstd(finite, axis=1), "nan": nan}
-    f = flat.astype(np.float64)
-    return {"min": f.min(axis=1), "max": f.max(axis=1), "mean": f.mean(axis=1), "std": f.std(axis=1),
-            "nan": np.zeros(flat.shape[0], dtype=np.int64)}
+    """Per-frame min, max, mean, std (float64) over the finite pixels, and NaN counts.
+
+    One frame at a time, so a long movie never needs a float64 copy of itself.
+    """
+    n = stack.shape[0]
+    out = {k: np.full(n, np.nan) for k in ("min", "max", "mean", "std")}
+    out["nan"] = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        frame = stack[i].astype(np.float64).ravel()
+        if stack.dtype.kind == "f":
+            finite = np.isfinite(frame)
+            out["nan"][i] = int(np.isnan(frame).sum())
+            if not finite.all():
+                frame = frame[finite]
+        if frame.size:
+            out["min"][i], out["max"][i] = frame.min(), frame.max()
+            out["mean"][i], out["std"][i] = frame.mean(), frame.std()
+    return out
 
 
 def _tile(ctx: ParseContext) -> int:
