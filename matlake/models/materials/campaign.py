@@ -311,6 +311,13 @@ def score_batch(batch: pa.RecordBatch, spec: CampaignSpec, scorers: Mapping[str,
     return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
 
 
+def _arrow(cursor: Any) -> pa.Table:
+    """The whole pending result as an Arrow table, on DuckDB 1.4 to 2.x."""
+    from matlake.platform.query import to_arrow_table
+
+    return to_arrow_table(cursor)
+
+
 def _referenced(expr: str, columns: Sequence[str]) -> list[str]:
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr))
     return [c for c in columns if c in words]
@@ -326,13 +333,12 @@ def decide_batch(scored: pa.RecordBatch, filters: Sequence[FilterSpec], con: Any
     con.register("scored", pa.Table.from_batches([scored]))
     try:
         sel = ", ".join(f"coalesce(({f.where}), false) as f{i}" for i, f in enumerate(filters))
-        res = con.execute(f"select {sel} from scored").arrow()
+        res = _arrow(con.execute(f"select {sel} from scored"))
     except Exception as exc:  # noqa: BLE001 - DuckDB's error names the bad expression
         raise SpecError("filters", "SQL over the prediction columns " + ", ".join(scored.schema.names),
                         f"{[f.where for f in filters]}: {exc}") from None
     finally:
         con.unregister("scored")
-    res = res.read_all() if hasattr(res, "read_all") else res
     ok = np.column_stack([res.column(i).to_numpy(zero_copy_only=False) for i in range(len(filters))]).astype(bool)
     passed = ok.all(1)
     first = np.where(passed, -1, np.argmin(ok, axis=1))
@@ -365,13 +371,12 @@ def rank(scored: pa.Table, spec: CampaignSpec, con: Any) -> pa.Table:
     if spec.score is not None:
         con.register("scored", scored)
         try:
-            out = con.execute(f"select cast(({spec.score}) as double) as s from scored").arrow()
+            out = _arrow(con.execute(f"select cast(({spec.score}) as double) as s from scored"))
         except Exception as exc:  # noqa: BLE001
             raise SpecError("ranking.score", "an SQL expression over " + ", ".join(scored.schema.names),
                             f"{spec.score}: {exc}") from None
         finally:
             con.unregister("scored")
-        out = out.read_all() if hasattr(out, "read_all") else out
         score = out.column(0).to_numpy(zero_copy_only=False).astype(np.float64) if n else np.zeros(0)
         order = rank_order(score, keys)
     else:
