@@ -40,7 +40,7 @@ charge_neutral = true
 
 [featurizer]
 name = "site-mean"
-properties = ["ionic_radius", "mass"]
+properties = ["ionic_radius"]
 
 [[models]]
 property = "gap"
@@ -94,7 +94,9 @@ def setup(sqlite_lake, tmp_path):
     rng = np.random.default_rng(5)
     first = sorted(rng.choice(all_keys, 40, replace=False).tolist())
     sqlite_lake.ingest_frame(frame_of(first, planted(first, spec.space, seed=1), "t"), MAP, name="round0.csv")
-    info = train(sqlite_lake, SiteRegressor(property="gap", dataset="planted", unit="eV", seed=3))
+    module = SiteRegressor(property="gap", dataset="planted", unit="eV", seed=3, properties=["ionic_radius"],
+                           cv_folds=3)
+    info = train(sqlite_lake, module)
     return sqlite_lake, spec_path, spec, truth, set(first), info
 
 
@@ -198,3 +200,42 @@ def test_pure_core_pareto_and_errors(tmp_path):
         bad = cp.CampaignSpec.from_dict({**__import__("tomllib").loads(SPEC),
                                          "filters": [{"where": "no_such_column > 1"}]})
         cp.run_campaign(bad, {"gap": scorers["gap"]})
+
+
+def _cli(argv: list[str]) -> int:
+    """Run ``matlake campaign ...`` through the module's register() (the lead lists it in EXTENSIONS)."""
+    import argparse
+
+    from matlake.models.materials import campaign_cli
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lake")
+    parser = argparse.ArgumentParser(prog="matlake")
+    campaign_cli.register(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_run_status_next_report(setup, tmp_path, capsys):
+    lake, spec_path, spec, truth, first, info = setup
+    root = str(lake.root)
+    assert _cli(["campaign", "run", str(spec_path), "--lake", root, "--report", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "311 candidates (closed-form count 351, 40 already in the lake)" in out and "ranks" in out
+    assert _cli(["campaign", "status", "planted-gap", "--lake", root]) == 0
+    assert "planted-gap" in capsys.readouterr().out
+    assert _cli(["campaign", "next", "planted-gap", "--budget", "3", "--csv", str(tmp_path / "t.csv"),
+                 "--lake", root]) == 0
+    assert "3 campaign_todo rows" in capsys.readouterr().out and (tmp_path / "t.csv").exists()
+    assert (tmp_path / "rep" / "top.md").read_text().startswith("# Campaign planted-gap")
+
+
+def test_cli_module_imports_stay_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, matlake.models.materials.campaign_cli as m; "
+            "heavy = [x for x in ('pandas', 'pyarrow', 'numpy', 'duckdb', 'sklearn', 'sqlalchemy') if x in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
