@@ -151,3 +151,12 @@ def test_acquisition_against_monte_carlo():
     assert ei_min == pytest.approx(np.maximum(1.2 - draws, 0).mean(0), abs=5e-3)
     assert upper_confidence_bound(mean, std, 2.0) == pytest.approx(mean + 2 * std)
     assert pessimistic(mean, std, 1.0, larger_is_better=False) == pytest.approx(mean + std)
+
+
+def test_partitions_cover_the_space_in_order():
+    space = en.Space(sites=ABX3, grid=4, max_mixed_sites=2)
+    parts = en.partitions(space, rows=500)
+    assert max(b - a for _, a, b in parts) <= 500
+    keys = [k for p in parts for b in en.enumerate_partition(space, p, batch_size=128)
+            for k in b.column("candidate_key").to_pylist()]
+    assert keys == _keys(space)

@@ -134,9 +134,20 @@ def run(lake: "Lake", spec_path: str | Path | cp.CampaignSpec, as_of: int | str 
         sid = lake.last_snapshot()  # the retrain commits; score at the snapshot that holds the new models
     exclude = existing_keys(lake, spec.space, sid)
     out = cp.run_campaign(spec, scorers, exclude_keys=exclude, keep_scored=False)
+    return commit_outputs(lake, spec, out, sid, {p: s.model_id for p, s in scorers.items()}, retrained,
+                          len(exclude), started)
+
+
+def commit_outputs(lake: "Lake", spec: cp.CampaignSpec, out: cp.CampaignOutputs, sid: int,
+                   model_ids: dict[str, str], retrained: dict[str, str], n_excluded: int,
+                   started: Any = None) -> dict[str, Any]:
+    """Commit a campaign's outputs (one commit, one ``campaign`` activity that used the
+    snapshot ``sid`` and the models)."""
+    from matlake.platform import catalog as cat
+
+    started = started or cat.utcnow()
     digests = out.digests()
-    counts = {**out.counts, "excluded": len(exclude)}
-    model_ids = {p: s.model_id for p, s in scorers.items()}
+    counts = {**out.counts, "excluded": n_excluded}
     run_id = new_id("run")
     cs = ChangeSet("campaign", f"campaign {spec.name}: {counts['candidates']} candidates, "
                                f"{counts['passed']} passed, snapshot {sid}")

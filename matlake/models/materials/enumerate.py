@@ -297,6 +297,62 @@ def candidate_schema(space: Space) -> pa.Schema:
     ])
 
 
+def partitions(space: Space, rows: int = 1_000_000) -> list[tuple[tuple[int, ...], int, int]]:
+    """The space split into independent pieces ``(mixed sites, start, stop)`` of at most
+    ``rows`` candidates each (before constraints), in enumeration order: units of work for
+    parallel scoring (Dask) that :func:`enumerate_partition` expands."""
+    n_sites = len(space.sites)
+    out = []
+    for k in range(0, min(space.max_mixed_sites, n_sites) + 1):
+        for subset in itertools.combinations(range(n_sites), k):
+            total = math.prod(
+                site_options_count(len(s.species), space.site_grid(s), s.limit())[1 if i in subset else 0]
+                for i, s in enumerate(space.sites))
+            out += [(subset, a, min(a + rows, total)) for a in range(0, total, rows)]
+    return out
+
+
+def enumerate_partition(space: Space, part: tuple[tuple[int, ...], int, int], batch_size: int = 65536,
+                        exclude_keys: Iterable[str] | None = None,
+                        apply_constraints: bool = True) -> Iterator[pa.RecordBatch]:
+    """The candidates of one piece of :func:`partitions` (see :func:`enumerate_candidates`)."""
+    import pyarrow.compute as pc
+
+    subset, first, last = part
+    exclude = exclude_keys if isinstance(exclude_keys, pa.Array) else pa.array(sorted(set(exclude_keys or ())),
+                                                                               pa.string())
+    opts = [_site_options(s, space.site_grid(s), i in subset) for i, s in enumerate(space.sites)]
+    sizes = [len(o.texts) for o in opts]
+    schema = candidate_schema(space)
+    offsets = np.cumsum([0, *[len(s.species) for s in space.sites]])
+    texts = [pa.array([f"{space.sites[i].name}:{t}" for t in o.texts], pa.string()) for i, o in enumerate(opts)]
+    forms = [pa.array(o.formula, pa.string()) for o in opts]
+    k = len(subset)
+    for start in range(first, last, batch_size):
+        idx = np.arange(start, min(start + batch_size, last), dtype=np.int64)
+        per_site = np.unravel_index(idx, sizes)  # C order: the last site varies fastest
+        frac = np.empty((len(idx), offsets[-1]), np.float64)
+        for i, o in enumerate(opts):
+            frac[:, offsets[i]:offsets[i + 1]] = o.fractions[per_site[i]]
+        keep = constraint_mask(space, frac) if apply_constraints else np.ones(len(idx), bool)
+        if not keep.any():
+            continue
+        take = [pa.array(p[keep]) for p in per_site]
+        key = pc.binary_join_element_wise(*[t.take(j) for t, j in zip(texts, take)], "|")
+        formula = pc.binary_join_element_wise(*[f.take(j) for f, j in zip(forms, take)], "")
+        frac_kept = frac[keep]
+        if len(exclude):
+            fresh = pc.invert(pc.is_in(key, value_set=exclude)).to_numpy(zero_copy_only=False)
+            if not fresh.any():
+                continue
+            key, formula = key.filter(pa.array(fresh)), formula.filter(pa.array(fresh))
+            frac_kept = frac_kept[fresh]
+        ids = pa.array([candidate_id(s) for s in key.to_pylist()], pa.string())
+        cols = [ids, key, formula, pa.array(np.full(len(key), k, np.int8))]
+        cols += [pa.array(frac_kept[:, j]) for j in range(frac_kept.shape[1])]
+        yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
 def enumerate_candidates(space: Space, batch_size: int = 65536, exclude_keys: Iterable[str] | None = None,
                          apply_constraints: bool = True) -> Iterator[pa.RecordBatch]:
     """Record batches of candidates (:func:`candidate_schema`), in a deterministic order:
@@ -308,48 +364,9 @@ def enumerate_candidates(space: Space, batch_size: int = 65536, exclude_keys: It
     ``apply_constraints`` is false.  Keys: ``A:Cs3/4 FA1/4|B:Pb|X:I`` (sites in declared
     order).
     """
-    import pyarrow.compute as pc
-
     exclude = pa.array(sorted(set(exclude_keys or ())), pa.string())
-    pure = [_site_options(s, space.site_grid(s), False) for s in space.sites]
-    mixed = [_site_options(s, space.site_grid(s), True) for s in space.sites]
-    schema = candidate_schema(space)
-    widths = [len(s.species) for s in space.sites]
-    offsets = np.cumsum([0, *widths])
-    n_sites = len(space.sites)
-    for k in range(0, min(space.max_mixed_sites, n_sites) + 1):
-        for subset in itertools.combinations(range(n_sites), k):
-            opts = [mixed[i] if i in subset else pure[i] for i in range(n_sites)]
-            sizes = [len(o.texts) for o in opts]
-            total = math.prod(sizes)
-            if total == 0:
-                continue
-            texts = [pa.array([f"{space.sites[i].name}:{t}" for t in o.texts], pa.string()) for i, o in enumerate(opts)]
-            forms = [pa.array(o.formula, pa.string()) for o in opts]
-            for start in range(0, total, batch_size):
-                idx = np.arange(start, min(start + batch_size, total), dtype=np.int64)
-                per_site = np.unravel_index(idx, sizes)  # C order: the last site varies fastest
-                frac = np.empty((len(idx), offsets[-1]), np.float64)
-                for i, o in enumerate(opts):
-                    frac[:, offsets[i]:offsets[i + 1]] = o.fractions[per_site[i]]
-                keep = constraint_mask(space, frac) if apply_constraints else np.ones(len(idx), bool)
-                if not keep.any():
-                    continue
-                take = [pa.array(p[keep]) for p in per_site]
-                key = pc.binary_join_element_wise(*[t.take(j) for t, j in zip(texts, take)], "|")
-                formula = pc.binary_join_element_wise(*[f.take(j) for f, j in zip(forms, take)], "")
-                if len(exclude):
-                    fresh = pc.invert(pc.is_in(key, value_set=exclude)).to_numpy(zero_copy_only=False)
-                    if not fresh.any():
-                        continue
-                    key, formula = key.filter(pa.array(fresh)), formula.filter(pa.array(fresh))
-                    frac_kept = frac[keep][fresh]
-                else:
-                    frac_kept = frac[keep]
-                ids = pa.array([candidate_id(s) for s in key.to_pylist()], pa.string())
-                cols = [ids, key, formula, pa.array(np.full(len(key), k, np.int8))]
-                cols += [pa.array(frac_kept[:, j]) for j in range(frac_kept.shape[1])]
-                yield pa.RecordBatch.from_arrays(cols, schema=schema)
+    for part in partitions(space, rows=2**62):
+        yield from enumerate_partition(space, part, batch_size, exclude, apply_constraints)
 
 
 def site_key(sites: Mapping[str, Mapping[str, float]], space: Space) -> str:
