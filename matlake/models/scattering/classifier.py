@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from matlake.models.base import TorchModelModule
 from matlake.optional import require_torch
 
 if TYPE_CHECKING:
@@ -237,3 +238,91 @@ def transfer_study(train_spec: Any, test_conditions: dict[str, Any], config: Tra
         if baseline is not None:
             out["radial"][name] = evaluate(ds.labels, baseline.predict(radial_features(ds.patterns, ds.mask)), k)
     return out
+
+
+# --------------------------------------------------------------------------- model module (matlake.platform.modeling)
+def series_view_sql(dataset: str) -> str:
+    """SQL of the simulated disk series of data set ``dataset`` (one row per density class)."""
+    safe = dataset.replace("'", "''")
+    return ("select record_id as subject_id, frames_sha256, frames_index_sha256, mask_sha256, mask_index_sha256, "
+            "n_frames, height, width, label_json, "
+            "cast(json_extract(label_json, '$.class_index') as integer) as class_index "
+            "from scattering_series where source_kind = 'simulated' and system = 'disks' "
+            f"and json_extract_string(label_json, '$.dataset') = '{safe}' order by class_index, subject_id")
+
+
+class SpeckleDensityModule(TorchModelModule):
+    """The speckle CNN as a model module trained by :func:`matlake.platform.modeling.train`.
+
+    Its view has one row per simulated series (a density class; frames = patterns).
+    The frames are arrays in the object store, not columns, so the platform side
+    (:mod:`~matlake.models.scattering.classify_lake`) sets :attr:`frame_reader`, a
+    function ``(sha256, index_sha256) -> np.ndarray`` before training; the module
+    itself never touches the lake.  Parameters: ``dataset`` (training data set name),
+    ``n_classes``, ``n_grid``, ``class_values`` and the :class:`TrainConfig` fields.
+    """
+
+    name = NAME
+    version = VERSION
+    target = "density_class"
+    unit = ""
+    subject_table = "scattering_series"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.frame_reader: Any = None
+
+    @property
+    def train_sql(self) -> str:  # type: ignore[override]
+        return series_view_sql(str(self.params.get("dataset", "train")))
+
+    predict_sql = train_sql
+
+    def build_network(self) -> "torch.nn.Module":
+        return build_network(int(self.params["n_classes"]), int(self.params.get("n_grid", 64)))
+
+    def load_patterns(self, frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patterns (n, H, W), labels (n,), mask (H, W)) of the view's series, read through :attr:`frame_reader`."""
+        if self.frame_reader is None:
+            raise RuntimeError(f"{self.name}: frame_reader is not set (train through classify_lake)")
+        pats, labels, mask = [], [], None
+        for row in frame.itertuples(index=False):
+            arr = np.asarray(self.frame_reader(row.frames_sha256, row.frames_index_sha256), dtype=np.float32)
+            m = np.asarray(self.frame_reader(row.mask_sha256, row.mask_index_sha256))
+            if mask is None:
+                mask = m
+            elif not np.array_equal(mask, m):
+                raise ValueError("the series of one data set must share one beam-stop mask")
+            pats.append(arr)
+            labels.append(np.full(len(arr), int(row.class_index)))
+        if mask is None:
+            raise ValueError(f"{self.name}: the view selected no series")
+        return np.concatenate(pats), np.concatenate(labels), mask
+
+    def config(self) -> TrainConfig:
+        known = set(TrainConfig.__dataclass_fields__)
+        return TrainConfig(**{k: v for k, v in self.params.items() if k in known})
+
+    def fit(self, frame: Any) -> tuple[Any, dict[str, float]]:
+        patterns, labels, mask = self.load_patterns(frame)
+        k = int(self.params["n_classes"])
+        res = train_cnn(patterns, labels, mask, k, self.config(), self.params.get("device"))
+        pred, _ = predict_cnn(res.network, patterns, mask)
+        m = evaluate(labels, pred, k)
+        return res.network, {"train_accuracy": m["accuracy"], "train_macro_f1": m["macro_f1"],
+                             "final_loss": res.history["loss"][-1], "n_patterns": float(len(labels)),
+                             "train_seconds": res.history["train_seconds"], "chance": m["chance"]}
+
+    def predict(self, artifact: Any, frame: Any) -> Any:
+        """One row per series: the majority predicted class of its frames and the fraction of frames agreeing."""
+        import pandas as pd
+
+        out = []
+        for row in frame.itertuples(index=False):
+            arr = np.asarray(self.frame_reader(row.frames_sha256, row.frames_index_sha256), dtype=np.float32)
+            mask = np.asarray(self.frame_reader(row.mask_sha256, row.mask_index_sha256))
+            pred, _ = predict_cnn(artifact, arr, mask)
+            counts = np.bincount(pred, minlength=int(self.params["n_classes"]))
+            out.append({"subject_id": row.subject_id, "value": float(counts.argmax()),
+                        "uncertainty": float(1 - counts.max() / len(pred))})
+        return pd.DataFrame(out, columns=["subject_id", "value", "uncertainty"])
