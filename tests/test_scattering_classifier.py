@@ -77,3 +77,20 @@ def test_plots_are_pngs(trained):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     png = plots.examples_png(train.patterns, train.labels, train.mask, names, per_class=2)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+def test_binomial_thinning_keeps_poisson_statistics_and_trains():
+    # thinning Poisson(lam) counts by p gives Poisson(p lam): mean and variance both p lam
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.full((200_000,), 40.0), generator=gen)
+    thinned = torch.binomial(counts, torch.full_like(counts, 0.1), generator=gen)
+    assert float(thinned.mean()) == pytest.approx(4.0, rel=0.01)
+    assert float(thinned.var()) == pytest.approx(4.0, rel=0.03)
+    ds = build_dataset(SpeckleSpec(n_per_class=6, number_densities=(0.01, 0.03), seed=4))
+    res = C.train_cnn(ds.patterns, ds.labels, ds.mask, 2, C.TrainConfig(epochs=1, seed=1, threads=1,
+                                                                          thin_counts=(1e3, 1e4)), device="cpu")
+    assert res.history["config"]["thin_counts"] == (1e3, 1e4)
+    noiseless = build_dataset(SpeckleSpec(n_per_class=2, number_densities=(0.01,), counts=None, seed=4))
+    with pytest.raises(ValueError, match="integer counts"):
+        C.train_cnn(noiseless.patterns, noiseless.labels, noiseless.mask, 1,
+                    C.TrainConfig(epochs=1, thin_counts=(1e3, 1e4)), device="cpu")

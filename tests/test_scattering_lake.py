@@ -49,8 +49,12 @@ def test_simulate_into_commits_series_that_regenerate_exactly(lake):
     n_snap = lake.last_snapshot()
     again = simulate_into(lake, TRAIN, "train")
     assert again["skipped"] and again["activity_id"] == out["activity_id"] and lake.last_snapshot() == n_snap
-    # other parameters: a new data set
+    # other parameters: a new data set; the same name with other parameters: new versions of its series
     assert not simulate_into(lake, TRAIN.with_(seed=5), "train-b")["skipped"]
+    assert not simulate_into(lake, TRAIN.with_(seed=9), "train")["skipped"]
+    live = lake.sql("select record_id, version, generator_json from scattering_series where sample = 'train'").fetchall()
+    assert {r[0] for r in live} == set(out["series"]) and {r[1] for r in live} == {2}
+    assert all(json.loads(r[2])["spec"]["seed"] == 9 for r in live)
 
 
 def test_train_and_evaluate_through_the_lake(sqlite_lake):
@@ -110,8 +114,9 @@ def test_cli_simulate_train_evaluate(tmp_path, capsys, monkeypatch):
     p = _matlake("scattering", "simulate", str(spec), "--lake", lake)
     assert p.returncode == 0, p.stderr
     assert "train: snapshot 1" in p.stdout and "test-mono: snapshot 2" in p.stdout
-    p = _matlake("scattering", "simulate", str(spec), "--lake", lake)
-    assert p.stdout.count("already simulated") == 2
+    p = _matlake("scattering", "simulate", str(spec), "--lake", lake, "--examples-png", str(tmp_path / "ex.png"))
+    assert p.stdout.count("already simulated") == 2, p.stderr
+    assert (tmp_path / "ex.png").read_bytes()[:4] == b"\x89PNG"
     p = _matlake("scattering", "classify", "train", "--lake", lake, "--param", "epochs=2", "--param", "threads=1")
     assert p.returncode == 0 and "trained speckle-density-cnn v1" in p.stdout, p.stderr
     p = _matlake("scattering", "classify", "evaluate", "speckle-density-cnn", "--lake", lake,

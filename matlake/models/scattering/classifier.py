@@ -13,8 +13,12 @@ set to 0.
   the mirror ``i -> (n - i) mod n``).  ``torch.manual_seed(seed)`` fixes the
   initial weights; the seed is in the returned history.  CUDA is used when
   available (``device=None``).
-- :func:`fit_radial_baseline`: the azimuthal average (integer-pixel rings) of the
-  same input, standardised, into a multinomial logistic regression (scikit-learn).
+- :func:`fit_radial_baseline`: the log of the azimuthal average (integer-pixel rings) of
+  ``I / <I>``, standardised, into a multinomial logistic regression (scikit-learn).
+
+Lower counts: ``TrainConfig.thin_counts = (low, high)`` thins every training pattern of a
+batch binomially to a total drawn log-uniformly in that range, which is exact for Poisson
+counts; without it the CNN is trained at the simulated count level only.
 
 :func:`evaluate` gives per-class accuracy (recall), macro-F1, the confusion
 matrix (rows = true class) and the chance level 1/K; :func:`transfer_study` trains
@@ -72,7 +76,12 @@ def build_network(n_classes: int, n_grid: int = 64) -> "torch.nn.Module":
                          nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
 
-SpeckleCNN = build_network
+def _torch_inputs(torch: Any, counts: Any, mask: Any, q: Any) -> Any:
+    """:func:`_inputs` in torch, for patterns changed during training (thinned counts)."""
+    x = counts * mask
+    mean = x.sum(dim=(1, 2), keepdim=True) / mask.sum().clamp(min=1.0)
+    x = torch.log1p(x / mean.clamp(min=1e-30)) * mask
+    return torch.stack([x, q.expand_as(x)], dim=1)
 
 
 def _inputs(patterns: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -90,6 +99,9 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     threads: int | None = None  # torch CPU threads while training (1: bit-for-bit repeatable); None: torch's default
+    # (low, high) total counts: each training pattern of a batch is thinned binomially to a total drawn
+    # log-uniformly in this range (exact for Poisson counts: thinning Poisson(lam) by p gives Poisson(p lam))
+    thin_counts: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,7 +133,16 @@ def _train(torch: Any, patterns: np.ndarray, labels: np.ndarray, mask: np.ndarra
            config: TrainConfig, device: str) -> TrainResult:
     torch.manual_seed(config.seed)
     net = build_network(n_classes, patterns.shape[-1]).to(device)
-    x = torch.from_numpy(_inputs(patterns, mask)).to(device)
+    thin = config.thin_counts
+    if thin:
+        if not np.array_equal(patterns, np.round(patterns)):
+            raise ValueError("thin_counts needs patterns of integer counts (simulated with counts, not noiseless)")
+        raw = torch.from_numpy(np.asarray(patterns, dtype=np.float32) * mask).to(device)
+        mask_t = torch.from_numpy(mask.astype(np.float32)).to(device)
+        q_t = torch.from_numpy(q_channel(patterns.shape[-1])).to(device)
+        log_lo, log_hi = float(np.log(thin[0])), float(np.log(thin[1]))
+    else:
+        x = torch.from_numpy(_inputs(patterns, mask)).to(device)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
@@ -134,7 +155,15 @@ def _train(torch: Any, patterns: np.ndarray, labels: np.ndarray, mask: np.ndarra
         total = 0.0
         for start in range(0, n, config.batch_size):
             idx = order[start:start + config.batch_size]
-            xb = x[idx]
+            if thin:
+                cb = raw[idx]
+                target = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(len(idx), generator=gen)).to(device)
+                p = torch.clamp(target / cb.sum(dim=(1, 2)).clamp(min=1.0), max=1.0)
+                cpu_counts = cb.cpu()
+                cb = torch.binomial(cpu_counts, p.cpu()[:, None, None].expand_as(cpu_counts), generator=gen).to(device)
+                xb = _torch_inputs(torch, cb, mask_t, q_t)
+            else:
+                xb = x[idx]
             if config.augment:
                 # symmetries of an isotropic pattern about pixel n//2: transpose, mirror i -> (n - i) mod n
                 flips = torch.randint(0, 2, (2,), generator=gen).tolist()
@@ -171,12 +200,16 @@ def predict_cnn(net: "torch.nn.Module", patterns: np.ndarray, mask: np.ndarray,
 
 # --------------------------------------------------------------------------- radial baseline
 def radial_features(patterns: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Azimuthal averages of ``log(1 + I/<I>)``, rings 0..n/2 - 1 (rings inside the beam stop dropped)."""
+    """``log(ring mean of I/<I> + 1e-3)`` in integer-pixel rings 0..n/2 - 1 (rings inside the beam stop dropped).
+
+    The ring mean is taken before the log: the mean of Poisson counts is unbiased at any count
+    level, so the features keep their meaning at lower counts (only their noise grows)."""
     from matlake.models.scattering.simulate import radial_profile
 
-    prof = radial_profile(preprocess(patterns, mask), mask)
+    x = np.asarray(patterns, dtype=np.float64) * mask
+    x = x / np.maximum(x.sum(axis=(1, 2), keepdims=True) / max(int(mask.sum()), 1), 1e-300)
     keep = radial_profile(mask[None].astype(float), mask)[0] > 0
-    return prof[:, keep]
+    return np.log(radial_profile(x, mask)[:, keep] + 1e-3)
 
 
 def fit_radial_baseline(patterns: np.ndarray, labels: np.ndarray, mask: np.ndarray, seed: int = 0) -> Any:

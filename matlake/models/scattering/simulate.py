@@ -19,8 +19,8 @@ Physics (kinematic / first Born approximation, far field):
   measured (``mask`` = 0 there, 1 elsewhere; its pixels read 0).
 - **counts**: the intensity on the valid pixels is scaled so that its expected
   sum is ``counts`` and each pixel is drawn from a Poisson law with its own
-  stream ``default_rng(noise_seed)``; ``counts=None`` returns the scaled-free
-  noiseless intensity.
+  stream ``default_rng(noise_seed)``; ``counts=None`` returns the noiseless
+  intensity (unscaled, beam stop zeroed).
 
 Every number needed to regenerate a pattern exactly is in its ``parameters``
 dict (:func:`simulate_pattern` of :class:`PatternParams` built from it).  A data

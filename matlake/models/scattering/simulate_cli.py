@@ -1,6 +1,6 @@
 """``matlake scattering simulate | classify``: simulated speckle data sets and the density classifier.
 
-- ``matlake scattering simulate SPEC.toml [--force]`` commits every ``[[dataset]]`` of the spec
+- ``matlake scattering simulate SPEC.toml [--force] [--examples-png FILE]`` commits every ``[[dataset]]`` of the spec
   (:func:`~matlake.models.scattering.simulate_lake.simulate_into`); a data set already
   simulated with the same parameters is skipped.  Spec::
 
@@ -91,14 +91,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
     lake = _lake(args)
+    first = None
     for name, spec in specs:
         out = simulate_into(lake, spec, name, length_unit_m=unit or DEFAULT_LENGTH_UNIT_M, force=args.force)
+        first = first or (out, spec)
         if out["skipped"]:
             print(f"{name}: already simulated by activity {out['activity_id']} (nothing new; --force adds versions)")
         else:
             print(f"{name}: snapshot {out['snapshot']} (activity {out['activity_id']}): {len(out['series'])} "
                   f"scattering_series (one per density class), {out['n_patterns']} simulated patterns")
+    if args.examples_png and first:
+        print(f"wrote {write_examples_png(lake, first[0]['series'], first[1], args.examples_png)}")
     return 0
+
+
+def write_examples_png(lake: Any, series_ids: list[str], spec: Any, path: str, per_class: int = 3) -> str:
+    """The first ``per_class`` frames of each class series, read back from the lake, as a PNG."""
+    import numpy as np
+
+    from matlake.models.scattering.plots import examples_png
+
+    frames, labels = [], []
+    for k, sid in enumerate(series_ids):
+        f = lake.frames(sid, 0, per_class)
+        frames.append(f)
+        labels += [k] * len(f)
+    row = lake.series(series_ids[0])
+    mask = lake.chunked(row["mask_sha256"], row["mask_index_sha256"]).read()
+    names = [f"n = {v:g}" for v in spec.number_densities]
+    Path(path).write_bytes(examples_png(np.concatenate(frames), np.asarray(labels), mask, names, per_class))
+    return path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -157,6 +179,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="commit simulated speckle data sets of disk systems (one series per density class)")
     s.add_argument("spec", help="TOML spec: [defaults] and [[dataset]] tables of SpeckleSpec fields")
     s.add_argument("--force", action="store_true", help="commit again even if a data set was simulated")
+    s.add_argument("--examples-png", metavar="FILE", help="write example patterns of each class of the first data set")
     s.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("classify", help="speckle density classifier: train, evaluate")
