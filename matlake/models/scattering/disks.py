@@ -234,3 +234,19 @@ def make_configuration(params: DiskParams) -> DiskConfiguration:
     stats["number_density"] = cfg.number_density
     stats["area_fraction"] = cfg.area_fraction
     return cfg
+
+
+def continue_metropolis(cfg: DiskConfiguration, sweeps: int, step: float, seed: int) -> float:
+    """Run ``sweeps`` more hard-disk Metropolis sweeps on ``cfg`` in place (maximum displacement ``step``,
+    random stream ``default_rng(seed)``), e.g. to sample an equilibrated fluid; returns the acceptance rate."""
+    rng = np.random.default_rng(seed)
+    rate = _metropolis(rng, cfg.centers, cfg.radii, cfg.box, cfg.periodic, sweeps, step)
+    if cfg.periodic:
+        cfg.centers %= cfg.box
+    return rate
+
+
+def pair_distances(cfg: DiskConfiguration) -> np.ndarray:
+    """Centre-to-centre distances of all pairs i < j (minimum image when periodic)."""
+    d = _separation(cfg.centers[:, None, :], cfg.centers[None, :, :], cfg.box, cfg.periodic)
+    return np.hypot(d[..., 0], d[..., 1])[np.triu_indices(cfg.n, 1)]
