@@ -40,7 +40,7 @@ def ledger(lake) -> pd.DataFrame:
     return lake.sql("select status, message, parser, attempt_key, n_records from ledger order by created_at").df()
 
 
-def test_defect_table_ingests_through_the_shipped_map(lake):
+def test_defect_table_ingests_through_the_shipped_map(lake, tmp_path):
     df = pd.read_csv(DEFECTS)
     report = lake.ingest([DEFECTS], kind="table", options={"map": str(DEFECTS_MAP)}, progress=False)
     assert (report.new, report.failed, report.errors) == (1, 0, 0), report.outcomes[0].message
@@ -68,9 +68,12 @@ def test_defect_table_ingests_through_the_shipped_map(lake):
     targets = lake.sql("select * from material_targets where name = 'level(0/-1)'").df()
     assert len(targets) == df["(0/-1)"].notna().sum() and list(targets.columns) == [
         "subject_id", "dataset", "name", "fidelity", "value", "unit"]
-    # the same file with the same map is a no-op
+    # the same file with the same map is a no-op, also when the map is a copy elsewhere
     again = lake.ingest([DEFECTS], kind="table", options={"map": str(DEFECTS_MAP)}, progress=False)
     assert (again.new, again.unchanged) == (0, 1)
+    copy = tmp_path / "copy.map.toml"
+    copy.write_bytes(DEFECTS_MAP.read_bytes())
+    assert lake.ingest([DEFECTS], kind="table", options={"map": str(copy)}, progress=False).unchanged == 1
 
 
 def test_a_changed_map_is_a_new_attempt_and_adds_versions(sqlite_lake, tmp_path):

@@ -97,7 +97,9 @@ def success_key(parser: str, options: Mapping[str, Any]) -> str:
         keyed = False
     if not keyed:
         return OK_KEY
-    text = json.dumps(dict(options), sort_keys=True, default=str)
+    # Content, not location: the map's parsed content is in the options; where its file was is not.
+    content = {k: v for k, v in options.items() if k != "option_files"}
+    text = json.dumps(content, sort_keys=True, default=str)
     return "ok:" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
