@@ -268,3 +268,21 @@ def test_cli_ingest_kind_table_and_ingest_table(tmp_path, monkeypatch, capsys):
     assert cli.main(["ingest", str(PEROVSKITE), "--lake", str(root), "--kind", "table", "--no-progress",
                      "--option", "map=missing.toml"]) == 1
     assert "option map: cannot read" in capsys.readouterr().err
+
+
+def test_a_job_ingests_tables_with_a_map_relative_to_the_job_file(sqlite_lake):
+    import shutil
+
+    from matlake.platform import jobs as J
+
+    lake = sqlite_lake
+    raw = lake.root.parent / "raw"
+    raw.mkdir()
+    shutil.copyfile(HEADERLESS, raw / HEADERLESS.name)
+    shutil.copyfile(HEADERLESS_MAP, lake.root.parent / "descriptors.map.toml")
+    job = J.parse_jobs({"job": [{"name": "tables", "sources": ["raw/*.csv"], "kind": "table", "settle_seconds": 0,
+                                 "options": {"map": "descriptors.map.toml"}}]}, "jobs.toml", lake.root.parent)["tables"]
+    assert [f.status for f in J.plan(lake, job)] == ["new"]
+    assert J.run_job(lake, job).new == 1
+    assert lake.sql("select count(*) from material_properties").fetchone()[0] == 10
+    assert [f.status for f in J.plan(lake, job)] == ["unchanged"]  # the plan reads the map as a run does

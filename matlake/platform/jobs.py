@@ -205,6 +205,12 @@ def _parse_job(entry: dict[str, Any], file: str, index: int, base_dir: Path) -> 
     options = entry.get("options", {})
     if not isinstance(options, dict):
         raise bad("options", "a table of parser options", options)
+    if kind != "auto":  # a file option (a table's map) given relative to the job file, like sources
+        from matlake.ingest import all_parsers
+
+        for opt in {n for p in all_parsers() if p.kind == kind for n in p.file_options}:
+            if isinstance(options.get(opt), str) and not Path(options[opt]).expanduser().is_absolute():
+                options = {**options, opt: str(base_dir / options[opt])}
     tz = entry.get("timezone")
     if tz is not None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
