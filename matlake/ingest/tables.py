@@ -448,6 +448,12 @@ def parse_table(data: bytes, ctx: ParseContext) -> ParseResult:
         raise _map_error("descriptor", "each descriptor column once", [n for _i, n, _u in desc_cols])
     site_re = _site_regex(m.molecules)
     molecule_comp = {k: _composition(v) for k, v in m.molecules.items()}
+    # (reduced formula, composition JSON) per formula text / per amounts: tables repeat compositions,
+    # and pymatgen's formula reduction is most of the parse time
+    formula_cache: dict[Any, tuple[str, str] | None] = {}
+
+    def described(comp: Any) -> tuple[str, str]:
+        return comp.reduced_formula, json.dumps(comp.get_el_amt_dict(), sort_keys=True)
 
     bad: list[BadCell] = []
     subjects, props, feats = [], [], []
@@ -476,11 +482,15 @@ def parse_table(data: bytes, ctx: ParseContext) -> ParseResult:
             bad_cell(subj_idx[0], f"a subject key not seen before ({'|'.join(m.subject)})",
                      f"{key!r}, also on row {first_row_of[key]}")
         tags = {names[i]: fields[i] for i in subj_idx + tag_idx if not is_missing(i)}
-        comp = None
+        comp: tuple[str, str] | None = None
         if comp_idx is not None and not is_missing(comp_idx):
-            comp = _composition(fields[comp_idx])
+            text = fields[comp_idx]
+            if text not in formula_cache:
+                parsed = _composition(text)
+                formula_cache[text] = described(parsed) if parsed is not None else None
+            comp = formula_cache[text]
             if comp is None:
-                bad_cell(comp_idx, "a formula of real elements", fields[comp_idx])
+                bad_cell(comp_idx, "a formula of real elements", text)
         sites: dict[str, dict[str, float]] = {}
         amounts: dict[str, float] = {}
         for s, i in site_idx:
@@ -527,13 +537,16 @@ def parse_table(data: bytes, ctx: ParseContext) -> ParseResult:
         if comp is None and amounts:
             from pymatgen.core import Composition
 
-            comp = Composition(amounts)
+            akey = tuple(sorted(amounts.items()))
+            if akey not in formula_cache:
+                formula_cache[akey] = described(Composition(amounts))
+            comp = formula_cache[akey]
         locator = f"row={row_no} line={line_no}"
         sid = ctx.record_id(f"subject:{m.dataset}:{key}")
         subjects.append({
             "record_id": sid, "dataset": m.dataset, "subject_key": key,
-            "formula": comp.reduced_formula if comp is not None else None,
-            "composition_json": json.dumps(comp.get_el_amt_dict(), sort_keys=True) if comp is not None else None,
+            "formula": comp[0] if comp is not None else None,
+            "composition_json": comp[1] if comp is not None else None,
             "sites_json": json.dumps(sites, sort_keys=True) if site_idx else None,
             "structure_id": fields[struct_idx] if struct_idx is not None and not is_missing(struct_idx) else None,
             "row_number": row_no, "tags_json": json.dumps(tags, sort_keys=True),
