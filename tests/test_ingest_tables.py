@@ -286,3 +286,17 @@ def test_a_job_ingests_tables_with_a_map_relative_to_the_job_file(sqlite_lake):
     assert J.run_job(lake, job).new == 1
     assert lake.sql("select count(*) from material_properties").fetchone()[0] == 10
     assert [f.status for f in J.plan(lake, job)] == ["unchanged"]  # the plan reads the map as a run does
+
+
+def test_ingest_table_command_imports_nothing_heavy():
+    from test_startup import HEAVY, _imported_after
+
+    loaded = _imported_after("""
+        import contextlib, io
+        from matlake.platform import cli
+        cli.EXTENSIONS = cli.EXTENSIONS + ("matlake.models.materials.cli",)
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+            cli.main(["ingest-table", "--help"])
+        assert "--map" in out.getvalue()
+    """)
+    assert "matlake" in loaded and not loaded & set(HEAVY), sorted(loaded & set(HEAVY))

@@ -70,7 +70,7 @@ first bad cells (row, column, expected, found) and how many there are, and nothi
 the file is committed.  With ``--option on_bad_cell=skip`` the rows without bad cells
 are ingested, every bad cell becomes a ``table_rejects`` row and the rows holding them
 are left out whole (a subject is never half there); the result's warnings say how
-many.  A bad map (no unit for a property, a column the file does not have, ...) always
+many (a file whose every row is rejected is failed).  A bad map (no unit for a property, a column the file does not have, ...) always
 fails the file, naming the map key.
 """
 
