@@ -242,3 +242,33 @@ def test_bad_labels_are_refused():
         cal.segmentation_metrics(p, y[:3])
     with pytest.raises(ValueError, match="labels: expected values in 0..1"):
         cal.segmentation_metrics(p, y + 2)
+
+
+# --------------------------------------------------------------------------- the evaluation core
+
+
+def test_evaluate_ensemble_streams_the_same_numbers_as_one_shot():
+    from matlake.models.imaging.evaluation import SmoothedThresholdEnsemble, evaluate_ensemble, otsu
+    from matlake.models.imaging.generator import generate_movie
+
+    movie = generate_movie(seed=4, n_frames=9, height=32, width=40, dose=6.0, bad_frame_fraction=0.3)
+    ens = SmoothedThresholdEnsemble()
+    ev = evaluate_ensemble(ens, movie.frames, movie.masks, batch=4, error_threshold=0.1)
+    P = ens(movie.frames)
+    m = uncertainty_maps(P)
+    ref = cal.segmentation_metrics(m.mean, movie.masks)
+    for k in ("accuracy", "ece", "mce", "brier", "brier_binary", "nll", "mean_iou"):
+        assert ev.metrics[k] == pytest.approx(ref[k], abs=1e-12), k
+    assert ev.metrics["reliability"]["count"] == ref["reliability"]["count"]
+    errors = cal.per_image_errors(m.predicted, movie.masks)
+    assert np.allclose(ev.frame_errors, errors, atol=1e-15)
+    assert ev.panel_frame == int(np.argmax(errors))  # the worst frame is kept for the panel
+    f = phase_fractions(P, 1)
+    assert np.allclose(ev.fraction_mean, f.mean) and np.allclose(ev.fraction_std, f.std)
+    assert np.allclose(ev.true_fraction, movie.ice_fraction)
+    assert ev.quality["n_flagged"] == int((errors > 0.1).sum())
+    # Otsu on a two-level image splits the levels
+    two = np.r_[np.full(50, 2.0), np.full(50, 7.0)]
+    assert 2.0 < otsu(two) < 7.0
+    with pytest.raises(ValueError, match="member predictor: expected probabilities"):
+        evaluate_ensemble(lambda x: np.ones((2, 2, 1, 1, 1)) / 2, movie.frames, movie.masks)

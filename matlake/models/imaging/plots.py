@@ -80,7 +80,7 @@ def risk_coverage_figure(curves: Mapping[str, Any], title: str = "risk-coverage"
         else:
             cov, risk = c
             label = f"{name} (AURC {float(np.mean(risk)):.4f})"
-        ax.plot(cov, risk, "-", color=f"C{i}", lw=1.5, label=label, drawstyle="steps-post")
+        ax.plot(cov, risk, "-", color=f"C{i}", lw=1.5, label=label, drawstyle="steps-pre")
     ax.set_xlabel(f"coverage (fraction of {item} kept)")
     ax.set_ylabel("risk (error rate of kept)")
     ax.set_xlim(0, 1)
