@@ -156,3 +156,30 @@ def test_cli_generate_evaluate_plot(tmp_path, capsys):
         ids = [r[0] for r in lk.sql("select record_id from segmentation_evaluations order by model_name").fetchall()]
     assert main(["images", "plot", "--lake", root, *ids, "--out", str(tmp_path / "plots")]) == 0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 5
+
+
+def test_images_without_ground_truth_give_phase_fractions_only(sqlite_lake):
+    from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities
+
+    lake = sqlite_lake
+    movie = generate_movie(seed=9, n_frames=4, height=24, width=24)
+    ref = lake.put_chunked(movie.frames)
+    rows = [{"record_id": f"img{t}", "technique": "TEM", "height": 24, "width": 24, "dtype": "<f4", "frame_index": t,
+             "n_frames": 4, "array_sha256": ref.sha256, "array_index_sha256": ref.index_sha256,
+             "frame_time": t / 400.0} for t in range(4)]
+    commit_activities(lake, kind="ingest", message="hand-made frames without masks",
+                      activities=[ActivitySpec(name="test", version="1", parameters={}, rows={"micrographs": rows})],
+                      objects=[ObjectSpec.stored(ref)])
+    out = evaluate(lake, [SmoothedThresholdEnsemble()], where="technique = 'TEM'", evaluation="no-truth")
+    row = lake.sql("select accuracy, ece, quality_auroc, n_images, figures_json, phase_fraction_mae "
+                   "from segmentation_evaluations").fetchone()
+    assert row[0] is None and row[1] is None and row[2] is None and row[3] == 4 and row[5] is None
+    assert set(json.loads(row[4])) == {"phase_fraction", "panel"}
+    fr = lake.sql("select fraction_mean, true_fraction, error_rate, flagged from phase_fractions "
+                  "order by frame_index").fetchall()
+    P = SmoothedThresholdEnsemble()(movie.frames)
+    from matlake.models.imaging.uncertainty import phase_fractions
+
+    assert np.allclose([f[0] for f in fr], phase_fractions(P, 1).mean)
+    assert all(f[1] is None and f[2] is None and f[3] is None for f in fr)
+    assert out["summary"][0]["accuracy"] is None

@@ -78,6 +78,7 @@ def generate_movie_into(lake: "Lake", params: MovieParameters | dict[str, Any] |
     ``params``: :class:`~matlake.models.imaging.generator.MovieParameters` or a dict of
     overrides.  Returns ``{"snapshot", "skipped", "digest", "image_ids", "mask_ids",
     "parameters"}`` (``snapshot`` None when skipped)."""
+    from matlake.arrays import default_chunks
     from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities, find_same_run
 
     p = params if isinstance(params, MovieParameters) else parameters_from(params or {})
@@ -97,6 +98,7 @@ def generate_movie_into(lake: "Lake", params: MovieParameters | dict[str, Any] |
     objects = [ObjectSpec.stored(stack, media_type=CHUNKED_MEDIA, name=f"{sample}.frames")]
     T, H, W = movie.frames.shape
     info_shape = [T, H, W]
+    chunk_shape = list(default_chunks((T, H, W)))  # what put_chunked used: one chunk per frame and tile
     images, masks = [], []
     for t in range(T):
         f = movie.frames[t].astype(np.float64)
@@ -114,7 +116,7 @@ def generate_movie_into(lake: "Lake", params: MovieParameters | dict[str, Any] |
             "detector": "simulated electron counting", "sample": sample,
             "intensity_min": float(f.min()), "intensity_max": float(f.max()), "intensity_mean": float(f.mean()),
             "intensity_std": float(f.std()), "array_sha256": stack.sha256, "array_index_sha256": stack.index_sha256,
-            "array_shape": info_shape, "chunk_shape": [1, min(H, 512), min(W, 512)],
+            "array_shape": info_shape, "chunk_shape": chunk_shape,
             "metadata_json": json.dumps(meta, sort_keys=True), "file_format": "generated",
             "source_locator": f"frame={t}",
         })
