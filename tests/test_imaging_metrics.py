@@ -272,3 +272,13 @@ def test_evaluate_ensemble_streams_the_same_numbers_as_one_shot():
     assert 2.0 < otsu(two) < 7.0
     with pytest.raises(ValueError, match="member predictor: expected probabilities"):
         evaluate_ensemble(lambda x: np.ones((2, 2, 1, 1, 1)) / 2, movie.frames, movie.masks)
+
+
+def test_per_image_predictor_stacks_frames():
+    from matlake.models.imaging.evaluation import PerImagePredictor, SmoothedThresholdEnsemble
+
+    ens = SmoothedThresholdEnsemble(sigmas=(1.0, 2.0))
+    frames = np.random.default_rng(0).poisson(5.0, (3, 16, 20)).astype(np.float32)
+    wrapped = PerImagePredictor(lambda img: ens(img)[:, :, 0], name="wrapped", model_id="model_x")
+    assert np.array_equal(wrapped(frames), ens(frames))
+    assert wrapped(frames).shape == (2, 2, 3, 16, 20)

@@ -48,7 +48,8 @@ from matlake.models.imaging.uncertainty import (
     uncertainty_maps,
 )
 
-__all__ = ["StreamingMetrics", "EnsembleEvaluation", "evaluate_ensemble", "SmoothedThresholdEnsemble", "otsu"]
+__all__ = ["StreamingMetrics", "EnsembleEvaluation", "evaluate_ensemble", "SmoothedThresholdEnsemble", "otsu",
+           "PerImagePredictor"]
 
 MemberPredictor = Callable[[np.ndarray], np.ndarray]
 
@@ -307,3 +308,26 @@ class SmoothedThresholdEnsemble:
                 P[m, self.dark_class, t] = dark
                 P[m, 1 - self.dark_class, t] = 1.0 - dark
         return P
+
+
+@dataclass
+class PerImagePredictor:
+    """A member predictor from a per-image function ``image (H, W) -> (M, C, H, W)``.
+
+    This is how a trained ensemble plugs into :func:`evaluate_ensemble` and
+    :func:`matlake.models.imaging.evaluate_lake.evaluate`: e.g.
+    ``PerImagePredictor(lambda img: member_probabilities(net, img), name="EA",
+    version="3", model_id=model_id)``.  Frames go through ``fn`` one by one and are
+    stacked on the frame axis (axis 2)."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    name: str
+    version: str = "1"
+    model_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        return np.stack([np.asarray(self.fn(f), dtype=np.float64) for f in frames], axis=2)

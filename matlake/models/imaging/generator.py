@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "CLASS_NAMES", "MovieParameters", "GeneratedMovie",
-           "generate_movie", "generate_dose_series", "parameters_from", "write_imagej_tiff"]
+           "generate_movie", "generate_dose_series", "parameters_from", "write_imagej_tiff", "write_mask_tiffs"]
 
 GENERATOR_NAME = "matlake-ice-movie"
 GENERATOR_VERSION = "1"
@@ -313,3 +313,19 @@ def write_imagej_tiff(movie: GeneratedMovie, path: str | Path) -> Path:
                      metadata={"axes": "TYX", "unit": "nm", "finterval": 1.0 / float(p["frame_rate"]),
                                "Info": json.dumps(p, sort_keys=True)})
     return path
+
+
+def write_mask_tiffs(movie: GeneratedMovie, folder: str | Path, stem: str = "mask") -> list[Path]:
+    """Write each frame's ground-truth mask as a single-page uint8 TIFF ``<stem>_<t:05d>.tif``
+    (0 = water, 1 = ice), to be ingested with ``--kind mask --option for=IMAGE_ID
+    --option classes=water:0,ice:1 --option mask_kind=ground_truth``."""
+    import tifffile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t, mask in enumerate(movie.masks):
+        path = folder / f"{stem}_{t:05d}.tif"
+        tifffile.imwrite(path, np.ascontiguousarray(mask, dtype=np.uint8))
+        paths.append(path)
+    return paths
