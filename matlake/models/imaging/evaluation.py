@@ -24,7 +24,6 @@ baseline and in tests; U-net ensembles plug in the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,6 @@ from matlake.models.imaging.calibration import (
     _EPS,
     flatten,
     quality_flag_metrics,
-    reliability,
     risk_coverage,
 )
 from matlake.models.imaging.uncertainty import (
