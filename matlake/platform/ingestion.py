@@ -59,6 +59,12 @@ UNKNOWN_PARSER = "unknown"
 MAX_SOURCE_BYTES = 2 * 1024**3  # default: a single source file larger than this is refused, not read
 MAX_SOURCE_ENV = "MATLAKE_MAX_SOURCE_BYTES"
 OK_KEY = ""  # the attempt key of every ok ledger row: one success per (bytes, parser version)
+# Per kind, a ``module:function(lake, items) -> items`` run before parsing that completes the items'
+# options from the lake, so the parser stays pure (a mask gets its image's shape and version).  An
+# option ``_used`` = [[table, record_id, version], ...] it adds becomes a *used* link of the ingest.
+# A table's map file is read here, not by the parser (see read_file_options).
+OPTION_RESOLVERS: dict[str, str] = {"mask": "matlake.platform.mask_options:resolve",
+                                    "table": "matlake.platform.ingestion:read_file_options"}
 
 
 def max_source_bytes() -> int:
@@ -150,6 +156,22 @@ def resolve_file_options(kind: str, options: Mapping[str, Any] | None,
     if files:
         out["option_files"] = files
     return out, blobs
+
+
+def read_file_options(lake: "Lake", items: Sequence["SourceItem"]) -> list[dict[str, Any]]:
+    """Option resolver (:data:`OPTION_RESOLVERS`) of kinds whose parsers declare ``file_options``:
+    each item's options with those files read (:func:`resolve_file_options`), their bytes kept
+    as objects of the store (the commit links them as *used*); each distinct option set is read once."""
+    done: dict[str, dict[str, Any]] = {}
+    out = []
+    for it in items:
+        key = json.dumps([it.kind, it.options], sort_keys=True, default=str)
+        if key not in done:
+            done[key], blobs = resolve_file_options(it.kind, it.options)
+            for sha, data in blobs.items():
+                lake.objects.put(data, sha)
+        out.append(done[key])
+    return out
 
 
 def unread_key(path: str, stamp: tuple[int, int] | None, reason: str) -> str:
@@ -895,6 +917,9 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
             act.used("object", ofile["sha256"])
             cs.add_object(ofile["sha256"], ofile["size"], media_type="application/toml",
                           original_name=Path(ofile["path"]).name)
+        if o.status == "ok":
+            for table, rid, ver in options.get("_used") or ():
+                act.used("record", str(rid), version=None if ver is None else int(ver), table=str(table))
         for osha, size in o.objects:
             cs.add_object(osha, size, media_type=_array_media_type(lake.objects, osha))
             act.generated("object", osha)
@@ -928,6 +953,23 @@ def _array_media_type(store: ObjectStore, sha: str) -> str:
     return MEDIA_TYPE if is_chunked(head) else "application/x-npz"
 
 
+def resolve_options(lake: "Lake", items: list[SourceItem]) -> list[SourceItem]:
+    """``items`` with the options of each kind in :data:`OPTION_RESOLVERS` completed from the lake."""
+    import importlib
+    from dataclasses import replace
+
+    out = list(items)
+    for kind, target in OPTION_RESOLVERS.items():
+        at = [i for i, it in enumerate(out) if it.kind == kind]
+        if not at:
+            continue
+        module, _, name = target.partition(":")
+        resolved = getattr(importlib.import_module(module), name)(lake, [out[i] for i in at])
+        for i, options in zip(at, resolved):
+            out[i] = replace(out[i], options=dict(options))
+    return out
+
+
 def ingest(
     lake: "Lake",
     paths: Sequence[str | os.PathLike] | None = None,
@@ -959,14 +1001,7 @@ def ingest(
     items = list(items)
     for k in sorted({it.kind for it in items}):
         check_kind(k)
-    resolved: dict[str, dict[str, Any]] = {}  # each distinct option set is read once
-    for it in items:
-        key = json.dumps([it.kind, it.options], sort_keys=True, default=str)
-        if key not in resolved:
-            resolved[key], blobs = resolve_file_options(it.kind, it.options)
-            for sha, data in blobs.items():
-                lake.objects.put(data, sha)
-        it.options = resolved[key]
+    items = resolve_options(lake, items)
     how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
     known = _ledger_index(lake)
