@@ -23,7 +23,7 @@ from typing import Any
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
               "matlake.models.insertion.cli", "matlake.models.spectra.cli",
               "matlake.models.feff.cli", "matlake.models.imaging.cli", "matlake.models.scattering.cli",
-              "matlake.demo")
+              "matlake.demo", "matlake.models.materials.cli")
 
 
 class CliError(Exception):
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive); `ingest mp --query JSON`")
     s.add_argument("paths", nargs="+", help="files or folders; or the word mp with --query")
-    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, spectrum, image, mask "
+    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, spectrum, image, mask, table "
                                                   "(default: auto, detect)")
     s.add_argument("--for", dest="for_image", default=None, metavar="IMAGE_ID",
                    help="with --kind mask: the micrographs record the mask labels")
