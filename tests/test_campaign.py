@@ -100,6 +100,7 @@ def setup(sqlite_lake, tmp_path):
     return sqlite_lake, spec_path, spec, truth, set(first), info
 
 
+@pytest.mark.slow  # trains a Gaussian process in the lake (about 10-40 s on a busy 2-core machine)
 def test_campaign_recovers_planted_top_and_reruns_exactly(setup, tmp_path):
     lake, spec_path, spec, truth, first, info = setup
     assert len(truth) == en.count(spec.space) == 351
@@ -146,6 +147,7 @@ def test_campaign_recovers_planted_top_and_reruns_exactly(setup, tmp_path):
                     params=[list(rep["objects"].values())]).fetchone()[0] == len(names)
 
 
+@pytest.mark.slow  # trains a Gaussian process in the lake (about 10-40 s on a busy 2-core machine)
 def test_active_learning_loop(setup, tmp_path):
     lake, spec_path, spec, truth, first, info = setup
     out = cl.run(lake, spec_path)
@@ -216,6 +218,7 @@ def _cli(argv: list[str]) -> int:
     return args.func(args)
 
 
+@pytest.mark.slow  # trains a Gaussian process in the lake (about 10-40 s on a busy 2-core machine)
 def test_cli_run_status_next_report(setup, tmp_path, capsys):
     lake, spec_path, spec, truth, first, info = setup
     root = str(lake.root)
