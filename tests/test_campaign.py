@@ -150,6 +150,7 @@ def test_campaign_recovers_planted_top_and_reruns_exactly(setup, tmp_path):
 @pytest.mark.slow  # trains a Gaussian process in the lake (about 10-40 s on a busy 2-core machine)
 def test_active_learning_loop(setup, tmp_path):
     lake, spec_path, spec, truth, first, info = setup
+    lake.tag("before-retrain")
     out = cl.run(lake, spec_path)
     best0 = max(truth[k] for k in first)
     nxt = cl.propose(lake, "planted-gap", 10, csv=tmp_path / "todo.csv")
@@ -174,6 +175,9 @@ def test_active_learning_loop(setup, tmp_path):
     # rerun at the same snapshot: no retraining, identical outputs
     third = cl.run(lake, spec_path, as_of=second["snapshot_read"])
     assert third["retrained"] == {} and third["digests"] == second["digests"]
+    # pinning: "latest at tag" keeps the first model, a bare name follows the retrained one
+    assert cl.resolve_model(lake, cp.ModelRef("gap", "site-gp-gap", tag="before-retrain")).model_id == info.model_id
+    assert cl.resolve_model(lake, cp.ModelRef("gap", "site-gp-gap")).model_id == second["model_ids"]["gap"]
     st = cl.status(lake, "planted-gap")
     assert len(st) == 3 and st["candidates"].tolist() == [311, 301, 301]
 
