@@ -226,7 +226,32 @@ def site_mean(batch: pa.RecordBatch, space: en.Space, params: Mapping[str, Any])
     return np.hstack(cols), names
 
 
-FEATURIZERS: dict[str, Featurize] = {"site-mean": site_mean}
+def elemental_site_mean(batch: pa.RecordBatch, space: en.Space, params: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, list[str]]:
+    """Per-site means of the elemental property tables of
+    :mod:`matlake.models.materials.descriptors` (``site_features`` with stat ``mean``; the A
+    site uses the 12-coordinate table).  A site mean is linear in the fractions, so each
+    pure species is featurised once and a batch is one matrix product per site."""
+    from matlake.models.materials.descriptors import site_features
+
+    pattern = [s.name for s in space.sites]
+    blocks, names = [], []
+    for j, s in enumerate(space.sites):
+        rows = [{t.name: ({sp: 1.0} if t.name == s.name else {t.species[0]: 1.0}) for t in space.sites}
+                for sp in s.species]
+        x, n, _units = site_features(rows, pattern, stats=("mean",), a_site_table=bool(params.get("a_site_table", True)))
+        cols = [i for i, name in enumerate(n) if name.startswith(f"{s.name}_")]
+        frac = np.column_stack([batch.column(f"{s.name}_{sp}").to_numpy() for sp in s.species])
+        values = x[:, cols]
+        missing = np.isnan(values)  # a property a species lacks: NaN only where that species is present
+        block = frac @ np.where(missing, 0.0, values)
+        block[(frac > 0) @ missing] = np.nan
+        blocks.append(block)
+        names += [n[i] for i in cols]
+    return np.hstack(blocks), names
+
+
+FEATURIZERS: dict[str, Featurize] = {"site-mean": site_mean, "elemental-site-mean": elemental_site_mean}
 
 
 def featurizer_of(spec: CampaignSpec) -> Featurize:
