@@ -358,7 +358,7 @@ def decide_batch(scored: pa.RecordBatch, filters: Sequence[FilterSpec], con: Any
     con.register("scored", pa.Table.from_batches([scored]))
     try:
         sel = ", ".join(f"coalesce(({f.where}), false) as f{i}" for i, f in enumerate(filters))
-        res = _arrow(con.execute(f"select {sel} from scored"))
+        res = _arrow(con.sql(f"select {sel} from scored"))
     except Exception as exc:  # noqa: BLE001 - DuckDB's error names the bad expression
         raise SpecError("filters", "SQL over the prediction columns " + ", ".join(scored.schema.names),
                         f"{[f.where for f in filters]}: {exc}") from None
@@ -396,7 +396,7 @@ def rank(scored: pa.Table, spec: CampaignSpec, con: Any) -> pa.Table:
     if spec.score is not None:
         con.register("scored", scored)
         try:
-            out = _arrow(con.execute(f"select cast(({spec.score}) as double) as s from scored"))
+            out = _arrow(con.sql(f"select cast(({spec.score}) as double) as s from scored"))
         except Exception as exc:  # noqa: BLE001
             raise SpecError("ranking.score", "an SQL expression over " + ", ".join(scored.schema.names),
                             f"{spec.score}: {exc}") from None
