@@ -145,6 +145,9 @@ def test_campaign_recovers_planted_top_and_reruns_exactly(setup, tmp_path):
     assert len(top) == 10 and list(top["rank"]) == list(range(1, 11))
     assert lake.sql("select count(*) from objects where sha256 in (select unnest(?))",
                     params=[list(rep["objects"].values())]).fetchone()[0] == len(names)
+    from matlake.platform.operations import doctor
+
+    assert doctor(lake, deep=True).ok
 
 
 @pytest.mark.slow  # trains a Gaussian process in the lake (about 10-40 s on a busy 2-core machine)
