@@ -13,6 +13,7 @@ from matlake.models.materials import campaign as cp
 from matlake.models.materials import campaign_lake as cl
 from matlake.models.materials import enumerate as en
 from matlake.models.materials.site_model import SiteRegressor, site_mean_from_sites
+from matlake.platform.lake import LakeError
 from matlake.platform.modeling import train
 from matlake.platform.provenance import lineage
 
@@ -181,6 +182,11 @@ def test_active_learning_loop(setup, tmp_path):
     # pinning: "latest at tag" keeps the first model, a bare name follows the retrained one
     assert cl.resolve_model(lake, cp.ModelRef("gap", "site-gp-gap", tag="before-retrain")).model_id == info.model_id
     assert cl.resolve_model(lake, cp.ModelRef("gap", "site-gp-gap")).model_id == second["model_ids"]["gap"]
+    # a featurizer that does not give the model's descriptors is refused, naming what is missing
+    wrong = cp.CampaignSpec.from_dict({**json.loads(spec.canonical_json()),
+                                       "featurizer": {"name": "site-mean", "properties": ["mass"]}})
+    with pytest.raises(LakeError, match="missing \\['A_ionic_radius'"):
+        cl.run(lake, wrong)
     st = cl.status(lake, "planted-gap")
     assert len(st) == 3 and st["candidates"].tolist() == [311, 301, 301]
 

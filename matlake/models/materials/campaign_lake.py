@@ -51,6 +51,12 @@ class ModuleScorer:
         return self.info.model_id
 
     def predict(self, x: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        want = self.module.feature_names() if hasattr(self.module, "feature_names") else []
+        missing = [n for n in want if n not in names]
+        if missing:
+            raise LakeError(f"model {self.info.name} v{self.info.version} ({self.info.model_id}) was trained on "
+                            f"features {want}; the campaign's featurizer gives {list(names)}, missing {missing} "
+                            "(make [featurizer] match the model's descriptors)")
         frame = pd.DataFrame(x, columns=list(names))
         frame.insert(0, "subject_id", np.arange(len(frame)).astype(str))
         out = self.module.predict(self.artifact, frame)
