@@ -470,14 +470,17 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
         # Arrays go to the store as they are encoded, never held as a second, encoded copy.
         return store.put_written(lambda fh: write_array(fh, array), sync_dir=False)
 
+    def chunked_sink(array: Any, chunks: Any, codec: str) -> tuple[str, int, str]:
+        return _put_chunked(store, array, chunks, codec, sync_dir=False)
+
     ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                       content_path=content_path, array_sink=sink)
+                       content_path=content_path, array_sink=sink, chunked_sink=chunked_sink)
     try:
         result = parser.parse(content, ctx)
         if raw is not None and ctx.content_path and _stamp(item.path) != stamp:
             # The file changed under us: parse the bytes we hashed, not the file.
             ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                               array_sink=sink)
+                               array_sink=sink, chunked_sink=chunked_sink)
             result = parser.parse(content, ctx)
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
@@ -819,7 +822,7 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
             act.used("object", o.sha256)
             cs.add_object(o.sha256, o.size, original_name=Path(o.path).name)
         for osha, size in o.objects:
-            cs.add_object(osha, size, media_type="application/x-npz")
+            cs.add_object(osha, size, media_type=_array_media_type(lake.objects, osha))
             act.generated("object", osha)
         version = 1 if (o.sha256, o.parser) not in seen_parsers else None
         for tname, table in o.tables.items():
@@ -828,6 +831,27 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
                       parser_version=o.parser_version, status=o.status, message=o.message,
                       record_ids=o.record_ids, activity=act, attempt_key=o.attempt_key, detail=o.detail)
     return lake.commit(cs)
+
+
+def _put_chunked(store: ObjectStore, array: Any, chunks: Any, codec: str, sync_dir: bool) -> tuple[str, int, str]:
+    """Write ``array`` as a chunked object into ``store``: (sha256, size, index sha256)."""
+    from matlake.arrays import write_chunked
+
+    infos = []
+    sha, size = store.put_written(lambda fh: infos.append(write_chunked(fh, array, chunks, codec)), sync_dir=sync_dir)
+    return sha, size, infos[0].index_sha256
+
+
+def _array_media_type(store: ObjectStore, sha: str) -> str:
+    """Media type of an array object a parser kept: chunked (by its magic) or the exact npz."""
+    from matlake.arrays import MEDIA_TYPE, is_chunked
+
+    try:
+        with open(store.path(sha), "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        head = b""
+    return MEDIA_TYPE if is_chunked(head) else "application/x-npz"
 
 
 def ingest(

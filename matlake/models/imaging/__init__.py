@@ -1,0 +1,1 @@
+"""Micrographs: segmentation ensembles with uncertainty (issue #11)."""
