@@ -86,3 +86,31 @@ def test_train_on_an_unknown_series_is_an_error(sqlite_lake):
 
     with pytest.raises(LakeError, match="no-such-series"):
         D.train(sqlite_lake, "no-such-series")
+
+
+@pytest.mark.slow
+def test_cli_simulate_train_extrapolate_plot(tmp_path, one_thread, capsys):
+    import matlake
+    from matlake.platform.cli import main
+
+    root = tmp_path / "lake"
+    matlake.init(root).close()
+    lk = ["--lake", str(root)]
+    sets = ["--set", "size=6", "--set", "n_frames=10", "--set", "seed=4"]
+    assert main(["scattering", "dynamics", "simulate", "kuramoto", *sets, "--scatter", "total_counts=null", *lk]) == 0
+    assert main(["scattering", "dynamics", "simulate", "kuramoto", *sets, "--scatter", "total_counts=null", *lk]) == 0
+    out = capsys.readouterr().out
+    assert "committed: series dyn-kuramoto-" in out and "already in the lake" in out
+    sid = out.split("series ")[1].split()[0]
+    assert main(["scattering", "dynamics", "train", sid, "--set", "n_train=7", "--set", "iters=3", "--set", "sub_len=3",
+                 "--set", "batch=2", *lk]) == 0
+    out = capsys.readouterr().out
+    assert "held-out reciprocal error" in out and "horizon_frames" in out
+    mid = out.split("model ")[1].split()[0]
+    png = tmp_path / "h.png"
+    assert main(["scattering", "dynamics", "plot", mid, "--out", str(png), *lk]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    npz = tmp_path / "x.npz"
+    assert main(["scattering", "dynamics", "extrapolate", mid, sid, "--frames", "2", "--out", str(npz), *lk]) == 0
+    assert np.load(npz)["states"].shape == (2, 6, 6)
+    assert main(["scattering", "dynamics", "train", sid, "--set", "bogus=1", *lk]) != 0
