@@ -312,5 +312,6 @@ def evaluate(net: "torch.nn.Module", system: KuramotoParams | GrayScottParams, f
     }
     for k, v in out["summary"].items():
         if isinstance(v, float) and not math.isfinite(v):
-            raise FloatingPointError(f"{k}: expected a finite error, found {v}")
+            raise FloatingPointError(f"{k}: expected a finite error, found {v} (the learned dynamics diverged; "
+                                     "train on longer sub-trajectories or with a smaller lr)")
     return out
