@@ -6,12 +6,14 @@ real space during training: each predicted state is mapped to far-field intensit
 by the differentiable forward model (density -> probe -> zero-padded FFT -> |.|^2 ->
 beam-stop mask) and compared with the measured frames in reciprocal space.
 
-**Network** (:class:`LatticeODE`, local and translation invariant): local features x
+**Networks** (local and translation invariant).  Kuramoto (``LatticeODE``): local features x
 (sin/cos of a phase, or the fields), z = circular k x k convolution of x, features
 [z, x_c * z] (local-times-neighbourhood products, which is how pair couplings such as
 sin(theta_j - theta_i) = sin theta_j cos theta_i - cos theta_j sin theta_i arise), a
 1 x 1 linear head plus a 1 x 1 tanh MLP, and for Kuramoto a learned per-site rate
-(the unknown natural frequency of each oscillator).
+(the unknown natural frequency of each oscillator).  Gray-Scott
+(``ReactionDiffusionODE``): a linear 3 x 3 circular stencil of the fields (transport)
+plus a 1 x 1 two-layer tanh MLP of the local fields (reaction).
 
 **Loss**: frames are compared as normalised amplitudes a = sqrt(I / sum_mask I) on
 valid pixels (scale free, so the unknown incident flux and counting scale drop out);
@@ -120,7 +122,26 @@ def build_network(system: KuramotoParams | GrayScottParams, hidden: int) -> "tor
                 out = out + self.site
             return out
 
-    return LatticeODE()
+    class ReactionDiffusionODE(nn.Module):
+        """dy/dt = (linear k x k circular stencil of y) + (1 x 1 tanh MLP of y): a transport
+        term that is linear in the fields plus a local reaction term of any shape."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stencil = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, padding_mode="circular",
+                                     bias=False)
+            self.r1 = nn.Conv2d(channels, hidden, 1)
+            self.r2 = nn.Conv2d(hidden, hidden, 1)
+            self.r3 = nn.Conv2d(hidden, channels, 1)
+            with torch.no_grad():  # start near dy/dt = 0 (see LatticeODE)
+                self.stencil.weight.mul_(0.1)
+                self.r3.weight.mul_(0.1)
+                self.r3.bias.zero_()
+
+        def forward(self, t: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+            return self.stencil(y) + self.r3(torch.tanh(self.r2(torch.tanh(self.r1(y)))))
+
+    return LatticeODE() if phase else ReactionDiffusionODE()
 
 
 def _state_tensor(system: KuramotoParams | GrayScottParams, states: np.ndarray, dtype: Any) -> "torch.Tensor":
