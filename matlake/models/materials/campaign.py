@@ -425,12 +425,26 @@ def rank(scored: pa.Table, spec: CampaignSpec, con: Any) -> pa.Table:
 
 
 def run_campaign(spec: CampaignSpec, scorers: Mapping[str, Scorer], exclude_keys: Iterable[str] = (),
-                 featurize: Featurize | None = None, keep_scored: bool = True) -> CampaignOutputs:
+                 featurize: Featurize | None = None, keep_scored: bool = True,
+                 blas_threads: int | None = 1) -> CampaignOutputs:
     """Candidates -> features -> scores -> filter decisions -> ranks, streamed batch by batch.
 
     ``scorers`` maps each spec property to its pinned model; ``exclude_keys`` are
-    candidate keys already known (not generated again).
+    candidate keys already known (not generated again).  BLAS runs on
+    ``blas_threads`` threads (default 1: a multi-threaded reduction may change the
+    last bits of a prediction, and the outputs must be byte-identical on rerun;
+    None leaves the library's setting).
     """
+    if blas_threads is None:
+        return _run_campaign(spec, scorers, exclude_keys, featurize, keep_scored)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(blas_threads):
+        return _run_campaign(spec, scorers, exclude_keys, featurize, keep_scored)
+
+
+def _run_campaign(spec: CampaignSpec, scorers: Mapping[str, Scorer], exclude_keys: Iterable[str],
+                  featurize: Featurize | None, keep_scored: bool) -> CampaignOutputs:
     import duckdb
 
     missing = [p for p in spec.properties if p not in scorers]
