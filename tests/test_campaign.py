@@ -127,11 +127,24 @@ def test_campaign_recovers_planted_top_and_reruns_exactly(setup, tmp_path):
     # same spec, same snapshot, same models -> byte-identical outputs
     again = cl.run(lake, spec_path, as_of=out["snapshot_read"])
     assert again["digests"] == out["digests"] and again["run_id"] != out["run_id"]
+    # ... also from another process with two BLAS threads
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, matlake; from matlake.models.materials import campaign_lake as cl; "
+            f"lk = matlake.open({str(lake.root)!r}); "
+            f"print(json.dumps(cl.run(lk, {str(spec_path)!r}, as_of={out['snapshot_read']})['digests']))")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == out["digests"]
     stored = cl.runs(lake, "planted-gap")
-    assert len(stored) == 2 and len(set(stored["digests_json"])) == 1
+    assert len(stored) == 3 and len(set(stored["digests_json"])) == 1
     # lineage of the best candidate's rank reaches the model, its training snapshot and the raw file
     rid = lake.sql("select record_id from campaign_ranks where run_id = ? and rank = 1",
-                   params=[again["run_id"]]).fetchone()[0]
+                   params=[stored["run_id"].iloc[-1]]).fetchone()[0]
     g = lineage(lake, rid, "up", max_fanout=100)
     nodes = set(g.nodes())
     raw = lake.sql("select sha256 from ledger where status = 'ok'").fetchall()
