@@ -1,0 +1,118 @@
+"""Multi-target regressors, recorded folds and multi-fidelity strategies on generated data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from matlake.models.materials.multifidelity import compare, two_fidelity_data
+from matlake.models.materials.regressors import (
+    MultiTargetRegressor,
+    cross_validate,
+    make_folds,
+    make_regressor,
+    regression_metrics,
+)
+
+
+def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """y0 = 2 x0 - x1^2 + 0.5 sin(3 x2), y1 = x0 x1 + x3, small noise; x uniform in [-1, 1]^5."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 5))
+    y0 = 2 * x[:, 0] - x[:, 1] ** 2 + 0.5 * np.sin(3 * x[:, 2]) + rng.normal(0, 0.05, n)
+    y1 = x[:, 0] * x[:, 1] + x[:, 3] + rng.normal(0, 0.05, n)
+    return x, np.column_stack([y0, y1])
+
+
+def test_folds_are_a_function_of_key_and_seed() -> None:
+    keys = [f"s{i}" for i in range(50)]
+    f1, info1 = make_folds(keys, 5, cv_seed=7)
+    perm = np.random.default_rng(0).permutation(50)
+    f2, info2 = make_folds([keys[i] for i in perm], 5, cv_seed=7)
+    assert np.array_equal(f1[perm], f2) and info1["cv_fold_sha256"] == info2["cv_fold_sha256"]
+    assert np.bincount(f1).tolist() == [10] * 5
+    f3, info3 = make_folds(keys, 5, cv_seed=8)
+    assert info3["cv_fold_sha256"] != info1["cv_fold_sha256"] and not np.array_equal(f1, f3)
+    groups = [f"g{i % 7}" for i in range(50)]
+    fg, infog = make_folds(keys, 5, cv_seed=7, groups=groups, grouped_by="impurity")
+    for g in set(groups):  # a group never straddles folds
+        assert len(set(fg[[i for i, h in enumerate(groups) if h == g]])) == 1
+    assert infog["cv_grouped_by"] == "impurity" and infog["cv_fold_sha256"] != info1["cv_fold_sha256"]
+
+
+def test_metrics_and_mean_baseline() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    m = regression_metrics(y, y + 0.5, np.full(4, 2.5), np.full(4, 0.3))
+    assert m["rmse"] == pytest.approx(0.5) and m["mae"] == pytest.approx(0.5)
+    assert m["r2"] == pytest.approx(1 - 1.0 / 5.0)
+    assert m["baseline_mae"] == pytest.approx(1.0) and m["baseline_rmse"] == pytest.approx(np.sqrt(1.25))
+    assert m["coverage_2sigma"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind,params", [("rf", {"n_estimators": 60}), ("gb", {"n_estimators": 80, "n_members": 2}),
+                                         ("gp", {}), ("mlp", {"epochs": 150, "n_members": 2})])
+def test_regressors_learn_planted_relation(kind: str, params: dict) -> None:
+    x, y = planted(160, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GP bound warnings on an almost noise-free problem
+        res = cross_validate(x, y, ["y0", "y1"], [f"k{i}" for i in range(len(x))], kind, n_folds=4, cv_seed=2,
+                             seed=0, **params)
+    for t in ("y0", "y1"):
+        m = res.metrics[t]
+        assert m["n"] == 160
+        # clearly better than the mean predictor on the same folds
+        assert m["rmse"] < 0.6 * m["baseline_rmse"], (kind, t, m)
+        assert m["r2"] > 0.6, (kind, t, m)
+    assert np.all(res.oof_sigma >= 0) and np.all(np.isfinite(res.oof))
+    assert res.fold_info["cv_seed"] == 2 and len(res.fold_info["cv_fold_sha256"]) == 64
+    assert set(res.table().columns) >= {"rmse", "mae", "r2", "baseline_rmse", "baseline_mae"}
+    assert "cv_rmse/y0" in res.flat_metrics()
+
+
+def test_multi_target_with_missing_targets_and_descriptors() -> None:
+    x, y = planted(120, seed=4)
+    y[::3, 1] = np.nan  # y1 missing on a third of the rows: fitted on the rest
+    x[::5, 2] = np.nan  # a missing descriptor is filled with the training median
+    model = MultiTargetRegressor("rf", ["y0", "y1"], seed=0, n_estimators=40).fit(x, y)
+    mean, sigma = model.predict(x)
+    assert mean.shape == sigma.shape == (120, 2) and np.isfinite(mean).all()
+    assert len(model.models_) == 2  # different rows per target: two forests
+    full = MultiTargetRegressor("rf", ["y0", "y1"], seed=0, n_estimators=40).fit(x, planted(120, 4)[1])
+    assert len(full.models_) == 1  # same rows: one multi-output forest
+    again = MultiTargetRegressor("rf", ["y0", "y1"], seed=0, n_estimators=40).fit(x, y).predict(x)
+    assert np.array_equal(again[0], mean)  # seeded
+    with pytest.raises(ValueError, match="expected one of"):
+        make_regressor("svm")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        make_regressor("rf", depth=3)
+
+
+def test_two_fidelity_generator_is_seeded() -> None:
+    a, b = two_fidelity_data(n=80, n_high=10, seed=5), two_fidelity_data(n=80, n_high=10, seed=5)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.high, b.high, equal_nan=True)
+    assert int(np.isfinite(a.high).sum()) == 10
+    # planted relation: high = 1.3 f + 0.8 + 0.3 x1 (noise 0.05), low = f
+    has = np.isfinite(a.high)
+    resid = a.high[has] - (1.3 * a.low[has] + 0.8 + 0.3 * a.x[has, 1])
+    assert np.abs(resid).max() < 0.5
+    long = a.long()
+    assert (long["fidelity"] == "HSE").sum() == 10 and (long["fidelity"] == "GGA").sum() == 80
+
+
+@pytest.mark.parametrize("kind,seed", [("gp", 0), ("rf", 1)])
+def test_multifidelity_beats_single_fidelity_when_high_is_scarce(kind: str, seed: int) -> None:
+    data = two_fidelity_data(n=120, n_high=20, seed=seed)
+    params = {"n_estimators": 60} if kind == "rf" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = compare(data.x, data.low, data.high, data.keys, kind=kind, strategies=("single", "feature", "delta"),
+                      n_folds=5, cv_seed=seed, seed=seed, **params)
+    m = res.metrics
+    assert res.fold_info["n_high"] == 20
+    for s in ("feature", "delta"):
+        assert m[s]["rmse"] < m["single"]["rmse"], (kind, s, m)
+        assert m[s]["mae"] < m["single"]["mae"], (kind, s, m)
+    assert min(m["feature"]["rmse"], m["delta"]["rmse"]) < 0.7 * m["single"]["rmse"], (kind, m)
+    assert m["single"]["rmse"] < m["single"]["baseline_rmse"]
