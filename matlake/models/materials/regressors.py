@@ -274,6 +274,34 @@ class MLPRegressor:
         return out.mean(axis=0), out.std(axis=0)
 
 
+def to_artifact(model: Any) -> dict[str, Any]:
+    """A fitted rf/gb/gp regressor as a dict of sklearn estimators and numpy arrays (skops-safe)."""
+    if isinstance(model, ForestRegressor):
+        return {"kind": "rf", "seed": model.seed, "fill": model.fill_, "model": model.model_}
+    if isinstance(model, BoostingRegressor):
+        return {"kind": "gb", "seed": model.seed, "fill": model.fill_, "members": list(model.members_)}
+    if isinstance(model, GPRegressor):
+        return {"kind": "gp", "seed": model.seed, "fill": model.fill_, "mean": model.mean_, "scale": model.scale_,
+                "model": model.model_}
+    raise TypeError(f"to_artifact: expected a fitted rf, gb or gp regressor, found {type(model).__name__}")
+
+
+def from_artifact(artifact: dict[str, Any]) -> Any:
+    """The regressor of :func:`to_artifact`'s dict, ready to ``predict``."""
+    kind = artifact.get("kind")
+    if kind not in ("rf", "gb", "gp"):
+        raise ValueError(f"artifact: expected kind rf, gb or gp, found {kind!r}")
+    model = REGRESSORS[kind](seed=int(artifact["seed"]))
+    model.fill_ = np.asarray(artifact["fill"], float)
+    if kind == "gb":
+        model.members_ = list(artifact["members"])
+    else:
+        model.model_ = artifact["model"]
+    if kind == "gp":
+        model.mean_, model.scale_ = np.asarray(artifact["mean"], float), np.asarray(artifact["scale"], float)
+    return model
+
+
 class _torch_threads:
     """Run with ``n`` torch threads, then restore: tiny full-batch networks only lose time to
     thread hand-offs (measured 5x slower with 2 threads on a busy 2-core machine)."""
