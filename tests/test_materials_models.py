@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 
 import numpy as np
@@ -15,6 +17,7 @@ from matlake.models.materials.regressors import (
     make_regressor,
     regression_metrics,
 )
+from tests.conftest import sample
 
 
 def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,3 +119,90 @@ def test_multifidelity_beats_single_fidelity_when_high_is_scarce(kind: str, seed
         assert m[s]["mae"] < m["single"]["mae"], (kind, s, m)
     assert min(m["feature"]["rmse"], m["delta"]["rmse"]) < 0.7 * m["single"]["rmse"], (kind, m)
     assert m["single"]["rmse"] < m["single"]["baseline_rmse"]
+
+
+# --------------------------------------------------------------------------- through a lake
+
+
+@pytest.fixture
+def impurity_lake(sqlite_lake):
+    rep = sqlite_lake.ingest([str(sample("defects", "DFT_impurities.csv"))], kind="table",
+                             options={"map": str(sample("defects", "DFT_impurities.map.toml"))})
+    assert rep.summary().startswith("1 new")
+    return sqlite_lake
+
+
+def test_element_table_and_features_through_the_lake(impurity_lake) -> None:
+    from matlake.models.materials.elements import element_table
+    from matlake.models.materials.models_lake import commit_element_table, featurize_materials
+
+    lk = impurity_lake
+    first = commit_element_table(lk)
+    assert not first["skipped"] and first["table_sha256"] == element_table().digest()
+    assert commit_element_table(lk)["skipped"]  # same table: nothing new
+    r = lk.sql("select value, unit from element_property_tables where species = 'Pb' and property = 'ionic_radius'"
+               ).fetchone()
+    assert r[0] == pytest.approx(1.19) and r[1] == "Angstrom"
+    rep = featurize_materials(lk, "dft_impurities")
+    assert rep.n_subjects == 1440 and not rep.errors
+    assert featurize_materials(lk, "dft_impurities").skipped == 1440  # done: skipped
+    row = lk.sql("select f.names, f.\"values\", f.parameters_json from material_features f join material_subjects s "
+                 "on s.record_id = f.subject_id where s.subject_key = 'CdTe|M_A|Cu' "
+                 "and f.featurizer = 'materials-defect'").fetchone()
+    feats = dict(zip(row[0], row[1]))
+    t = element_table()
+    chi = dict(zip(t.species, t.column("electronegativity")))
+    assert feats["diff_electronegativity"] == pytest.approx(chi["Cu"] - chi["Cd"])
+    assert feats["site_M_A"] == 1.0 and feats["type_II-VI"] == 1.0
+    assert json.loads(row[2])["element_table"]["sha256"] == t.digest()
+
+
+@pytest.mark.slow
+def test_train_levels_and_predict_with_uncertainty(impurity_lake) -> None:
+    from matlake.models.materials.models_lake import train_levels
+    from matlake.platform.modeling import load_model
+    from matlake.platform.provenance import lineage
+
+    lk = impurity_lake
+    rows = train_levels(lk, kind="rf", levels=["level(0/-1)"], regressor={"n_estimators": 40})
+    (row,) = rows
+    assert row["n"] == 876 and row["cv_rmse"] < 0.75 * row["baseline_rmse"]
+    assert row["grouped_by"] == "Impurity" and row["grouped_rmse"] < 0.75 * row["grouped_baseline_rmse"]
+    info, module, artifact = load_model(lk, row["model_id"])
+    assert info.metrics["cv_fold_sha256"] == row["cv_fold_sha256"] and info.metrics["cv_seed"] == 0
+    assert "material_targets" in info.view_sql and module.unit == "eV"
+    pred = lk.sql("select p.value, p.uncertainty, p.unit, s.subject_key from predictions p join material_subjects s "
+                  "on s.record_id = p.subject_id where p.model_id = ?", params=[row["model_id"]]).df()
+    assert len(pred) == 1440 and (pred["uncertainty"] > 0).all() and set(pred["unit"]) == {"eV"}
+    # training subjects are fitted closely by a forest; the value is the GGA level in eV
+    truth = lk.sql("select s.subject_key, t.value from material_targets t join material_subjects s "
+                   "on s.record_id = t.subject_id where t.name = 'level(0/-1)'").df()
+    both = pred.merge(truth, on="subject_key", suffixes=("", "_true"))
+    assert np.sqrt(np.mean((both["value"] - both["value_true"]) ** 2)) < 0.35
+    # same data, same seeds: the same folds and the same metrics
+    again = train_levels(lk, kind="rf", levels=["level(0/-1)"], regressor={"n_estimators": 40}, predict=False)[0]
+    assert again["cv_fold_sha256"] == row["cv_fold_sha256"] and again["cv_rmse"] == row["cv_rmse"]
+    # lineage: a prediction -> model -> training snapshot -> the ingest of the raw CSV
+    rid = lk.sql("select record_id from predictions where model_id = ? limit 1", params=[row["model_id"]]).fetchone()[0]
+    g = lineage(lk, rid, direction="up", max_fanout=50)
+    assert ("model", row["model_id"]) in g.reaches("model")
+    assert ("snapshot", str(info.snapshot_id)) in g.reaches("snapshot")
+    raw = hashlib.sha256(sample("defects", "DFT_impurities.csv").read_bytes()).hexdigest()
+    assert ("object", raw) in g.reaches("object")  # the raw CSV as ingested
+
+
+def test_mlp_model_module_stores_a_state_dict(impurity_lake) -> None:
+    from matlake.models.base import artifact_format
+    from matlake.models.materials.models_lake import featurize_materials, train_property
+    from matlake.platform.modeling import load_model
+
+    lk = impurity_lake
+    featurize_materials(lk, "dft_impurities")
+    info = train_property(lk, "dft_impurities", "level(+1/0)", "GGA", kind="mlp", cv_folds=3,
+                          regressor={"epochs": 60, "n_members": 2})
+    assert artifact_format(lk.objects.get(info.artifact_sha256)) in ("safetensors", "torch")
+    assert info.metrics["cv_rmse"] < info.metrics["cv_baseline_rmse"]
+    out = lk.predict(info.model_id)
+    assert out["n"] == 1440
+    _, module, net = load_model(lk, info.model_id)
+    assert module.params["n_inputs"] == 65 and len(net.members) == 2
