@@ -163,3 +163,30 @@ def test_defect_features() -> None:
         defect_features(["CdTe"], ["M_X"], ["Cu"], ["II-VI"])
     with pytest.raises(ValueError, match="host"):
         defect_features(["Cd2Te"], ["M_A"], ["Cu"], ["II-VI"])
+
+
+def test_site_and_composition_features_through_the_lake(sqlite_lake) -> None:
+    from matlake.models.materials.models_lake import featurize_materials
+    from tests.conftest import sample
+
+    lk = sqlite_lake
+    rep = lk.ingest([str(sample("tables", "perovskite_alloys.csv"))], kind="table",
+                    options={"map": str(sample("tables", "perovskite_alloys.map.toml"))})
+    assert rep.summary().startswith("1 new")
+    out = featurize_materials(lk, "perovskite_alloys_example", "sites", stats=["mean", "std"])
+    assert out.n_subjects == 6 and not out.errors
+    assert featurize_materials(lk, "perovskite_alloys_example", "composition").n_subjects == 6
+    rows = lk.sql("select s.subject_key, f.featurizer, f.names, f.\"values\" from material_features f "
+                  "join material_subjects s on s.record_id = f.subject_id where f.featurizer like 'materials-%'").df()
+    sites = {k: dict(zip(n, v)) for k, f, n, v in rows.itertuples(index=False) if f == "materials-sites"}
+    assert sites["p3"]["A_mean_ionic_radius"] == pytest.approx(0.5 * 1.88 + 0.5 * 2.17)  # Cs0.5MA0.5
+    assert sites["p3"]["A_std_ionic_radius"] == pytest.approx(0.5 * (2.17 - 1.88))
+    t = element_table()
+    chi = dict(zip(t.species, t.column("electronegativity")))
+    assert sites["p5"]["X_mean_electronegativity"] == pytest.approx((2 * chi["I"] + chi["Br"]) / 3)  # I2Br
+    assert sites["p4"]["B_mean_atomic_mass"] == pytest.approx(
+        0.25 * prop(t, "Sn", "atomic_mass") + 0.75 * prop(t, "Pb", "atomic_mass"))
+    comp = {k: dict(zip(n, v)) for k, f, n, v in rows.itertuples(index=False) if f == "materials-composition"}
+    # CsPbI3: 1 Cs, 1 Pb, 3 I of 5 atoms
+    want = (chi["Cs"] + chi["Pb"] + 3 * chi["I"]) / 5
+    assert comp["p1"]["comp_mean_electronegativity"] == pytest.approx(want)
