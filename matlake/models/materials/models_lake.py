@@ -98,3 +98,42 @@ def train_levels(lake: "Lake", dataset: str = "dft_impurities", kind: str = "rf"
             row["predict_snapshot"] = run_predict(lake, info.model_id)["snapshot"]
         out.append(row)
     return out
+
+
+def fidelity_data(lake: "Lake", dataset: str, target: str, low: str, high: str, featurizer: str = "materials-defect",
+                  as_of: int | str | None = None) -> dict[str, Any]:
+    """Subject keys, descriptor matrix and the ``low`` / ``high`` fidelity values (NaN where missing) of
+    ``target`` for every subject of ``dataset`` with ``featurizer`` vectors, at one snapshot."""
+    import numpy as np
+
+    sid = lake.resolve_snapshot(as_of)
+    sql = ("select s.subject_key, f.\"values\" as x, lo.value as low, hi.value as high "
+           "from material_features f join material_subjects s on s.record_id = f.subject_id "
+           f"left join material_targets lo on lo.subject_id = f.subject_id and lo.name = {_literal(target)} "
+           f"and lo.fidelity = {_literal(low)} "
+           f"left join material_targets hi on hi.subject_id = f.subject_id and hi.name = {_literal(target)} "
+           f"and hi.fidelity = {_literal(high)} "
+           f"where f.featurizer = {_literal(featurizer)} and s.dataset = {_literal(dataset)} order by s.subject_key")
+    frame = lake.sql(sql, as_of=sid).df()
+    if frame.empty:
+        raise ValueError(f"dataset {dataset!r}: no subjects with {featurizer} features")
+    if frame["subject_key"].duplicated().any():
+        raise ValueError(f"dataset {dataset!r}: expected one {featurizer} vector and one value per fidelity per "
+                         f"subject, found several for {frame['subject_key'][frame['subject_key'].duplicated()].iloc[0]}")
+    return {"snapshot_id": sid, "sql": sql, "keys": frame["subject_key"].astype(str).tolist(),
+            "x": np.vstack([np.asarray(v, float) for v in frame["x"]]),
+            "low": frame["low"].to_numpy(float), "high": frame["high"].to_numpy(float)}
+
+
+def compare_fidelities(lake: "Lake", dataset: str, target: str, low: str = "GGA", high: str = "HSE",
+                       featurizer: str = "materials-defect", kind: str = "gp", as_of: int | str | None = None,
+                       **params: Any) -> Any:
+    """The multi-fidelity strategies (:func:`matlake.models.materials.multifidelity.compare`) on a dataset:
+    ``high`` predicted from the descriptors and the ``low`` fidelity, scored on the subjects that have
+    ``high``, under folds of (subject key, cv_seed).  The fold record names the snapshot and SQL read."""
+    from matlake.models.materials.multifidelity import compare
+
+    data = fidelity_data(lake, dataset, target, low, high, featurizer, as_of)
+    res = compare(data["x"], data["low"], data["high"], data["keys"], kind=kind, **params)
+    res.fold_info.update({"snapshot_id": data["snapshot_id"], "view_sql": data["sql"], "low": low, "high": high})
+    return res
