@@ -234,3 +234,22 @@ def test_multifidelity_from_an_ingested_frame(sqlite_lake) -> None:
     for s in ("single", "feature", "delta"):
         assert res.metrics[s]["rmse"] == pytest.approx(pure.metrics[s]["rmse"], rel=1e-9)
     assert res.metrics["delta"]["rmse"] < res.metrics["single"]["rmse"]
+
+
+@pytest.mark.parametrize("kind", ["rf", "gb", "gp"])
+def test_sklearn_artifacts_round_trip_through_skops(kind: str) -> None:
+    from matlake.models.base import artifact_format
+    from matlake.models.materials.models import model_module
+    from matlake.models.materials.regressors import from_artifact, to_artifact
+
+    x, y = planted(60, seed=2)
+    params = {"rf": {"n_estimators": 10}, "gb": {"n_estimators": 20, "n_members": 2}, "gp": {}}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make_regressor(kind, 0, **params).fit(x, y[:, 0])
+    module = model_module(kind, dataset="d", target="t", fidelity="GGA", regressor=params)
+    blob = module.dumps(to_artifact(model))  # refuses types not in trusted_types
+    assert artifact_format(blob) == "skops"
+    back = from_artifact(module.loads(blob))
+    for a, b in zip(model.predict(x), back.predict(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

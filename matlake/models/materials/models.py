@@ -179,13 +179,10 @@ class MaterialsRegressor(ModelModule):
     version = "1"
     subject_table = "material_subjects"
     kinds: ClassVar[tuple[str, ...]] = ("rf", "gb", "gp")
-    trusted_types = ("sklearn.tree._tree.Tree", "sklearn._loss.loss.HalfSquaredError",
-                     "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
-                     "sklearn.ensemble._gb.VerboseReporter",
-                     "sklearn.gaussian_process.kernels.ConstantKernel", "sklearn.gaussian_process.kernels.RBF",
-                     "sklearn.gaussian_process.kernels.WhiteKernel", "sklearn.gaussian_process.kernels.Sum",
-                     "sklearn.gaussian_process.kernels.Product", "sklearn.gaussian_process.kernels.Hyperparameter",
-                     "numpy.random._mt19937.MT19937", "numpy.random.mtrand.RandomState")
+    # exactly what rf/gb (trees) and gp (its kernel) artifacts hold beyond skops' defaults
+    trusted_types = ("sklearn.tree._tree.Tree", "sklearn.gaussian_process.kernels.ConstantKernel",
+                     "sklearn.gaussian_process.kernels.Product", "sklearn.gaussian_process.kernels.RBF",
+                     "sklearn.gaussian_process.kernels.Sum", "sklearn.gaussian_process.kernels.WhiteKernel")
 
     def __init__(self, **params: Any) -> None:
         merged = {**_COMMON, **params}
