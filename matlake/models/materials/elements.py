@@ -108,10 +108,12 @@ class ElementTable:
         if self.values.shape != (len(self.species), len(self.properties)):
             raise ValueError(f"element table {self.name}: expected values of shape "
                              f"{(len(self.species), len(self.properties))}, found {self.values.shape}")
+        # species -> row, built once (looked up per composition when featurizing millions)
+        object.__setattr__(self, "_idx", {s: i for i, s in enumerate(self.species)})
 
     @property
     def index(self) -> dict[str, int]:
-        return _index(self.species)
+        return self._idx  # type: ignore[attr-defined]
 
     def lookup(self, species: Iterable[str]) -> np.ndarray:
         """Rows of ``species`` (an array of symbols, vectorised): shape (n, n_properties).
@@ -153,11 +155,6 @@ class ElementTable:
                             "species": sp, "property": prop, "value": None if math.isnan(v) else v,
                             "unit": self.units[j], "source": self.sources.get(sp, descr.get(prop, ""))})
         return out
-
-
-@lru_cache(maxsize=8)
-def _index(species: tuple[str, ...]) -> dict[str, int]:
-    return {s: i for i, s in enumerate(species)}
 
 
 def shannon_radius(symbol: str) -> tuple[float, str]:
