@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -44,11 +45,17 @@ FEATURIZER_VERSION = "1"
 
 
 
+@lru_cache(maxsize=8)
+def _species_pattern(known: tuple[str, ...]) -> "re.Pattern[str]":
+    """Species (longest name first, so Co is not C + o) followed by an optional amount."""
+    names = sorted(set(known), key=len, reverse=True)
+    return re.compile("(" + "|".join(re.escape(n) for n in names) + r")(\d+(?:\.\d*)?|\.\d+)?")
+
+
 def parse_species_amounts(text: str, known: Iterable[str]) -> dict[str, float]:
     """``"I2.5Br0.5"`` -> {"I": 2.5, "Br": 0.5}; species are the longest ``known`` names
     (so "MA" and "FA" win over "M"... and Co is not C + o).  Raises ValueError naming the text."""
-    names = sorted(set(known), key=len, reverse=True)
-    pattern = re.compile("(" + "|".join(re.escape(n) for n in names) + r")(\d+(?:\.\d*)?|\.\d+)?")
+    pattern = _species_pattern(tuple(known))
     out: dict[str, float] = {}
     pos = 0
     text = text.strip()
