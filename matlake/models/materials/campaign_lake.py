@@ -51,14 +51,21 @@ class ModuleScorer:
         return self.info.model_id
 
     def predict(self, x: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        want = self.module.feature_names() if hasattr(self.module, "feature_names") else []
+        want = self.module.feature_names() if callable(getattr(self.module, "feature_names", None)) \
+            else list(getattr(self.module, "params", {}).get("feature_names") or [])
         missing = [n for n in want if n not in names]
         if missing:
             raise LakeError(f"model {self.info.name} v{self.info.version} ({self.info.model_id}) was trained on "
                             f"features {want}; the campaign's featurizer gives {list(names)}, missing {missing} "
                             "(make [featurizer] match the model's descriptors)")
-        frame = pd.DataFrame(x, columns=list(names))
-        frame.insert(0, "subject_id", np.arange(len(frame)).astype(str))
+        if want:  # the model's column order
+            x, names = np.asarray(x)[:, [list(names).index(n) for n in want]], list(want)
+        if hasattr(self.module, "matrix"):
+            # descriptor-vector modules (models.MaterialsRegressor) read one list column "x"
+            frame = pd.DataFrame({"subject_id": np.arange(len(x)).astype(str), "x": list(np.asarray(x, float))})
+        else:
+            frame = pd.DataFrame(x, columns=list(names))
+            frame.insert(0, "subject_id", np.arange(len(frame)).astype(str))
         out = self.module.predict(self.artifact, frame)
         unc = out["uncertainty"] if "uncertainty" in out.columns else np.full(len(out), np.nan)
         return out["value"].to_numpy(float), np.asarray(unc, float)
@@ -385,7 +392,10 @@ def propose(lake: "Lake", campaign_or_run: str, budget: int, csv: str | Path | N
     sid = lake.last_snapshot()
     info = model_info(lake, json.loads(row["model_ids_json"])[p])
     obs = lake.sql(f"select target from ({info.view_sql})", as_of=sid).df()
-    col = obs.columns[-1] if "target" not in obs.columns else "target"
+    col = next((c for c in ("target", "y", "value") if c in obs.columns), None)
+    if col is None:
+        raise LakeError(f"campaign next: the training view of {info.name} has no target, y or value column "
+                        f"(found {list(obs.columns)})")
     maximize = bool(spec.active.get("maximize", True))
     best = (float(obs[col].max()) if maximize else float(obs[col].min())) if len(obs) else None
     scored = scored_table(lake, run_id, [p])
