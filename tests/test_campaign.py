@@ -268,3 +268,42 @@ def test_cli_module_imports_stay_light():
             "print(heavy); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow  # trains a Gaussian process in the lake
+def test_campaign_with_descriptor_vector_models(sqlite_lake, tmp_path):
+    """Wiring to models.MaterialsRegressor: trained on material_features vectors (materials-sites),
+    scored through the campaign's elemental-site-mean featurizer (same descriptors, same order)."""
+    from matlake.models.materials.models import MaterialsRegressor
+    from matlake.models.materials.models_lake import featurize_materials
+
+    spec_doc = __import__("tomllib").loads(SPEC)
+    spec_doc["featurizer"] = {"name": "elemental-site-mean"}
+    spec_doc["models"] = [{"property": "gap", "model": "materials-gp/planted/gap/PBE", "unit": "eV"}]
+    spec = cp.CampaignSpec.from_dict(spec_doc)
+    keys = [k for b in en.enumerate_candidates(spec.space) for k in b.column("candidate_key").to_pylist()]
+    truth = dict(zip(keys, planted(keys, spec.space, noise=0.0)))
+    first = sorted(np.random.default_rng(5).choice(keys, 40, replace=False).tolist())
+    lake = sqlite_lake
+    lake.ingest_frame(frame_of(first, planted(first, spec.space, seed=1), "t"), MAP, name="round0.csv")
+    featurize_materials(lake, "planted", kind="sites", stats=("mean",))
+    info = train(lake, MaterialsRegressor(kind="gp", dataset="planted", target="gap", fidelity="PBE",
+                                          featurizer="materials-sites", cv_folds=3))
+    stored = lake.sql("select f.\"values\", s.sites_json from material_features f join material_subjects s "
+                      "on s.record_id = f.subject_id order by s.record_id").fetchall()
+    import pyarrow as pa
+
+    ks = [en.site_key(json.loads(sj), spec.space) for _, sj in stored]
+    fr = en.fraction_matrix(ks, spec.space)
+    batch = pa.RecordBatch.from_arrays([pa.array(fr[:, j]) for j in range(fr.shape[1])], names=spec.space.columns)
+    x, _ = cp.elemental_site_mean(batch, spec.space, {})
+    ref = np.array([v for v, _ in stored], float)
+    assert np.allclose(np.nan_to_num(x), np.nan_to_num(ref), rtol=0, atol=1e-9)  # same vectors as stored
+    out = cl.run(lake, spec)
+    assert out["model_ids"] == {"gap": info.model_id} and out["counts"]["candidates"] == 311
+    top = lake.sql("select c.candidate_key from campaign_ranks r join campaign_candidates c on c.record_id = r.subject_id "
+                   "where r.run_id = ? order by r.rank limit 10", params=[out["run_id"]]).df()["candidate_key"]
+    pool = sorted((k for k in truth if k not in set(first)), key=lambda k: -truth[k])[:10]
+    precision = len(set(top) & set(pool)) / 10
+    print(f"precision@10 with MaterialsRegressor gp: {precision:.2f}")
+    assert precision >= 0.6
