@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from matlake.models.base import derived_record_id
 from matlake.models.materials import campaign as cp
 from matlake.models.materials import enumerate as en
 from matlake.platform.lake import ChangeSet, LakeError, new_id
@@ -71,11 +70,8 @@ class ModuleScorer:
         return out["value"].to_numpy(float), np.asarray(unc, float)
 
 
-def _rid(campaign: str, candidate_id: str, what: str = "") -> str:
-    return derived_record_id(f"campaign:{campaign}", candidate_id, what)
-
-
 def _rids(campaign: str, candidate_ids: Sequence[str], what: str = "") -> pa.Array:
+    """``derived_record_id(f"campaign:{campaign}", candidate_id, what)`` of many candidates."""
     prefix = f"campaign:{campaign}\x00"
     return pa.array([hashlib.sha256(f"{prefix}{c}\x00{what}".encode()).hexdigest()[:32] for c in candidate_ids],
                     pa.string())
