@@ -1,0 +1,1 @@
+"""Imaging models: U-net ensembles for micrograph segmentation."""
