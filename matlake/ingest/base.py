@@ -130,6 +130,9 @@ class ParseContext:
     # and returns (sha256, size in bytes).  Without one, arrays are encoded into ``objects``.
     array_sink: Callable[[np.ndarray], tuple[str, int]] | None = None
     sunk: dict[str, int] = field(default_factory=dict)  # objects the sink kept: sha256 -> size in bytes
+    # Set by the platform: writes a chunked array (matlake.arrays) straight into the store and
+    # returns (sha256, size in bytes, index sha256).
+    chunked_sink: Callable[[Any, tuple[int, ...] | None, str], tuple[str, int, str]] | None = None
 
     def record_id(self, locator: str) -> str:
         """Stable id of the record found at ``locator`` inside this source.
@@ -153,6 +156,22 @@ class ParseContext:
             self.sunk[sha] = size
             return sha
         return self.put_object(encode_array(array))
+
+
+    def put_chunked(self, array: Any, chunks: tuple[int, ...] | None = None, codec: str = "raw") -> tuple[str, str]:
+        """Keep an image, stack or series as a chunked array object (:mod:`matlake.arrays`),
+        read lazily tile by tile later; returns (object sha256, index sha256).
+
+        ``array`` may be a memory map: chunks are copied one at a time.
+        """
+        if self.chunked_sink is not None:
+            sha, size, index_sha = self.chunked_sink(array, chunks, codec)
+            self.sunk[sha] = size
+            return sha, index_sha
+        from matlake.arrays import encode_chunked
+
+        data, info = encode_chunked(array, chunks, codec)
+        return self.put_object(data), info.index_sha256
 
 
 def record_id(source_sha256: str, parser: str, locator: str) -> str:

@@ -218,7 +218,7 @@ def parse_dm(data: bytes, ctx: ParseContext) -> ParseResult:
         kept += 1
     if not kept:
         raise ParseError("signals", "an EELS spectrum or spectrum image (an axis in eV)",
-                         f"{len(signals)} signal(s) without an energy axis")
+                         f"{len(signals)} signal(s) without an energy axis (a DM image: ingest it with --kind image)")
     return result
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
               "matlake.models.insertion.cli", "matlake.models.spectra.cli",
-              "matlake.models.feff.cli", "matlake.demo")
+              "matlake.models.feff.cli", "matlake.models.imaging.cli", "matlake.models.scattering.cli",
+              "matlake.demo")
 
 
 class CliError(Exception):

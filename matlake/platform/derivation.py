@@ -96,16 +96,27 @@ class ObjectSpec:
     """Bytes a module wants kept as an object (the platform writes and registers them).
 
     ``sha256`` is computed here, so the module can name the object in its rows before
-    the commit.
+    the commit.  An object already in the store (a large array written with
+    ``Lake.put_chunked``) is named by ``stored_sha256`` and ``stored_size`` instead of
+    ``data``; it is checked to exist, then registered.
     """
 
-    data: bytes
+    data: bytes | None = None
     media_type: str = "application/octet-stream"
     name: str = ""
+    stored_sha256: str = ""
+    stored_size: int = 0
 
     @property
     def sha256(self) -> str:
+        if self.data is None:
+            return self.stored_sha256
         return hashlib.sha256(self.data).hexdigest()
+
+    @classmethod
+    def stored(cls, ref: Any, media_type: str = "application/octet-stream", name: str = "") -> "ObjectSpec":
+        """An object already in the store: ``ref`` has ``sha256`` and ``size`` (e.g. a ``ChunkedRef``)."""
+        return cls(media_type=media_type, name=name, stored_sha256=ref.sha256, stored_size=int(ref.size))
 
 
 @dataclass
@@ -142,6 +153,11 @@ def commit_activities(lake: "Lake", *, kind: str, message: str, activities: Sequ
     """
     cs = ChangeSet(kind, message)
     for obj in objects:
+        if obj.data is None:
+            if not obj.stored_sha256 or not lake.objects.exists(obj.stored_sha256):
+                raise LakeError(f"object {obj.stored_sha256 or '(no sha256)'} ({obj.name}) is not in the store")
+            cs.add_object(obj.stored_sha256, obj.stored_size, media_type=obj.media_type, original_name=obj.name)
+            continue
         sha = lake.put_object(obj.data)
         cs.add_object(sha, len(obj.data), media_type=obj.media_type, original_name=obj.name)
     for spec in activities:

@@ -59,6 +59,10 @@ UNKNOWN_PARSER = "unknown"
 MAX_SOURCE_BYTES = 2 * 1024**3  # default: a single source file larger than this is refused, not read
 MAX_SOURCE_ENV = "MATLAKE_MAX_SOURCE_BYTES"
 OK_KEY = ""  # the attempt key of every ok ledger row: one success per (bytes, parser version)
+# Per kind, a ``module:function(lake, items) -> items`` run before parsing that completes the items'
+# options from the lake, so the parser stays pure (a mask gets its image's shape and version).  An
+# option ``_used`` = [[table, record_id, version], ...] it adds becomes a *used* link of the ingest.
+OPTION_RESOLVERS: dict[str, str] = {"mask": "matlake.platform.mask_options:resolve"}
 
 
 def max_source_bytes() -> int:
@@ -470,14 +474,17 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
         # Arrays go to the store as they are encoded, never held as a second, encoded copy.
         return store.put_written(lambda fh: write_array(fh, array), sync_dir=False)
 
+    def chunked_sink(array: Any, chunks: Any, codec: str) -> tuple[str, int, str]:
+        return _put_chunked(store, array, chunks, codec, sync_dir=False)
+
     ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                       content_path=content_path, array_sink=sink)
+                       content_path=content_path, array_sink=sink, chunked_sink=chunked_sink)
     try:
         result = parser.parse(content, ctx)
         if raw is not None and ctx.content_path and _stamp(item.path) != stamp:
             # The file changed under us: parse the bytes we hashed, not the file.
             ctx = ParseContext(source_sha256=sha, filename=name, parser=parser.name, options=item.options,
-                               array_sink=sink)
+                               array_sink=sink, chunked_sink=chunked_sink)
             result = parser.parse(content, ctx)
     except ParseError as exc:
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
@@ -818,8 +825,11 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
         if o.sha256:
             act.used("object", o.sha256)
             cs.add_object(o.sha256, o.size, original_name=Path(o.path).name)
+        if o.status == "ok":
+            for table, rid, ver in options.get("_used") or ():
+                act.used("record", str(rid), version=None if ver is None else int(ver), table=str(table))
         for osha, size in o.objects:
-            cs.add_object(osha, size, media_type="application/x-npz")
+            cs.add_object(osha, size, media_type=_array_media_type(lake.objects, osha))
             act.generated("object", osha)
         version = 1 if (o.sha256, o.parser) not in seen_parsers else None
         for tname, table in o.tables.items():
@@ -828,6 +838,44 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
                       parser_version=o.parser_version, status=o.status, message=o.message,
                       record_ids=o.record_ids, activity=act, attempt_key=o.attempt_key, detail=o.detail)
     return lake.commit(cs)
+
+
+def _put_chunked(store: ObjectStore, array: Any, chunks: Any, codec: str, sync_dir: bool) -> tuple[str, int, str]:
+    """Write ``array`` as a chunked object into ``store``: (sha256, size, index sha256)."""
+    from matlake.arrays import write_chunked
+
+    infos = []
+    sha, size = store.put_written(lambda fh: infos.append(write_chunked(fh, array, chunks, codec)), sync_dir=sync_dir)
+    return sha, size, infos[0].index_sha256
+
+
+def _array_media_type(store: ObjectStore, sha: str) -> str:
+    """Media type of an array object a parser kept: chunked (by its magic) or the exact npz."""
+    from matlake.arrays import MEDIA_TYPE, is_chunked
+
+    try:
+        with open(store.path(sha), "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        head = b""
+    return MEDIA_TYPE if is_chunked(head) else "application/x-npz"
+
+
+def resolve_options(lake: "Lake", items: list[SourceItem]) -> list[SourceItem]:
+    """``items`` with the options of each kind in :data:`OPTION_RESOLVERS` completed from the lake."""
+    import importlib
+    from dataclasses import replace
+
+    out = list(items)
+    for kind, target in OPTION_RESOLVERS.items():
+        at = [i for i, it in enumerate(out) if it.kind == kind]
+        if not at:
+            continue
+        module, _, name = target.partition(":")
+        resolved = getattr(importlib.import_module(module), name)(lake, [out[i] for i in at])
+        for i, options in zip(at, resolved):
+            out[i] = replace(out[i], options=dict(options))
+    return out
 
 
 def ingest(
@@ -861,6 +909,7 @@ def ingest(
     items = list(items)
     for k in sorted({it.kind for it in items}):
         check_kind(k)
+    items = resolve_options(lake, items)
     how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
     known = _ledger_index(lake)

@@ -1023,6 +1023,38 @@ class Lake:
             structure=self.structure(sid, as_of) if sid else None,
         )
 
+    # ---- chunked arrays: micrographs, masks, scattering frames (platform/images.py)
+    def put_chunked(self, array: Any, chunks: tuple[int, ...] | None = None, codec: str = "raw"):
+        """Store ``array`` as a chunked object (:mod:`matlake.arrays`); returns a ``ChunkedRef``.
+        The commit that names it must register it (``derivation.ObjectSpec.stored(ref)``)."""
+        from matlake.platform.images import put_chunked
+
+        return put_chunked(self, array, chunks, codec)
+
+    def chunked(self, sha256: str, index_sha256: str):
+        """The lazy, per-chunk verified array of a chunked object."""
+        from matlake.platform.images import open_chunked
+
+        return open_chunked(self, sha256, index_sha256)
+
+    def image(self, record_id: str, as_of: int | str | None = None):
+        """A micrograph or mask as a ``LazyImage`` (tiles read on demand, with its calibration)."""
+        from matlake.platform.images import image
+
+        return image(self, record_id, as_of)
+
+    def series(self, series_id: str, as_of: int | str | None = None) -> dict[str, Any]:
+        """The ``scattering_series`` row of ``series_id``."""
+        from matlake.platform.images import series
+
+        return series(self, series_id, as_of)
+
+    def frames(self, series_id: str, t0: int | None = None, t1: int | None = None, as_of: int | str | None = None):
+        """Frames ``t0:t1`` of a scattering series as a numpy array (only those frames are read)."""
+        from matlake.platform.images import frames
+
+        return frames(self, series_id, t0, t1, as_of)
+
     # ---- conveniences that delegate to their owners
     def ingest(self, paths: Sequence[str | os.PathLike], **kwargs: Any):
         from matlake.platform.ingestion import ingest

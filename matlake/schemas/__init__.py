@@ -11,7 +11,8 @@ import importlib
 
 from matlake.schemas.base import PROVENANCE_COLUMNS, Column, TableSchema
 
-DOMAINS = ("dft", "models", "eis", "eis_analysis", "insertion", "spectra", "luminescence", "spectra_models")
+DOMAINS = ("dft", "models", "eis", "eis_analysis", "insertion", "spectra", "luminescence", "spectra_models",
+           "imaging", "scattering")
 
 
 def _load() -> tuple[dict[str, TableSchema], dict[str, str]]:

@@ -1,1 +1,1 @@
-"""Imaging models: U-net ensembles for micrograph segmentation."""
+"""Micrographs: segmentation ensembles with uncertainty (issue #11)."""

@@ -1,0 +1,1 @@
+"""Coherent X-ray scattering: simulation, classification, neural-ODE dynamics (issue #12)."""
