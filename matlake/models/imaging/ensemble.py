@@ -184,7 +184,7 @@ def _subsample(array: Any, max_pixels: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
-def intensity_range(array: Any, low: float = 1.0, high: float = 99.0, max_pixels: int = 1 << 22) -> tuple[float, float]:
+def intensity_range(array: Any, low: float = 1.0, high: float = 99.0, max_pixels: int = 1 << 20) -> tuple[float, float]:
     """The ``low`` and ``high`` intensity percentiles of a 2D image (numpy or lazy with slicing),
     from every pixel up to ``max_pixels`` and a regular subsample beyond; NaNs ignored."""
     sub = _subsample(array, max_pixels)
@@ -324,7 +324,7 @@ def member_probabilities(net: "torch.nn.Module", image: Any, device: str | None 
                          intensity: tuple[float, float] | None = None) -> np.ndarray:
     """Softmax probabilities of every member for a whole 2D image in one forward pass:
     ``(M, C, H, W)`` float32.  The image is normalised as in training (``intensity``
-    = (lo, hi) overrides the per-image percentiles) and reflect-padded to a multiple
+    = (lo, hi) overrides the per-image percentiles) and mirror-padded to a multiple
     of the network's downsampling.  For images too large for one pass use
     :func:`matlake.models.imaging.sliding.sliding_window`."""
     torch = require_torch("U-net ensembles")
@@ -334,7 +334,7 @@ def member_probabilities(net: "torch.nn.Module", image: Any, device: str | None 
     x = normalize(img, lo, hi)
     h, w = x.shape
     m = 2 ** (spec.depth - 1)
-    x = np.pad(x, ((0, padded_size(h, m) - h), (0, padded_size(w, m) - w)), mode="reflect")
+    x = np.pad(x, ((0, padded_size(h, m) - h), (0, padded_size(w, m) - w)), mode="symmetric")
     device = choose_device(device)
     net.to(device).eval()
     with torch.no_grad():

@@ -4,7 +4,8 @@ The image is any 2D array with ``.shape`` and numpy basic slicing (a
 :class:`matlake.arrays.ChunkedArray` frame, a ``np.memmap``, a numpy array), or a
 3D one with ``frame`` picking the plane.  Tiles of ``tile`` x ``tile`` pixels on
 a regular grid (stride ``tile - overlap``; the last tile of a row/column is
-shifted to end at the image edge) are read one batch at a time, normalised,
+placed at the last multiple of the network's
+downsampling that covers the edge, mirror-padded past it) are read one batch at a time, normalised,
 run through the ensemble, and their softmax probabilities are accumulated into
 the output array the caller gives (a ``np.memmap`` for huge images), so peak
 memory is set by the tile batch, not by the image.
@@ -32,13 +33,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``0..n`` with at least ``overlap`` overlap."""
+def tile_starts(n: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``0..n`` with at least ``overlap`` overlap.
+
+    Starts are multiples of ``align`` (the network's downsampling factor), so every
+    tile sees the pooling grid of the whole image; the stride ``tile - overlap``
+    must be a multiple of ``align``.  The last tile may run past ``n`` (the caller
+    pads it)."""
+    if (tile - overlap) % align:
+        raise ValueError(f"tile - overlap ({tile - overlap}) must be a multiple of {align}")
     if n <= tile:
         return [0]
     stride = tile - overlap
     starts = list(range(0, n - tile, stride))
-    starts.append(n - tile)
+    last = (n - tile) // align * align
+    if last > starts[-1]:
+        starts.append(last)
+    if starts[-1] + tile < n:  # aligning left a few pixels uncovered
+        starts.append(starts[-1] + stride)
     return starts
 
 
@@ -57,12 +69,12 @@ def window_1d(tile: int, overlap: int, margin: int, taper_start: bool, taper_end
     return w
 
 
-def _axis_windows(n: int, tile: int, overlap: int, margin: int) -> tuple[list[int], list[np.ndarray], np.ndarray]:
-    """Tile starts along one axis, each tile's window (clipped to the image), and the summed weights."""
-    starts = tile_starts(n, tile, overlap)
-    size = min(tile, n)
+def _axis_windows(n: int, tile: int, overlap: int, margin: int, align: int) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Tile starts along one axis, each tile's window clipped to the image, and the summed weights."""
+    starts = tile_starts(n, tile, overlap, align)
     wins, total = [], np.zeros(n)
     for s in starts:
+        size = min(tile, n - s)
         w = window_1d(tile, overlap, margin, taper_start=s > 0, taper_end=s + tile < n)[:size]
         wins.append(w)
         total[s:s + size] += w
@@ -96,8 +108,9 @@ def sliding_window(net: "torch.nn.Module", array: Any, out: np.ndarray, *, tile:
 
     ``out``: float array of shape ``(C, H, W)`` (mean over members) or, with
     ``members=True``, ``(M, C, H, W)``; overwritten.  ``tile`` must be a multiple
-    of the network's downsampling (``2**(depth-1)``); images smaller than a tile
-    are reflect-padded.  ``margin`` (default ``overlap // 4``) is the band along
+    of the network's downsampling (``2**(depth-1)``); tiles start at multiples of it
+    (so ``tile - overlap`` must be one too), and tiles running past the image edge
+    (or images smaller than a tile) are mirror-padded.  ``margin`` (default ``overlap // 4``) is the band along
     interior tile edges given zero weight.  ``intensity`` = (lo, hi) overrides the
     per-image percentile normalisation (:func:`intensity_range` on the lazy
     image, as in training).  Returns ``out``.
@@ -122,9 +135,8 @@ def sliding_window(net: "torch.nn.Module", array: Any, out: np.ndarray, *, tile:
         view = array if frame is None else _Frame2D(array, frame)
         intensity = intensity_range(view, spec.norm_low, spec.norm_high)
     lo, hi = intensity
-    ys, wys, ty = _axis_windows(h, tile, overlap, margin)
-    xs, wxs, tx = _axis_windows(w, tile, overlap, margin)
-    th, tw = min(tile, h), min(tile, w)
+    ys, wys, ty = _axis_windows(h, tile, overlap, margin, mult)
+    xs, wxs, tx = _axis_windows(w, tile, overlap, margin, mult)
     # zero the output band by band (a memmap is never loaded whole)
     band = max(1, (1 << 24) // max(1, out[..., :1, :].size))
     for y0 in range(0, h, band):
@@ -141,18 +153,21 @@ def sliding_window(net: "torch.nn.Module", array: Any, out: np.ndarray, *, tile:
     with torch.no_grad():
         for b0 in range(0, len(order), batch_size):
             chunk = order[b0:b0 + batch_size]
-            xb = np.empty((len(chunk), 1, max(tile, th), max(tile, tw)), np.float32)
+            xb = np.empty((len(chunk), 1, tile, tile), np.float32)
             for k, (i, j) in enumerate(chunk):
-                t = normalize(_read_tile(array, frame, ys[i], ys[i] + th, xs[j], xs[j] + tw), lo, hi)
-                if th < tile or tw < tile:
-                    t = np.pad(t, ((0, tile - th), (0, tile - tw)), mode="reflect")
+                y0, x0 = ys[i], xs[j]
+                y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+                t = normalize(_read_tile(array, frame, y0, y1, x0, x1), lo, hi)
+                if t.shape != (tile, tile):  # past the image edge (or a small image): mirror it
+                    t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1])), mode="symmetric")
                 xb[k, 0] = t
-            p = torch.softmax(net(torch.from_numpy(xb).to(device)), 2)[..., :th, :tw]
+            p = torch.softmax(net(torch.from_numpy(xb).to(device)), 2)
             if not members:
                 p = p.mean(1)
             p = p.cpu().numpy()
             for k, (i, j) in enumerate(chunk):
                 y0, x0 = ys[i], xs[j]
+                th, tw = len(wys[i]), len(wxs[j])
                 wgt = (wys[i] / ty[y0:y0 + th])[:, None] * (wxs[j] / tx[x0:x0 + tw])[None, :]
-                out[..., y0:y0 + th, x0:x0 + tw] += (p[k] * wgt).astype(out.dtype, copy=False)
+                out[..., y0:y0 + th, x0:x0 + tw] += (p[k][..., :th, :tw] * wgt).astype(out.dtype, copy=False)
     return out
