@@ -194,6 +194,8 @@ _PEAK = textwrap.dedent("""
     mode, path = sys.argv[1], sys.argv[2]
     net = build_ensemble(EnsembleSpec.er("plain", 1, depth=3, base=4)).eval()
     img = np.memmap(path, dtype=np.uint16, mode="r", shape=(2048, 2048))
+    with torch.no_grad():  # warm up torch's kernels and thread pool before measuring
+        net(torch.zeros(1, 1, 64, 64))
     # growth of the peak over the resident size now; an import-time peak above what follows
     # makes this an upper bound
     with open("/proc/self/statm") as fh:

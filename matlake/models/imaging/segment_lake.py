@@ -211,14 +211,16 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
     image is segmented by sliding-window inference (``tile``, ``overlap``,
     ``batch_size``; tiles are reduced to the image when it is smaller); its maps
     are stored as chunked objects and one ``segmentation_predictions`` row per
-    image is committed.  Returns ``{"snapshot", "activity_id", "n", "record_ids"}``.
+    image is committed, each by its own predict activity (used: the micrograph at its
+    version and the model version; generated: the row and the map objects), all in one
+    commit.  Returns ``{"snapshot", "activity_ids", "n", "record_ids"}``.
     """
     from sqlalchemy import select
 
     from matlake.models.imaging.ensemble import choose_device
     from matlake.models.imaging.sliding import sliding_window
     from matlake.platform import catalog as cat
-    from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities, record_versions
+    from matlake.platform.derivation import ActivitySpec, ObjectSpec, commit_activities
     from matlake.platform.modeling import load_model
 
     info, module, net = load_model(lake, model_id)  # the artifact's sha256 is checked before loading
@@ -239,15 +241,16 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
         if missing:
             raise ValueError(f"no micrographs record {missing[0]!r} at snapshot {sid}")
     if not rows:
-        return {"snapshot": None, "activity_id": None, "n": 0, "record_ids": []}
+        return {"snapshot": None, "activity_ids": [], "n": 0, "record_ids": []}
     device = choose_device(device)
     mult = 2 ** (spec.depth - 1)
-    out_rows, objects, generated = [], [], []
-    started = cat.utcnow()
+    out_rows, objects, acts = [], [], []
     for r in rows:
+        started = cat.utcnow()
         h, w = int(r["height"]), int(r["width"])
         t = min(tile, -(-max(h, w) // mult) * mult)
         ov = min(overlap, t // 2)
+        ov = t - -(-(t - ov) // mult) * mult  # the stride must stay on the pooling grid
         arr = lake.chunked(r["array_sha256"], r["array_index_sha256"])
         frame = int(r["frame_index"]) if arr.ndim >= 3 else None
         with tempfile.TemporaryDirectory(prefix="matlake-seg-") as tmpdir:
@@ -265,7 +268,6 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
             del maps, probs
         for k, ref in refs.items():
             objects.append(ObjectSpec.stored(ref, media_type=ref.media_type, name=f"{r['record_id']}-{k}"))
-            generated.append(("object", ref.sha256))
         unc = stats["mean_mutual_information"]
         row = {"record_id": derived_record_id(PREDICT_NAME, r["record_id"], info.model_id),
                "image_id": r["record_id"], "image_version": int(r["version"]), "model_id": info.model_id,
@@ -281,17 +283,19 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
             row[f"{k}_sha256"] = ref.sha256
             row[f"{k}_index_sha256"] = ref.index_sha256
         out_rows.append(row)
-    used = record_versions(lake, [("micrographs", r["record_id"]) for r in rows], sid)
-    act = ActivitySpec(name=PREDICT_NAME, version=PREDICT_VERSION, started_at=started,
-                       parameters={"model_id": info.model_id, "snapshot_id": sid, "selection_sql": sql,
-                                   "image_ids": [r["record_id"] for r in rows], "tile": tile, "overlap": overlap,
-                                   "batch_size": batch_size, "device": device},
-                       used=used, used_entities=[("model", info.model_id)], generated_entities=generated,
-                       rows={"segmentation_predictions": out_rows})
+        # one activity per image, so that the maps of an image derive from that image only
+        acts.append(ActivitySpec(
+            name=PREDICT_NAME, version=PREDICT_VERSION, started_at=started,
+            parameters={"model_id": info.model_id, "snapshot_id": sid, "selection_sql": sql,
+                        "image_id": r["record_id"], "tile": t, "overlap": ov, "batch_size": batch_size,
+                        "device": device},
+            used={("micrographs", r["record_id"]): int(r["version"])}, used_entities=[("model", info.model_id)],
+            generated_entities=[("object", ref.sha256) for ref in refs.values()],
+            rows={"segmentation_predictions": [row]}))
     snap = commit_activities(lake, kind="predict", message=f"segment {len(out_rows)} micrographs with "
-                             f"{info.name} v{info.version}", activities=[act], objects=objects)
+                             f"{info.name} v{info.version}", activities=acts, objects=objects)
     with lake.engine.connect() as conn:
-        aid = conn.execute(select(cat.Activity.activity_id).where(cat.Activity.snapshot_id == snap,
-                                                                  cat.Activity.name == PREDICT_NAME)).scalar()
-    return {"snapshot": snap, "activity_id": aid, "n": len(out_rows),
+        aids = conn.execute(select(cat.Activity.activity_id).where(cat.Activity.snapshot_id == snap,
+                                                                   cat.Activity.name == PREDICT_NAME)).scalars().all()
+    return {"snapshot": snap, "activity_ids": sorted(aids), "n": len(out_rows),
             "record_ids": [r["record_id"] for r in out_rows]}
