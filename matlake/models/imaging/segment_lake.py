@@ -251,15 +251,18 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
         t = min(tile, -(-max(h, w) // mult) * mult)
         ov = min(overlap, t // 2)
         ov = t - -(-(t - ov) // mult) * mult  # the stride must stay on the pooling grid
-        arr = lake.chunked(r["array_sha256"], r["array_index_sha256"])
-        frame = int(r["frame_index"]) if arr.ndim >= 3 else None
-        with tempfile.TemporaryDirectory(prefix="matlake-seg-") as tmpdir:
+        with lake.chunked(r["array_sha256"], r["array_index_sha256"]) as arr, \
+                tempfile.TemporaryDirectory(prefix="matlake-seg-") as tmpdir:
+            if arr.ndim not in (2, 3) or spec.in_channels != 1:
+                raise ValueError(f"micrograph {r['record_id']}: field array_shape: expected grey frames "
+                                 f"(n_frames, height, width) for a 1-channel model, found {list(arr.shape)}")
+            frame = int(r["frame_index"]) if arr.ndim == 3 else None
             tmp = Path(tmpdir)
             probs = np.memmap(tmp / "members.dat", dtype=np.float32, mode="w+",
                               shape=(len(spec.members), spec.n_classes, h, w))
             sliding_window(net, arr, probs, tile=t, overlap=ov, batch_size=batch_size, members=True,
                            frame=frame, device=device)
-            maps, stats = _maps_banded(probs, tmp, band=max(1, (1 << 22) // max(1, w)))
+            maps, stats = _maps_banded(probs, tmp, band=max(1, (1 << 20) // max(1, w)))
             refs = {}
             for k, v in maps.items():
                 v.flush()
