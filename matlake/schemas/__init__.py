@@ -12,7 +12,8 @@ import importlib
 from matlake.schemas.base import PROVENANCE_COLUMNS, Column, TableSchema
 
 DOMAINS = ("dft", "models", "eis", "eis_analysis", "insertion", "spectra", "luminescence", "spectra_models",
-           "imaging", "scattering", "imaging_models")
+           "imaging", "scattering", "imaging_evaluation", "materials", "scattering_models",
+           "imaging_models")
 
 
 def _load() -> tuple[dict[str, TableSchema], dict[str, str]]:
