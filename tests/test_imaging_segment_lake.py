@@ -82,7 +82,9 @@ def test_train_predict_and_lineage_reach_the_raw_micrograph(lake, tmp_path):
     mi = ent - _entropy(members.astype(np.float64), 1).mean(0)
     np.testing.assert_allclose(stored("entropy"), ent, atol=1e-5)
     np.testing.assert_allclose(stored("mutual_information"), np.maximum(mi, 0), atol=1e-5)
-    np.testing.assert_allclose(stored("member_variance"), members.var(0).mean(0), atol=1e-6)
+    pred = mean.argmax(0)
+    var_pred = np.take_along_axis(members.var(0), pred[None], 0)[0]
+    np.testing.assert_allclose(stored("member_variance"), var_pred, atol=1e-6)
     assert row["uncertainty_score"] == pytest.approx(float(np.maximum(mi, 0).mean()), abs=1e-5)
     assert row["class_fractions"] == pytest.approx([(mean.argmax(0) == c).mean() for c in (0, 1)])
     member_fr = [[(members[m].argmax(0) == c).mean() for c in (0, 1)] for m in range(3)]
@@ -133,3 +135,20 @@ def test_cli_trains_from_a_toml_spec_and_predicts(sqlite_lake, tmp_path, capsys)
     assert crop_id in text and "1 segmentation_predictions rows" in text
     assert main(["images", "train", "--ensemble", "EA", "--encoders", "plain,plain,resnet", "--lake", lake_path]) != 0
     assert "at least 3 different encoder families" in capsys.readouterr().err
+
+
+def test_a_stored_ensemble_is_a_member_predictor_for_the_evaluation(sqlite_lake, tmp_path):
+    from matlake.models.imaging.evaluate_lake import evaluate
+
+    rid, _ = _ingest_isbi(sqlite_lake, tmp_path)
+    info = sl.train(sqlite_lake, EnsembleSpec.er("plain", 2, **SMALL))
+    pred = sl.EnsemblePredictor(str(sqlite_lake.config.root), info.model_id, tile=128, overlap=32)
+    img = np.asarray(sqlite_lake.image(rid))
+    p = pred(img[None, :96, :80])
+    assert p.shape == (2, 2, 1, 96, 80)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    out = evaluate(sqlite_lake, [pred], image_ids=[rid], phase="cell")
+    [summary] = out["summary"]
+    assert summary is not None and out["snapshot"] is not None
+    row = sqlite_lake.sql("select * from segmentation_evaluations").arrow().to_pylist()[0]
+    assert row["model_id"] == info.model_id

@@ -4,7 +4,8 @@ One ``segmentation_predictions`` row is one micrograph row (at a version)
 segmented by one model version.  The per-pixel maps are chunked array objects
 (:mod:`matlake.arrays`) named by sha256 + index sha256: predicted class,
 ensemble-mean probability per class, predictive entropy, mutual information
-(entropy of the mean minus mean member entropy) and member variance.
+(entropy of the mean minus mean member entropy) and member variance of the
+predicted class's probability (:mod:`matlake.models.imaging.uncertainty`).
 Entropies are in nats.  The image-level uncertainty score (mean mutual
 information) is the quality flag of a frame.
 """
@@ -45,12 +46,12 @@ SEGMENTATION_PREDICTIONS = TableSchema(
         C("uncertainty_score", pa.float64(), "image-level uncertainty: mean mutual information over pixels", "nat"),
         C("mean_entropy", pa.float64(), "mean predictive entropy over pixels", "nat"),
         C("mean_mutual_information", pa.float64(), "mean mutual information over pixels", "nat"),
-        C("mean_member_variance", pa.float64(), "mean over pixels of the member variance of the probabilities"),
+        C("mean_member_variance", pa.float64(), "mean over pixels of the member variance of the predicted class's probability"),
         *_map("class_map", "predicted class index per pixel (uint8, (height, width))"),
         *_map("probability", "ensemble-mean probability (float32, (n_classes, height, width))"),
         *_map("entropy", "predictive entropy (float32, (height, width), nat)"),
         *_map("mutual_information", "mutual information (float32, (height, width), nat)"),
-        *_map("member_variance", "variance over members of the class probabilities, mean over classes (float32, (height, width))"),
+        *_map("member_variance", "variance over members of the predicted class's probability (float32, (height, width))"),
         C("inference_json", pa.string(), "how the maps were made: tile, overlap, margin, batch, device, intensity range, JSON"),
     ),
 )

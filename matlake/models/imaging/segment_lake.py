@@ -152,24 +152,17 @@ def train(lake: "Lake", spec: EnsembleSpec, view_sql: str | None = None, as_of: 
 
 # ----------------------------------------------------------------------------- prediction
 
-def _entropy(p: np.ndarray, axis: int) -> np.ndarray:
-    """Shannon entropy in nats along ``axis`` (0 log 0 = 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -t.sum(axis=axis)
-
-
 def _uncertainty_maps(members: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-pixel maps of member probabilities ``(M, C, h, w)``: mean probability ``(C, h, w)``,
-    predicted class, predictive entropy H[mean p], mutual information H[mean p] - mean H[p_m]
-    (both nats) and member variance (variance over members, mean over classes)."""
-    p = members.astype(np.float64)
-    mean = p.mean(0)
-    ent = _entropy(mean, 0)
-    mi = ent - _entropy(p, 1).mean(0)
-    return {"probability": mean.astype(np.float32), "class_map": mean.argmax(0).astype(np.uint8),
-            "entropy": ent.astype(np.float32), "mutual_information": np.maximum(mi, 0.0).astype(np.float32),
-            "member_variance": p.var(0).mean(0).astype(np.float32)}
+    """The stored maps of member probabilities ``(M, C, h, w)``, from
+    :func:`matlake.models.imaging.uncertainty.uncertainty_maps`: mean probability ``(C, h, w)``,
+    predicted class, predictive entropy and mutual information (nats), and the member
+    variance of the predicted class's probability."""
+    from matlake.models.imaging.uncertainty import uncertainty_maps
+
+    m = uncertainty_maps(members)
+    return {"probability": m.mean.astype(np.float32), "class_map": m.predicted.astype(np.uint8),
+            "entropy": m.entropy.astype(np.float32), "mutual_information": m.mutual_information.astype(np.float32),
+            "member_variance": m.variance.astype(np.float32)}
 
 
 def _maps_banded(members: np.memmap, tmp: Path, band: int) -> tuple[dict[str, np.memmap], dict[str, Any]]:
@@ -302,3 +295,47 @@ def predict(lake: "Lake", model_id: str, image_ids: Sequence[str] | None = None,
                                                                    cat.Activity.name == PREDICT_NAME)).scalars().all()
     return {"snapshot": snap, "activity_ids": sorted(aids), "n": len(out_rows),
             "record_ids": [r["record_id"] for r in out_rows]}
+
+
+class EnsemblePredictor:
+    """A stored U-net ensemble as a *member predictor* of
+    :func:`matlake.models.imaging.evaluate_lake.evaluate`: ``frames (b, H, W) -> (M, C, b, H, W)``
+    member probabilities by sliding-window inference, with ``name``, ``version``,
+    ``parameters`` and ``model_id``.
+
+    ``lake`` is a ``Lake`` or its path (so that ``matlake images evaluate --predictor
+    matlake.models.imaging.segment_lake:EnsemblePredictor --param lake=PATH --param
+    model=unet_ensemble`` works); ``model`` a model id or ``name[:version]``.  The
+    artifact is hash-checked when loaded.
+    """
+
+    def __init__(self, lake: Any, model: str, tile: int = 256, overlap: int = 64, batch_size: int = 4,
+                 device: str | None = None) -> None:
+        from matlake.platform.modeling import load_model
+
+        if isinstance(lake, (str, Path)):
+            from matlake.platform.lake import Lake
+
+            lake = Lake.open(lake)
+        info, _, self.net = load_model(lake, model)
+        self.model_id = info.model_id
+        self.name = f"{info.name}:v{info.version}"
+        self.version = info.module_version
+        self.tile, self.overlap, self.batch_size, self.device = tile, overlap, batch_size, device
+        self.parameters = {"model_id": info.model_id, "tile": tile, "overlap": overlap}
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        from matlake.models.imaging.sliding import sliding_window
+
+        frames = np.asarray(frames)
+        spec: EnsembleSpec = self.net.spec
+        b, h, w = frames.shape
+        mult = 2 ** (spec.depth - 1)
+        t = min(self.tile, -(-max(h, w) // mult) * mult)
+        ov = min(self.overlap, t // 2)
+        ov = t - -(-(t - ov) // mult) * mult
+        out = np.zeros((len(spec.members), spec.n_classes, b, h, w), np.float32)
+        for i in range(b):
+            sliding_window(self.net, frames[i], out[:, :, i], tile=t, overlap=ov, batch_size=self.batch_size,
+                           members=True, device=self.device)
+        return out
