@@ -12,7 +12,7 @@ from conftest import sample
 torch = pytest.importorskip("torch")
 
 from matlake.models.imaging import segment_lake as sl  # noqa: E402
-from matlake.models.imaging.ensemble import EnsembleSpec  # noqa: E402
+from matlake.models.imaging.ensemble import EnsembleSpec, choose_device  # noqa: E402
 from matlake.models.imaging.sliding import sliding_window  # noqa: E402
 from matlake.platform.modeling import list_models, load_model  # noqa: E402
 from matlake.platform.provenance import lineage  # noqa: E402
@@ -55,7 +55,7 @@ def test_train_predict_and_lineage_reach_the_raw_micrograph(lake, tmp_path):
     # the model version records the spec (every seed), the device, and the used set of images
     assert info.params["spec"]["members"] == [["plain", 4], ["resnet", 5], ["mobilenet", 6]]
     assert info.params["spec"]["class_names"] == ["membrane", "cell"]  # taken from the mask
-    assert info.params["trained_on"]["device"] == "cpu" and info.n_train == 1
+    assert info.params["trained_on"]["device"] == choose_device() and info.n_train == 1
     g = lineage(lake, info.model_id, direction="up", max_fanout=100)
     assert ("record", rid) in g.reaches("record")
 
@@ -128,7 +128,7 @@ def test_cli_trains_from_a_toml_spec_and_predicts(sqlite_lake, tmp_path, capsys)
     lake_path = str(sqlite_lake.config.root)
     assert main(["images", "train", "--spec", str(spec), "--lake", lake_path]) == 0
     text = capsys.readouterr().out
-    assert "trained unet_ensemble v1" in text and "resnet/seed 2" in text and "on cpu" in text
+    assert "trained unet_ensemble v1" in text and "resnet/seed 2" in text and f"on {choose_device()}" in text
     assert main(["images", "predict", "unet_ensemble", "--image", crop_id, "--tile", "64", "--overlap", "16",
                  "--lake", lake_path]) == 0
     text = capsys.readouterr().out

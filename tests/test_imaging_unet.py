@@ -112,18 +112,18 @@ def test_spec_round_trips_as_json_and_checks_the_ensemble_kind():
 def test_training_is_bitwise_reproducible_from_the_recorded_seeds():
     imgs, masks = _disks(0)
     spec = EnsembleSpec.er("plain", 2, seed=11, depth=2, base=4, epochs=2, steps_per_epoch=3, batch=4, tile=32)
-    net1, hist1 = train_ensemble(imgs, masks, spec)
-    net2, hist2 = train_ensemble(imgs, masks, EnsembleSpec.from_json(spec.to_json()))
+    net1, hist1 = train_ensemble(imgs, masks, spec, device="cpu")
+    net2, hist2 = train_ensemble(imgs, masks, EnsembleSpec.from_json(spec.to_json()), device="cpu")
     assert hist1["device"] == "cpu" and [m["seed"] for m in hist1["members"]] == [11, 12]
     blob = torch_state_dumps(net1)
     assert blob == torch_state_dumps(net2)  # bitwise identical weights (and BN statistics)
     assert [m["loss"] for m in hist1["members"]] == [m["loss"] for m in hist2["members"]]
     other, _ = train_ensemble(imgs, masks, EnsembleSpec.er("plain", 2, seed=12, depth=2, base=4, epochs=2,
-                                                           steps_per_epoch=3, batch=4, tile=32))
+                                                           steps_per_epoch=3, batch=4, tile=32), device="cpu")
     assert torch_state_dumps(other) != blob
     # ONE state dict is the artifact: rebuilt from the spec JSON it predicts the same
     loaded = torch_state_loads(blob, build_ensemble(EnsembleSpec.from_json(spec.to_json())))
-    p1, p2 = member_probabilities(net1, imgs[1]), member_probabilities(loaded, imgs[1])
+    p1, p2 = member_probabilities(net1, imgs[1], device="cpu"), member_probabilities(loaded, imgs[1], device="cpu")
     assert p1.shape == (2, 2, 48, 48)
     np.testing.assert_array_equal(p1, p2)
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-5)
