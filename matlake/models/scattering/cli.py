@@ -13,6 +13,7 @@ import importlib
 # Each module has register(subparsers, common) adding its subcommands.
 SUBMODULES: tuple[str, ...] = (
     "matlake.models.scattering.simulate_cli",
+    "matlake.models.scattering.dynamics_cli",
 )
 
 
