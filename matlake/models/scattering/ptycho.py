@@ -1,0 +1,236 @@
+"""Probe-trajectory recovery from measured ptychographic far-field patterns (issue #12, item 6).
+
+Forward model (far field, known probe ``P``, unknown complex object ``O``)::
+
+    I_j(k) = | F[ P(r) · O(r + r_j) ](k) |²      F = unitary 2D DFT ("ortho")
+
+``r_j`` (row, column, in object pixels = probe pixels) is the scan position of
+frame ``j``; the patch of ``O`` starts at ``r_j``.  A fractional position
+``r_j = n_j + f_j`` is handled exactly by shifting the *probe* instead of the
+object: |F[P(r) O(r + n + f)]| = |F[P(r − f) O(r + n)]| (a shift of the exit
+wave is a phase ramp in the far field), and ``P(r − f)`` is a Fourier shift,
+differentiable in ``f``.
+
+Recovery alternates, with all frames in one batch:
+
+* object: a gradient step on the amplitude loss Σ (|Ψ_j| − √I_j)², divided by
+  the summed probe intensity over the object (the ePIE/"parallel" preconditioner),
+  so one step size suits every object pixel;
+* positions: Adam on the same loss through the Fourier shift, after a warm-up of
+  object-only iterations; every ``search_every`` iterations an exhaustive
+  integer search (±``search_radius`` px per frame, loss of that frame alone)
+  jumps over local minima that the gradient cannot leave.
+
+Gauge: a common translation of all positions with the object is not
+identifiable, so the mean position is held at the mean of the starting guess
+(the recovered positions are compared after removing the mean difference).
+
+Assumptions (recorded with every result): probe known and fixed; far-field
+(Fraunhofer) geometry with the zero frequency at pixel (0, 0) of each stored
+pattern; no background, no partial coherence; positions in probe pixels.
+
+Pure: numpy arrays in, numpy arrays and floats out; torch is imported inside
+the functions.  Every random choice takes an explicit seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+NAME = "ptycho-positions"
+VERSION = "1"
+
+ASSUMPTIONS = {
+    "probe": "known and fixed (the probe stored with the scan)",
+    "geometry": "far field, unitary 2D DFT, zero frequency at pixel (0, 0) of each pattern (unshifted)",
+    "noise": "amplitude (sqrt intensity) least squares; no background, full coherence",
+    "positions": "row, column of the patch corner in probe pixels; the mean position is fixed (translation gauge)",
+}
+
+
+@dataclass
+class PtychoConfig:
+    """Settings of :func:`recover_positions` (lengths in probe pixels)."""
+
+    iterations: int = 300           # total iterations (object + positions)
+    warmup: int = 20                # object-only iterations first
+    object_step: float = 2.0        # step on the preconditioned object gradient
+    position_lr: float = 0.1        # Adam learning rate of the positions, px
+    search_every: int = 25          # iterations between integer searches (0: never)
+    search_radius: int = 2          # integer search half-width, px
+    search_until: float = 0.8       # fraction of the iterations after which searching stops
+    margin: int = 16                # object pixels around the scanned area
+    seed: int = 0                   # for the perturbation of the start only (the method itself is deterministic)
+    device: str = "cpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PtychoResult:
+    positions: np.ndarray           # (n, 2) recovered positions, same frame as the input positions, px
+    object: np.ndarray              # complex object on the internal grid
+    loss_history: list[float]       # amplitude loss per iteration (mean over pixels, counts)
+    config: dict[str, Any] = field(default_factory=dict)
+    offset: np.ndarray | None = None  # input positions + offset = object-grid positions
+
+
+def perturb_positions(positions: np.ndarray, sigma_px: float, seed: int) -> np.ndarray:
+    """``positions`` plus Gaussian offsets (std ``sigma_px`` per axis) with zero mean over frames."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, sigma_px, size=np.shape(positions))
+    return np.asarray(positions, dtype=np.float64) + noise - noise.mean(axis=0)
+
+
+def position_rmse(found: np.ndarray, reference: np.ndarray, align_mean: bool = True) -> float:
+    """Root-mean-square distance (px) between two position sets, after removing the mean
+    difference (the translation gauge) when ``align_mean``."""
+    err = np.asarray(found, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if align_mean:
+        err = err - err.mean(axis=0)
+    return float(np.sqrt((err ** 2).sum(axis=1).mean()))
+
+
+class _Model:
+    """The batched forward model on one device (internal)."""
+
+    def __init__(self, data: np.ndarray, probe: np.ndarray, positions: np.ndarray, margin: int, device: str):
+        torch = _torch()
+        n0, n1 = probe.shape
+        if data.ndim != 3 or data.shape[1:] != probe.shape:
+            raise ValueError(f"patterns {data.shape} and probe {probe.shape} disagree")
+        if positions.shape != (data.shape[0], 2):
+            raise ValueError(f"positions {positions.shape}, expected ({data.shape[0]}, 2)")
+        self.torch = torch
+        self.dev = torch.device(device)
+        self.n = (n0, n1)
+        self.offset = margin - np.floor(positions.min(axis=0))
+        grid = positions + self.offset
+        self.shape = tuple(int(v) for v in np.ceil(grid.max(axis=0)) + np.array([n0, n1]) + margin + 1)
+        self.amp = torch.tensor(np.sqrt(np.asarray(data, dtype=np.float32)), device=self.dev)
+        probe_t = torch.tensor(np.asarray(probe, dtype=np.complex64), device=self.dev)
+        self.probe_hat = torch.fft.fft2(probe_t)
+        self.k0 = torch.fft.fftfreq(n0, device=self.dev)[None, :, None]
+        self.k1 = torch.fft.fftfreq(n1, device=self.dev)[None, None, :]
+        self.a0 = torch.arange(n0, device=self.dev)
+        self.a1 = torch.arange(n1, device=self.dev)
+        # Flat object with the mean transmitted amplitude: Σ|P|²·|O|² = mean counts per frame.
+        scale = float(np.sqrt(np.asarray(data, dtype=np.float64).sum(axis=(1, 2)).mean()
+                              / max((np.abs(probe) ** 2).sum(), 1e-30)))
+        self.obj = torch.full(self.shape, scale, dtype=torch.complex64, device=self.dev)
+
+    def indices(self, pos: Any) -> tuple[Any, Any, Any]:
+        """Integer corner (clamped inside the object) and fractional part of each position."""
+        torch = self.torch
+        corner = torch.floor(pos.detach())
+        frac = pos - corner
+        corner = corner.long()
+        corner[:, 0].clamp_(0, self.shape[0] - self.n[0])
+        corner[:, 1].clamp_(0, self.shape[1] - self.n[1])
+        return corner, frac, None
+
+    def gather(self, corner: Any) -> tuple[Any, Any]:
+        rows = (corner[:, 0, None] + self.a0)[:, :, None].expand(-1, self.n[0], self.n[1])
+        cols = (corner[:, 1, None] + self.a1)[:, None, :].expand(-1, self.n[0], self.n[1])
+        return rows, cols
+
+    def shifted_probe(self, frac: Any) -> Any:
+        """P(r − f) for each frame's fractional position f (Fourier shift)."""
+        torch = self.torch
+        ramp = torch.exp(-2j * torch.pi * (self.k0 * frac[:, 0, None, None] + self.k1 * frac[:, 1, None, None]))
+        return torch.fft.ifft2(self.probe_hat[None] * ramp)
+
+    def farfield(self, obj: Any, pos: Any) -> tuple[Any, Any, Any, Any]:
+        corner, frac, _ = self.indices(pos)
+        rows, cols = self.gather(corner)
+        probe = self.shifted_probe(frac)
+        return self.torch.fft.fft2(probe * obj[rows, cols], norm="ortho"), probe, rows, cols
+
+    def preconditioner(self, probe: Any, rows: Any, cols: Any) -> Any:
+        torch = self.torch
+        illum = torch.zeros(self.shape, device=self.dev)
+        illum.index_put_((rows, cols), probe.detach().abs() ** 2, accumulate=True)
+        return 1.0 / (illum + 0.05 * illum.max())
+
+    def frame_losses(self, obj: Any, pos: Any) -> Any:
+        far, _, _, _ = self.farfield(obj, pos)
+        return ((far.abs() - self.amp) ** 2).mean(dim=(1, 2))
+
+    def integer_search(self, obj: Any, pos: Any, radius: int) -> Any:
+        """Per frame, the integer shift within ±radius (px) that lowers that frame's loss most."""
+        torch = self.torch
+        offs = torch.stack(torch.meshgrid(torch.arange(-radius, radius + 1), torch.arange(-radius, radius + 1),
+                                          indexing="ij"), dim=-1).reshape(-1, 2).to(self.dev, pos.dtype)
+        best = pos.clone()
+        with torch.no_grad():
+            for j in range(pos.shape[0]):
+                trial = pos[j][None, :] + offs
+                far, _, _, _ = self.farfield(obj, trial)
+                loss = ((far.abs() - self.amp[j][None]) ** 2).mean(dim=(1, 2))
+                best[j] = trial[int(torch.argmin(loss))]
+        return best
+
+
+def _torch() -> Any:
+    from matlake.optional import require_torch
+
+    return require_torch("ptychographic position recovery")
+
+
+def reconstruct_object(data: np.ndarray, probe: np.ndarray, positions: np.ndarray, iterations: int = 100,
+                       object_step: float = 2.0, margin: int = 16, device: str = "cpu") -> PtychoResult:
+    """Object from patterns at FIXED positions (px); the sanity reference: the final loss is lower
+    with the true positions than with wrong ones."""
+    cfg = PtychoConfig(iterations=iterations, warmup=iterations, object_step=object_step, search_every=0,
+                       margin=margin, device=device)
+    return recover_positions(data, probe, positions, cfg)
+
+
+def recover_positions(data: np.ndarray, probe: np.ndarray, start: np.ndarray,
+                      config: PtychoConfig | None = None) -> PtychoResult:
+    """Scan positions (n, 2; row, column in probe pixels) of the patterns ``data`` (n, H, W; counts,
+    zero frequency at [0, 0]) and the object, from the starting guess ``start``.
+
+    The mean position stays that of ``start`` (translation gauge)."""
+    cfg = config or PtychoConfig()
+    torch = _torch()
+    start = np.asarray(start, dtype=np.float64)
+    model = _Model(np.asarray(data), np.asarray(probe), start, cfg.margin, cfg.device)
+    base = torch.tensor(start + model.offset, dtype=torch.float32, device=model.dev)
+    delta = torch.zeros_like(base, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.position_lr)
+    obj = model.obj.clone().requires_grad_(True)
+    n_pix = float(model.amp.numel())
+    history: list[float] = []
+    pre = None
+    for it in range(cfg.iterations):
+        moving = it >= cfg.warmup
+        pos = base + delta - delta.mean(dim=0)
+        far, probe_f, rows, cols = model.farfield(obj, pos)
+        loss = ((far.abs() - model.amp) ** 2).mean()
+        history.append(float(loss.detach()))
+        if pre is None or it % 10 == 0:
+            pre = model.preconditioner(probe_f, rows, cols)
+        if moving:
+            g_obj, g_pos = torch.autograd.grad(loss, [obj, delta])
+            opt.zero_grad()
+            delta.grad = g_pos
+            opt.step()
+        else:
+            (g_obj,) = torch.autograd.grad(loss, [obj])
+        with torch.no_grad():
+            # loss is a mean: n_pix/2 turns its gradient into the per-pixel residual sum (ePIE scale)
+            obj -= g_obj * pre * (n_pix / 2.0) * cfg.object_step
+            if (moving and cfg.search_every and (it - cfg.warmup) % cfg.search_every == cfg.search_every - 1
+                    and it < cfg.search_until * cfg.iterations):
+                cur = base + delta - delta.mean(dim=0)
+                found = model.integer_search(obj.detach(), cur, cfg.search_radius)
+                delta += found - cur
+    with torch.no_grad():
+        final = (base + delta - delta.mean(dim=0)).cpu().numpy().astype(np.float64) - model.offset
+    return PtychoResult(positions=final, object=obj.detach().cpu().numpy(), loss_history=history,
+                        config=cfg.as_dict(), offset=model.offset)
