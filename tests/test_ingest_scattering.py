@@ -14,7 +14,7 @@ from matlake.ingest import detect
 from matlake.ingest.scattering import HC_EV_M
 from tests.conftest import sample
 
-SUBSET = ("scattering", "siemens_star_ptycho_subset.npz")
+SUBSET = ("imaging", "siemens_star_ptycho_subset.npz")  # shipped by the lead; see samples/SOURCES.md
 CAL = {"pixel_size": "75e-6", "distance": "2.5", "energy": "8000"}
 
 
