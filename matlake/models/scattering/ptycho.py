@@ -58,10 +58,12 @@ class PtychoConfig:
     iterations: int = 300           # total iterations (object + positions)
     warmup: int = 20                # object-only iterations first
     object_step: float = 2.0        # step on the preconditioned object gradient
-    position_lr: float = 0.1        # Adam learning rate of the positions, px
-    search_every: int = 25          # iterations between integer searches (0: never)
-    search_radius: int = 2          # integer search half-width, px
-    search_until: float = 0.8       # fraction of the iterations after which searching stops
+    position_lr: float = 0.0        # px per normalised gradient step of the positions (0: searches only)
+    search_every: int = 5           # iterations between leave-one-out position searches (0: never)
+    search_radius: int = 2          # search half-width, px
+    search_until: float = 1.0       # fraction of the iterations after which searching stops
+    fix_affine: bool = False        # also remove the affine part of each position update (scale/rotation gauge)
+    regularization: float = 0.05    # object update: weight of the previous object, x max summed |P|^2
     margin: int = 16                # object pixels around the scanned area
     seed: int = 0                   # for the perturbation of the start only (the method itself is deterministic)
     device: str = "cpu"
@@ -127,7 +129,7 @@ class _Model:
         """Integer corner (clamped inside the object) and fractional part of each position."""
         torch = self.torch
         corner = torch.floor(pos.detach())
-        frac = pos - corner
+        frac = (pos - corner).to(self.k0.dtype)
         corner = corner.long()
         corner[:, 0].clamp_(0, self.shape[0] - self.n[0])
         corner[:, 1].clamp_(0, self.shape[1] - self.n[1])
@@ -160,6 +162,62 @@ class _Model:
         far, _, _, _ = self.farfield(obj, pos)
         return ((far.abs() - self.amp) ** 2).mean(dim=(1, 2))
 
+    def projections(self, far: Any, probe: Any, rows: Any, cols: Any) -> tuple[Any, Any, Any, Any]:
+        """Modulus projection of every exit wave and its back-projection onto the object grid:
+        Σ conj(P_j)·ψ'_j and Σ |P_j|² (object-shaped), plus the per-frame terms."""
+        torch = self.torch
+        phase = far / far.abs().clamp_min(1e-12)
+        psi = torch.fft.ifft2(self.amp * phase, norm="ortho")
+        contrib = probe.conj() * psi
+        weight = probe.abs() ** 2
+        num = torch.zeros(self.shape, dtype=contrib.dtype, device=self.dev)
+        num.index_put_((rows, cols), contrib, accumulate=True)
+        den = torch.zeros(self.shape, dtype=weight.dtype, device=self.dev)
+        den.index_put_((rows, cols), weight, accumulate=True)
+        return num, den, contrib, weight
+
+    def leave_one_out_search(self, obj: Any, num: Any, den: Any, contrib: Any, weight: Any, reg: float,
+                             pos: Any, radius: int) -> Any:
+        """Per frame: the object from all OTHER frames (so a frame is not compared with itself), the
+        frame's loss at integer offsets within ±radius px, the best one refined to sub-pixel by a
+        parabola through its neighbours on each axis."""
+        torch = self.torch
+        r = torch.arange(-radius, radius + 1, device=self.dev)
+        offs = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(-1, 2).to(pos.dtype)
+        side = 2 * radius + 1
+        corner, _, _ = self.indices(pos)
+        new = pos.clone()
+        n0, n1 = self.n
+        for j in range(pos.shape[0]):
+            a, b = int(corner[j, 0]), int(corner[j, 1])
+            num_j = num.clone()
+            den_j = den.clone()
+            num_j[a:a + n0, b:b + n1] -= contrib[j]
+            den_j[a:a + n0, b:b + n1] -= weight[j]
+            others = (num_j + reg * obj) / (den_j.clamp_min(0) + reg)
+            far, _, _, _ = self.farfield(others, pos[j][None, :] + offs)
+            loss = ((far.abs() - self.amp[j][None]) ** 2).mean(dim=(1, 2)).reshape(side, side).double()
+            k = int(torch.argmin(loss))
+            i0, i1 = divmod(k, side)
+            step = [float(r[i0]), float(r[i1])]
+            for axis, (i, line) in enumerate(((i0, loss[:, i1]), (i1, loss[i0, :]))):
+                if 0 < i < side - 1:
+                    curv = float(line[i - 1] - 2 * line[i] + line[i + 1])
+                    if curv > 0:
+                        step[axis] += float(np.clip(0.5 * float(line[i - 1] - line[i + 1]) / curv, -0.5, 0.5))
+            new[j] = pos[j] + torch.tensor(step, dtype=pos.dtype, device=self.dev)
+        return new
+
+    def gradient_step(self, obj: Any, pos: Any, lr: float) -> Any:
+        """One normalised gradient step of the positions (object fixed) through the Fourier shift:
+        each frame moves by at most ``lr`` px along its own loss gradient."""
+        torch = self.torch
+        p = pos.detach().clone().requires_grad_(True)
+        loss = self.frame_losses(obj, p).sum()
+        (g,) = torch.autograd.grad(loss, [p])
+        norm = g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (p - lr * g / norm).detach()
+
     def integer_search(self, obj: Any, pos: Any, radius: int) -> Any:
         """Per frame, the integer shift within ±radius (px) that lowers that frame's loss most."""
         torch = self.torch
@@ -175,10 +233,39 @@ class _Model:
         return best
 
 
+def _gauge_free(step: Any, pos: Any, affine: bool) -> Any:
+    """``step`` without its mean (translation gauge) or, with ``affine``, without its best linear map of the
+    positions either (scale, rotation, shear of the whole scan: weakly determined, see the module notes)."""
+    torch = _torch()
+    if not affine:
+        return step - step.mean(dim=0)
+    x = pos - pos.mean(dim=0)
+    design = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    coef = torch.linalg.lstsq(design, step).solution
+    return step - design @ coef
+
+
 def _torch() -> Any:
     from matlake.optional import require_torch
 
     return require_torch("ptychographic position recovery")
+
+
+def simulate_patterns(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Far-field intensities |F[P(r)·O(r + r_j)]|² (n, H, W) of ``obj`` (complex, indexed from its pixel
+    (0, 0)) at ``positions`` (n, 2; row, column px, fractional allowed) with this module's forward model."""
+    torch = _torch()
+    probe = np.asarray(probe)
+    positions = np.asarray(positions, dtype=np.float64)
+    dummy = np.zeros((len(positions),) + probe.shape, dtype=np.float32)
+    model = _Model(dummy, probe, positions, 0, device)
+    model.shape = tuple(int(v) for v in np.shape(obj))  # positions index this object directly (no offset)
+    if (np.floor(positions.max(axis=0)) + np.array(probe.shape) > np.array(obj.shape)).any() or positions.min() < 0:
+        raise ValueError(f"positions reach outside the object {obj.shape}")
+    o = torch.tensor(np.asarray(obj, dtype=np.complex64), device=model.dev)
+    with torch.no_grad():
+        far, _, _, _ = model.farfield(o, torch.tensor(positions, device=model.dev))
+    return (far.abs() ** 2).cpu().numpy()
 
 
 def reconstruct_object(data: np.ndarray, probe: np.ndarray, positions: np.ndarray, iterations: int = 100,
@@ -200,37 +287,26 @@ def recover_positions(data: np.ndarray, probe: np.ndarray, start: np.ndarray,
     torch = _torch()
     start = np.asarray(start, dtype=np.float64)
     model = _Model(np.asarray(data), np.asarray(probe), start, cfg.margin, cfg.device)
-    base = torch.tensor(start + model.offset, dtype=torch.float32, device=model.dev)
-    delta = torch.zeros_like(base, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.position_lr)
-    obj = model.obj.clone().requires_grad_(True)
-    n_pix = float(model.amp.numel())
+    pos = torch.tensor(start + model.offset, dtype=torch.float64, device=model.dev)
+    obj = model.obj.clone()
     history: list[float] = []
-    pre = None
     for it in range(cfg.iterations):
         moving = it >= cfg.warmup
-        pos = base + delta - delta.mean(dim=0)
-        far, probe_f, rows, cols = model.farfield(obj, pos)
-        loss = ((far.abs() - model.amp) ** 2).mean()
-        history.append(float(loss.detach()))
-        if pre is None or it % 10 == 0:
-            pre = model.preconditioner(probe_f, rows, cols)
-        if moving:
-            g_obj, g_pos = torch.autograd.grad(loss, [obj, delta])
-            opt.zero_grad()
-            delta.grad = g_pos
-            opt.step()
-        else:
-            (g_obj,) = torch.autograd.grad(loss, [obj])
+        if moving and cfg.position_lr > 0:
+            pos = model.gradient_step(obj, pos, cfg.position_lr)
         with torch.no_grad():
-            # loss is a mean: n_pix/2 turns its gradient into the per-pixel residual sum (ePIE scale)
-            obj -= g_obj * pre * (n_pix / 2.0) * cfg.object_step
-            if (moving and cfg.search_every and (it - cfg.warmup) % cfg.search_every == cfg.search_every - 1
-                    and it < cfg.search_until * cfg.iterations):
-                cur = base + delta - delta.mean(dim=0)
-                found = model.integer_search(obj.detach(), cur, cfg.search_radius)
-                delta += found - cur
+            far, probe_f, rows, cols = model.farfield(obj, pos)
+            history.append(float(((far.abs() - model.amp) ** 2).mean()))
+            num, den, contrib, weight = model.projections(far, probe_f, rows, cols)
+            reg = cfg.regularization * float(den.max())
+            searching = (moving and cfg.search_every and (it - cfg.warmup) % cfg.search_every == 0
+                         and it < cfg.search_until * cfg.iterations)
+            if searching:
+                found = model.leave_one_out_search(obj, num, den, contrib, weight, reg, pos, cfg.search_radius)
+                pos = pos + _gauge_free(found - pos, pos, cfg.fix_affine)
+            # regularised error reduction: the average of every frame's projected exit wave / probe
+            obj = (num + reg * obj) / (den + reg)
     with torch.no_grad():
-        final = (base + delta - delta.mean(dim=0)).cpu().numpy().astype(np.float64) - model.offset
+        final = pos.cpu().numpy().astype(np.float64) - model.offset
     return PtychoResult(positions=final, object=obj.detach().cpu().numpy(), loss_history=history,
                         config=cfg.as_dict(), offset=model.offset)
