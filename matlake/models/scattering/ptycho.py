@@ -13,13 +13,16 @@ differentiable in ``f``.
 
 Recovery alternates, with all frames in one batch:
 
-* object: a gradient step on the amplitude loss Σ (|Ψ_j| − √I_j)², divided by
-  the summed probe intensity over the object (the ePIE/"parallel" preconditioner),
-  so one step size suits every object pixel;
-* positions: Adam on the same loss through the Fourier shift, after a warm-up of
-  object-only iterations; every ``search_every`` iterations an exhaustive
-  integer search (±``search_radius`` px per frame, loss of that frame alone)
-  jumps over local minima that the gradient cannot leave.
+* object: regularised error reduction: every exit wave is projected onto its
+  measured modulus, back-projected (Σ conj(P_j)·ψ'_j) and divided by the summed
+  probe intensity Σ|P_j|² (plus ``regularization`` × its maximum, weighting the
+  previous object, so unlit pixels keep their value);
+* positions, after ``warmup`` iterations and then every ``search_every``: for
+  each frame the object is rebuilt from all OTHER frames (leave-one-out, so a
+  frame is not matched against its own contribution), the frame's loss is
+  evaluated at integer offsets within ±``search_radius`` px, and the best one is
+  refined by a parabola through its neighbours (sub-pixel); optional normalised
+  gradient steps (``position_lr``) through the differentiable Fourier shift.
 
 Gauge: a common translation of all positions with the object is not
 identifiable, so the mean position is held at the mean of the starting guess
@@ -218,20 +221,6 @@ class _Model:
         norm = g.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return (p - lr * g / norm).detach()
 
-    def integer_search(self, obj: Any, pos: Any, radius: int) -> Any:
-        """Per frame, the integer shift within ±radius (px) that lowers that frame's loss most."""
-        torch = self.torch
-        offs = torch.stack(torch.meshgrid(torch.arange(-radius, radius + 1), torch.arange(-radius, radius + 1),
-                                          indexing="ij"), dim=-1).reshape(-1, 2).to(self.dev, pos.dtype)
-        best = pos.clone()
-        with torch.no_grad():
-            for j in range(pos.shape[0]):
-                trial = pos[j][None, :] + offs
-                far, _, _, _ = self.farfield(obj, trial)
-                loss = ((far.abs() - self.amp[j][None]) ** 2).mean(dim=(1, 2))
-                best[j] = trial[int(torch.argmin(loss))]
-        return best
-
 
 def _gauge_free(step: Any, pos: Any, affine: bool) -> Any:
     """``step`` without its mean (translation gauge) or, with ``affine``, without its best linear map of the
@@ -293,7 +282,8 @@ def recover_positions(data: np.ndarray, probe: np.ndarray, start: np.ndarray,
     for it in range(cfg.iterations):
         moving = it >= cfg.warmup
         if moving and cfg.position_lr > 0:
-            pos = model.gradient_step(obj, pos, cfg.position_lr)
+            stepped = model.gradient_step(obj, pos, cfg.position_lr)
+            pos = pos + _gauge_free(stepped - pos, pos, cfg.fix_affine)
         with torch.no_grad():
             far, probe_f, rows, cols = model.farfield(obj, pos)
             history.append(float(((far.abs() - model.amp) ** 2).mean()))
