@@ -163,7 +163,7 @@ def test_counts_must_be_finite_and_non_negative(sqlite_lake, tmp_path):
 def test_tiff_stack_and_npy_with_calibration_options(sqlite_lake, tmp_path):
     rng = np.random.default_rng(7)
     frames = rng.integers(0, 500, size=(5, 12, 16), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "stack.tif", frames)
+    tifffile.imwrite(tmp_path / "stack.tif", frames, photometric="minisblack")
     out = _ingest(sqlite_lake, tmp_path / "stack.tif", times="0,0.1,0.2,0.3,0.4", beam_center="8,6",
                   wavelength="1e-10", pixel_size="5.5e-05", distance="1.2")
     assert out.status == "ok", out.message
@@ -194,3 +194,28 @@ def test_detection_only_with_kind_scattering(tmp_path):
     tif = b"II*\x00" + b"\x00" * 100
     assert detect(tif, "x.tif").kind == "image"
     assert detect(tif, "x.tif", kind="scattering").name == "scattering-tiff"
+
+
+def test_truncated_or_corrupt_files_fail_cleanly(sqlite_lake, tmp_path):
+    """Cut copies of an npz, an HDF5 file, a TIFF and an npy: each a failed row (or parsed), never an error."""
+    frames = np.arange(3 * 8 * 10, dtype=np.uint16).reshape(3, 8, 10)
+    np.savez(tmp_path / "a.npz", data=frames)
+    _nexus(tmp_path / "a.h5", frames)
+    tifffile.imwrite(tmp_path / "a.tif", frames, photometric="minisblack")
+    np.save(tmp_path / "a.npy", frames)
+    rng = np.random.default_rng(0)
+    cuts = tmp_path / "cuts"
+    cuts.mkdir()
+    for name in ("a.npz", "a.h5", "a.tif", "a.npy"):
+        raw = (tmp_path / name).read_bytes()
+        for k, at in enumerate(sorted({8, len(raw) // 3, len(raw) // 2, len(raw) - 7})):
+            (cuts / f"cut{k}_{name}").write_bytes(raw[:at])
+        flipped = bytearray(raw)
+        for i in rng.integers(8, len(raw), size=20):
+            flipped[i] ^= 0xFF
+        (cuts / f"flip_{name}").write_bytes(bytes(flipped))
+    report = sqlite_lake.ingest([cuts], kind="scattering", options=CAL, progress=False)
+    assert report.errors == 0, [o.message for o in report.outcomes if o.status == "error"]
+    assert report.failed >= 12
+    for o in report.outcomes:
+        assert o.status in ("ok", "failed") and (o.status == "ok" or o.path in o.message)

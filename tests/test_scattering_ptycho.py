@@ -74,6 +74,7 @@ def _star(shape, spokes=24):
     return np.exp(1j * s) * (1 - 0.3 * s)
 
 
+@pytest.mark.slow
 def test_positions_recovered_on_simulated_star_with_the_measured_probe():
     """Known truth: 25 patterns of a star object with the measured probe (central 64 px), jittered raster
     (8 px steps), start perturbed by 2 px per axis: the recovered positions are within 0.5 px."""
@@ -96,6 +97,7 @@ def test_positions_recovered_on_simulated_star_with_the_measured_probe():
     assert np.allclose(res.positions.mean(axis=0), start.mean(axis=0))  # the translation gauge
 
 
+@pytest.mark.slow
 def test_recorded_positions_fit_the_measured_patterns_better_than_perturbed_ones():
     data, scan, probe = _subset()
     start = pt.perturb_positions(scan, 3.0, seed=0)
@@ -118,6 +120,7 @@ def test_rmse_removes_only_the_mean_difference():
     assert np.allclose(a, pt.perturb_positions(ref, 2.0, seed=5)) and np.allclose((a - ref).mean(axis=0), 0)
 
 
+@pytest.mark.slow
 def test_lake_run_commits_positions_and_summary_linked_to_the_series(sqlite_lake):
     from matlake.models.scattering.ptycho_lake import recover_series
 

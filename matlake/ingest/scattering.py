@@ -39,6 +39,8 @@ import json
 import math
 import struct
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,9 @@ PARSER_VERSION = "1"
 
 # hc/e in eV·m from the SI defining constants (λ [m] = HC_EV_M / E [eV]).
 HC_EV_M = 6.62607015e-34 * 299792458.0 / 1.602176634e-19
+
+# What numpy's zip reader raises on a truncated or corrupt archive, besides the usual library errors.
+NPZ_ERRORS = (*LIBRARY_INPUT_ERRORS, OSError, zipfile.BadZipFile, zlib.error)
 
 ARRAY_OPTIONS = ("frames", "positions", "positions_select", "probe", "times", "mask")
 CALIBRATION_OPTIONS = ("pixel_size", "distance", "energy", "wavelength", "beam_center")
@@ -105,7 +110,7 @@ class _Npz(_Arrays):
         try:
             self.npz = np.load(io.BytesIO(data), allow_pickle=False)
             self.keys = list(self.npz.files)
-        except (*LIBRARY_INPUT_ERRORS, OSError) as exc:
+        except NPZ_ERRORS as exc:
             raise ParseError("npz archive", "a readable NumPy .npz (zip of .npy members)",
                              f"{type(exc).__name__}: {exc}") from exc
 
@@ -120,7 +125,7 @@ class _Npz(_Arrays):
             raise self.missing(name, field)
         try:
             return np.asarray(self.npz[name])
-        except (*LIBRARY_INPUT_ERRORS, OSError) as exc:
+        except NPZ_ERRORS as exc:
             raise ParseError(f"{field} (key {name})", "a readable array without pickled objects",
                              f"{type(exc).__name__}: {exc}") from exc
 
@@ -504,7 +509,7 @@ def parse_npy(data: bytes, ctx: ParseContext) -> ParseResult:
             raise ParseError(f"option {key}", "no array options for a single .npy (use an .npz)", repr(ctx.options[key]))
     try:
         arr = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-    except (*LIBRARY_INPUT_ERRORS, OSError) as exc:
+    except NPZ_ERRORS as exc:
         raise ParseError("npy array", "a readable NumPy .npy without pickled objects",
                          f"{type(exc).__name__}: {exc}") from exc
     return series_row(ctx, _as_frames(np.asarray(arr), "npy"), _Nothing(), file_format="npy", locator="series")
