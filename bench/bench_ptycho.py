@@ -28,8 +28,9 @@ SUBSET = Path(__file__).resolve().parent.parent / "samples" / "imaging" / "sieme
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=40)
-    ap.add_argument("--search-every", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--search-every", type=int, default=5)
+    ap.add_argument("--probe-from", type=int, default=10, help="refine the probe from this iteration (-1: fixed)")
     ap.add_argument("--sigma", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sanity", type=int, default=60)
@@ -43,7 +44,7 @@ def main() -> int:
         data, probe = npz["data"], npz["probe"]
         recorded = npz["scan"][npz["source_frames"]].astype(np.float64)
     cfg = pt.PtychoConfig(iterations=args.iterations, warmup=args.warmup, search_every=args.search_every,
-                          seed=args.seed, device=args.device)
+                          probe_from=args.probe_from, seed=args.seed, device=args.device)
     out: dict = {"config": cfg.as_dict(), "sigma_px": args.sigma}
     start = pt.perturb_positions(recorded, args.sigma, args.seed)
     t0 = time.perf_counter()
@@ -53,10 +54,9 @@ def main() -> int:
     out["rmse_after_px"] = pt.position_rmse(res.positions, recorded)
     out["loss_start"], out["loss_final"] = res.loss_history[0], res.loss_history[-1]
     if args.sanity:
-        out["sanity_loss_recorded"] = pt.reconstruct_object(data, probe, recorded, args.sanity,
-                                                            device=args.device).loss_history[-1]
-        out["sanity_loss_start"] = pt.reconstruct_object(data, probe, start, args.sanity,
-                                                         device=args.device).loss_history[-1]
+        for key, where in (("sanity_loss_recorded", recorded), ("sanity_loss_start", start)):
+            out[key] = pt.reconstruct_object(data, probe, where, args.sanity, device=args.device,
+                                             probe_from=cfg.probe_from).loss_history[-1]
     if args.from_recorded:
         own = pt.recover_positions(data, probe, recorded, cfg)
         out["drift_from_recorded_px"] = pt.position_rmse(own.positions, recorded)

@@ -88,9 +88,11 @@ def recover_series(lake: "Lake", series_id: str, *, sigma_px: float = 3.0, seed:
     sanity_rec = sanity_start = None
     if sanity_iterations > 0:
         sanity_rec = pt.reconstruct_object(got["frames"], got["probe"], recorded, sanity_iterations,
-                                           margin=cfg.margin, device=cfg.device).loss_history[-1]
+                                           margin=cfg.margin, device=cfg.device,
+                                           probe_from=cfg.probe_from).loss_history[-1]
         sanity_start = pt.reconstruct_object(got["frames"], got["probe"], start, sanity_iterations,
-                                             margin=cfg.margin, device=cfg.device).loss_history[-1]
+                                             margin=cfg.margin, device=cfg.device,
+                                             probe_from=cfg.probe_from).loss_history[-1]
     before = pt.position_rmse(start, recorded)
     after = pt.position_rmse(result.positions, recorded)
 
