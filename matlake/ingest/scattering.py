@@ -506,7 +506,8 @@ def parse_npy(data: bytes, ctx: ParseContext) -> ParseResult:
     """One NumPy array of frames; calibration and times from options → one ``scattering_series`` row."""
     for key in ("frames", "positions", "positions_select", "probe", "mask"):
         if ctx.options.get(key) not in (None, ""):
-            raise ParseError(f"option {key}", "no array options for a single .npy (use an .npz)", repr(ctx.options[key]))
+            raise ParseError(f"option {key}", "no array options for a single .npy (use an .npz)",
+                             repr(ctx.options[key]))
     try:
         arr = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     except NPZ_ERRORS as exc:

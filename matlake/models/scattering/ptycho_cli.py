@@ -16,7 +16,7 @@ def cmd_ptycho(args: argparse.Namespace) -> int:
     from matlake.models.scattering.ptycho_lake import recover_series
     from matlake.platform.cli import _lake
 
-    cfg = pt.PtychoConfig(iterations=args.iterations, seed=args.seed, device=args.device)
+    cfg = pt.PtychoConfig(iterations=args.iterations, seed=args.seed, device=args.device, probe_from=args.probe_from)
     rep = recover_series(_lake(args), args.series_id, sigma_px=args.sigma, seed=args.seed, config=cfg,
                          sanity_iterations=args.sanity, as_of=args.as_of, force=args.force)
     head = (f"nothing new: run {rep.run_id} was committed before by activity {rep.activity_id} (--force runs again)"
@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--iterations", type=int, default=300, help="iterations (default 300)")
     s.add_argument("--sanity", type=int, default=60,
                    help="iterations of the object-only sanity reconstructions (0: skip; default 60)")
+    s.add_argument("--probe-from", type=int, default=10,
+                   help="refine the stored probe from this iteration on (-1: keep it fixed; default 10)")
     s.add_argument("--device", default="cpu", help="torch device (default cpu)")
     s.add_argument("--as-of", help="snapshot id or tag of the series (default: latest)")
     s.add_argument("--force", action="store_true", help="run and commit again even if this run exists")
