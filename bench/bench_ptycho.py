@@ -7,7 +7,7 @@ against the recorded positions before and after (mean difference removed), the l
 ``--from-recorded`` also runs from the recorded positions themselves (how far the method moves them:
 the self-consistency of the recorded positions under this model).
 
-Run: ``.venv/bin/python bench/bench_ptycho.py [--iterations 200] [--sigma 3] [--seed 0] [--device cpu] [--json]``
+Run: ``.venv/bin/python bench/bench_ptycho.py [--iterations 250] [--sigma 3] [--seed 0] [--device cpu] [--json]``
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SUBSET = Path(__file__).resolve().parent.parent / "samples" / "imaging" / "sieme
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--iterations", type=int, default=250)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--search-every", type=int, default=5)
     ap.add_argument("--probe-from", type=int, default=10, help="refine the probe from this iteration (-1: fixed)")
