@@ -237,6 +237,14 @@ class Parser:
     ``len`` and writes it out (or reads ``ctx.content_path`` instead): for a
     large uncompressed source the platform may then pass a read-only memory
     map of the stored bytes rather than a copy in memory.
+
+    ``file_options`` names options whose value is the path of a TOML file (a
+    table's map): the platform reads and parses it before any work and passes the
+    parsed content instead, keeping the file's bytes as an object the ingest
+    activity *used* (:func:`matlake.platform.ingestion.resolve_file_options`); the
+    parser stays pure.  ``keyed_by_options`` declares that the options change what
+    the parser makes of the same bytes (a map does): a success is then keyed by the
+    options too, so the same file with another map is parsed again.
     """
 
     name: str
@@ -246,3 +254,5 @@ class Parser:
     parse: Callable[[bytes, ParseContext], ParseResult]
     description: str = ""
     buffer_ok: bool = False
+    file_options: tuple[str, ...] = ()
+    keyed_by_options: bool = False

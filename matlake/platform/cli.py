@@ -23,7 +23,7 @@ from typing import Any
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
               "matlake.models.insertion.cli", "matlake.models.spectra.cli",
               "matlake.models.feff.cli", "matlake.models.imaging.cli", "matlake.models.scattering.cli",
-              "matlake.demo")
+              "matlake.demo", "matlake.models.materials.cli")
 
 
 class CliError(Exception):
@@ -96,6 +96,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     lake = _lake(args)
     options = _kv(args.option)
+    if getattr(args, "for_image", None):
+        options["for"] = args.for_image
     paths = list(args.paths)
     if paths[:1] == ["mp"]:
         return _ingest_mp(lake, args, options)
@@ -340,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive); `ingest mp --query JSON`")
     s.add_argument("paths", nargs="+", help="files or folders; or the word mp with --query")
-    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, spectrum (default: auto, detect)")
+    s.add_argument("--kind", default="auto", help="force a kind: vasp, structure, mp-json, eis, spectrum, image, mask, table "
+                                                  "(default: auto, detect)")
+    s.add_argument("--for", dest="for_image", default=None, metavar="IMAGE_ID",
+                   help="with --kind mask: the micrographs record the mask labels")
     s.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
     s.add_argument("--batch-size", type=int, default=64, help="files per commit (default 64)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="parser option (repeatable)")

@@ -62,7 +62,9 @@ OK_KEY = ""  # the attempt key of every ok ledger row: one success per (bytes, p
 # Per kind, a ``module:function(lake, items) -> items`` run before parsing that completes the items'
 # options from the lake, so the parser stays pure (a mask gets its image's shape and version).  An
 # option ``_used`` = [[table, record_id, version], ...] it adds becomes a *used* link of the ingest.
-OPTION_RESOLVERS: dict[str, str] = {"mask": "matlake.platform.mask_options:resolve"}
+# A table's map file is read here, not by the parser (see read_file_options).
+OPTION_RESOLVERS: dict[str, str] = {"mask": "matlake.platform.mask_options:resolve",
+                                    "table": "matlake.platform.ingestion:read_file_options"}
 
 
 def max_source_bytes() -> int:
@@ -87,6 +89,89 @@ def attempt_key(kind: str, options: dict[str, Any]) -> str:
     """
     text = json.dumps({"kind": kind, "options": options}, sort_keys=True, default=str)
     return "try:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def success_key(parser: str, options: Mapping[str, Any]) -> str:
+    """Ledger key part of a success: empty (one success per bytes and parser version), or, for a
+    parser whose options change what it makes of the same bytes (``keyed_by_options``: a table's
+    map), a digest of the options, so the same file read through another map is parsed again."""
+    from matlake.ingest import parser_named
+
+    try:
+        keyed = parser_named(parser).keyed_by_options
+    except KeyError:  # the unknown parser of a failure
+        keyed = False
+    if not keyed:
+        return OK_KEY
+    # Content, not location: the map's parsed content is in the options; where its file was is not.
+    content = {k: v for k, v in options.items() if k != "option_files"}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return "ok:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class OptionFileError(ValueError):
+    """An option naming a file (a table's map) that cannot be read or parsed; raised before any work."""
+
+
+def resolve_file_options(kind: str, options: Mapping[str, Any] | None,
+                         base: str | os.PathLike | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Options with every file option of ``kind``'s parsers read: (options, {sha256: bytes}).
+
+    A parser lists in ``file_options`` the options that name a TOML file (``--option
+    map=MAP.toml``).  The platform, not the pure parser, reads it: the option's value
+    becomes the parsed content, and ``option_files`` records each file's path, sha256
+    and size; the bytes are returned to be kept as objects that the ingest activities
+    *used*.  So the ledger's attempt key and the activity's parameters hold the whole
+    map, and a changed map is a new attempt.  A value that is already parsed (a dict:
+    ``retry`` re-reads the options an activity stored, ``ingest_frame`` passes one)
+    is left as it is.  A relative path is taken from ``base`` (default: the current
+    directory).  Raises :class:`OptionFileError` naming the option and file.
+    """
+    import tomllib
+
+    out = dict(options or {})
+    blobs: dict[str, bytes] = {}
+    if kind == "auto":
+        return out, blobs
+    from matlake.ingest import all_parsers
+
+    names = sorted({n for p in all_parsers() if p.kind == kind for n in p.file_options})
+    files = dict(out.get("option_files") or {})
+    for name in names:
+        value = out.get(name)
+        if not isinstance(value, (str, os.PathLike)):
+            continue
+        path = Path(base or ".") / Path(value).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise OptionFileError(f"option {name}: cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+        try:
+            out[name] = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise OptionFileError(f"option {name}: {str(path)!r} is not a TOML file: {exc}") from exc
+        sha = hashlib.sha256(data).hexdigest()
+        blobs[sha] = data
+        files[name] = {"path": str(path.resolve()), "sha256": sha, "size": len(data)}
+    if files:
+        out["option_files"] = files
+    return out, blobs
+
+
+def read_file_options(lake: "Lake", items: Sequence["SourceItem"]) -> list[dict[str, Any]]:
+    """Option resolver (:data:`OPTION_RESOLVERS`) of kinds whose parsers declare ``file_options``:
+    each item's options with those files read (:func:`resolve_file_options`), their bytes kept
+    as objects of the store (the commit links them as *used*); each distinct option set is read once."""
+    done: dict[str, dict[str, Any]] = {}
+    out = []
+    for it in items:
+        key = json.dumps([it.kind, it.options], sort_keys=True, default=str)
+        if key not in done:
+            done[key], blobs = resolve_file_options(it.kind, it.options)
+            for sha, data in blobs.items():
+                lake.objects.put(data, sha)
+        out.append(done[key])
+    return out
 
 
 def unread_key(path: str, stamp: tuple[int, int] | None, reason: str) -> str:
@@ -133,6 +218,7 @@ class SourceOutcome:
     detail: str = ""  # traceback of an error
     prior: str = ""  # status of the ledger row that made this source unchanged (or an unread one known)
     stamp: "FileStamp | None" = None  # the path's stat stamp to cache with sha256 (see FileStamp), when safe
+    ok_key: str = OK_KEY  # the attempt key a success of this parser with these options has (success_key)
 
     @property
     def still_failed(self) -> bool:
@@ -410,7 +496,7 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
 
     def seen() -> bool:
         """True (and ``out`` unchanged) when the ledger has this success or this attempt."""
-        done = known.get((sha, out.parser, out.parser_version, OK_KEY)) if item.again else _committed(out, known)
+        done = known.get((sha, out.parser, out.parser_version, out.ok_key)) if item.again else _committed(out, known)
         if done is None:
             return False
         out.status, out.prior = "unchanged", done
@@ -450,6 +536,7 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
                              f"({got.size} bytes) that no parser recognises; supported kinds and formats: "
                              f"{supported_formats(item.kind)}")
     out.parser, out.parser_version = parser.name, parser.version
+    out.ok_key = success_key(parser.name, item.options)
     if seen():
         return out
     got.keep(store)  # the raw bytes are kept whatever happens next
@@ -516,7 +603,7 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
         out.objects.append((osha, len(data)))
         del data
     out.status = "ok"
-    out.attempt_key = OK_KEY
+    out.attempt_key = out.ok_key
     out.tables = tables
     out.record_ids = rids
     out.warnings = list(result.warnings)
@@ -679,7 +766,8 @@ def triage(item: SourceItem, known: LedgerIndex, cached: CachedPath | None,
     except OSError:
         return None
     out = SourceOutcome(item.path, sha, stamp.size, parser_version[0], parser_version[1], "failed",
-                        started_at=started, attempt_key=attempt_key(item.kind, item.options), stamp=stamp)
+                        started_at=started, attempt_key=attempt_key(item.kind, item.options), stamp=stamp,
+                        ok_key=success_key(parser_version[0], item.options))
     done = _committed(out, known)
     if done is None:
         return None
@@ -825,6 +913,10 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
         if o.sha256:
             act.used("object", o.sha256)
             cs.add_object(o.sha256, o.size, original_name=Path(o.path).name)
+        for ofile in (options.get("option_files") or {}).values():  # a table's map: an input too
+            act.used("object", ofile["sha256"])
+            cs.add_object(ofile["sha256"], ofile["size"], media_type="application/toml",
+                          original_name=Path(ofile["path"]).name)
         if o.status == "ok":
             for table, rid, ver in options.get("_used") or ():
                 act.used("record", str(rid), version=None if ver is None else int(ver), table=str(table))
@@ -1015,5 +1107,40 @@ def _committed(o: SourceOutcome, known: LedgerIndex) -> str | None:
     """The status of the ledger row that already covers this outcome (its success or this attempt), if any."""
     if not o.sha256:
         return known.get(_key(o))
-    done = known.get((o.sha256, o.parser, o.parser_version, OK_KEY))
+    done = known.get((o.sha256, o.parser, o.parser_version, o.ok_key))
     return done if done is not None else known.get(_key(o))
+
+
+def ingest_frame(lake: "Lake", frame: Any, table_map: Mapping[str, Any] | str | os.PathLike, *,
+                 name: str | None = None, on_bad_cell: str = "fail") -> IngestReport:
+    """Ingest a pandas DataFrame through a table map (kind ``table``, :mod:`matlake.ingest.tables`).
+
+    Nothing enters the lake without raw bytes: the frame is written as CSV (header
+    row from its column names, no index, NaN/None as empty cells, floats as their
+    shortest round-trip text) and those bytes are ingested like a file, by the same
+    parser, with ``file_format`` 'frame'.  ``table_map`` is the parsed map (a dict) or
+    the path of its TOML file; its ``header``, ``delimiter``, ``columns`` and
+    ``comment`` keys describe a file and are replaced (the frame's columns are the
+    names), and the empty cell is added to its missing tokens.  ``name`` is the
+    source file name recorded (default ``<dataset>.csv``).  Returns the ingest
+    report; a frame with bad cells is a failed file as from the command line.
+    """
+    import tempfile
+
+    options: dict[str, Any] = {"map": table_map}
+    options, blobs = resolve_file_options("table", options)
+    for sha, data in blobs.items():
+        lake.objects.put(data, sha)
+    doc = dict(options["map"])
+    for key in ("columns", "comment"):
+        doc.pop(key, None)
+    doc["header"], doc["delimiter"] = True, ","
+    missing = list(doc.get("missing", ["", "NA", "N/A", "nan", "NaN"]))
+    doc["missing"] = missing if "" in missing else missing + [""]
+    options.update(map=doc, file_format="frame", on_bad_cell=on_bad_cell)
+    text = frame.to_csv(index=False, lineterminator="\n", na_rep="")
+    stem = name or f"{doc.get('dataset') or 'frame'}.csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(stem).name
+        path.write_text(text, encoding="utf-8")
+        return ingest(lake, [path], kind="table", options=options, progress=False)

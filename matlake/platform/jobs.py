@@ -205,6 +205,12 @@ def _parse_job(entry: dict[str, Any], file: str, index: int, base_dir: Path) -> 
     options = entry.get("options", {})
     if not isinstance(options, dict):
         raise bad("options", "a table of parser options", options)
+    if kind != "auto":  # a file option (a table's map) given relative to the job file, like sources
+        from matlake.ingest import all_parsers
+
+        for opt in {n for p in all_parsers() if p.kind == kind for n in p.file_options}:
+            if isinstance(options.get(opt), str) and not Path(options[opt]).expanduser().is_absolute():
+                options = {**options, opt: str(base_dir / options[opt])}
     tz = entry.get("timezone")
     if tz is not None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -504,17 +510,19 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
     import hashlib
 
     from matlake.ingest import detect
-    from matlake.platform.ingestion import (HEAD_BYTES, OK_KEY, UNKNOWN_PARSER, SourceItem, _ledger_index,
-                                            attempt_key, decompress, path_cache, registry_fingerprint, triage)
+    from matlake.platform.ingestion import (HEAD_BYTES, UNKNOWN_PARSER, SourceItem, _ledger_index, attempt_key,
+                                            decompress, path_cache, registry_fingerprint, resolve_file_options,
+                                            success_key, triage)
 
     known = _ledger_index(lake)
-    tried = attempt_key(job.kind, job.options)
+    options = resolve_file_options(job.kind, job.options)[0]  # a table's map read as ingest reads it
+    tried = attempt_key(job.kind, options)
     ready, deferred = settle(source_files(job), job.settle_seconds)
     cache = path_cache(lake, [str(p) for p in ready])
     registry = registry_fingerprint()
     out = [PlannedFile(str(p), "deferred", message=f"modified within {job.settle_seconds:g} s") for p in deferred]
     for p in ready:
-        quick = triage(SourceItem(str(p), job.kind, dict(job.options)), known, cache.get(str(p)), registry)
+        quick = triage(SourceItem(str(p), job.kind, dict(options)), known, cache.get(str(p)), registry)
         if quick is not None:
             out.append(PlannedFile(str(p), "unchanged", quick.parser, quick.parser_version, quick.sha256))
             continue
@@ -532,7 +540,7 @@ def plan(lake: "Lake", job: Job) -> list[PlannedFile]:
         except Exception:  # noqa: BLE001 - a corrupt file (ParseError) or a detector bug: the run records it
             pass  # it is still new until the ledger records its failure
         # the rule ingest applies: unchanged after a success, or after this very attempt (same kind and options)
-        seen = (sha, parser, version, OK_KEY) in known or (sha, parser, version, tried) in known
+        seen = (sha, parser, version, success_key(parser, options)) in known or (sha, parser, version, tried) in known
         status = "unchanged" if seen else "new"
         out.append(PlannedFile(str(p), status, parser, version, sha))
     out.sort(key=lambda f: f.path)

@@ -1061,6 +1061,12 @@ class Lake:
 
         return ingest(self, paths, **kwargs)
 
+    def ingest_frame(self, frame: Any, table_map: Any, **kwargs: Any):
+        """A pandas DataFrame through a table map (see :func:`matlake.platform.ingestion.ingest_frame`)."""
+        from matlake.platform.ingestion import ingest_frame
+
+        return ingest_frame(self, frame, table_map, **kwargs)
+
     def train(self, module: Any, as_of: int | str | None = None, **kwargs: Any):
         from matlake.platform.modeling import train
 

@@ -12,6 +12,8 @@ import importlib
 
 # Each module has register(subparsers, common) adding its subcommands.
 SUBMODULES: tuple[str, ...] = (
+    "matlake.models.scattering.simulate_cli",
+    "matlake.models.scattering.dynamics_cli",
     "matlake.models.scattering.ptycho_cli",
 )
 
