@@ -387,7 +387,7 @@ def propose(lake: "Lake", campaign_or_run: str, budget: int, csv: str | Path | N
     run_id = row["run_id"]
     sid = lake.last_snapshot()
     info = model_info(lake, json.loads(row["model_ids_json"])[p])
-    obs = lake.sql(f"select target from ({info.view_sql})", as_of=sid).df()
+    obs = lake.sql(f"select * from ({info.view_sql})", as_of=sid).df()
     col = next((c for c in ("target", "y", "value") if c in obs.columns), None)
     if col is None:
         raise LakeError(f"campaign next: the training view of {info.name} has no target, y or value column "
