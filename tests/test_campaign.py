@@ -307,3 +307,42 @@ def test_campaign_with_descriptor_vector_models(sqlite_lake, tmp_path):
     precision = len(set(top) & set(pool)) / 10
     print(f"precision@10 with MaterialsRegressor gp: {precision:.2f}")
     assert precision >= 0.6
+    # campaign next reads the model's training view (its target column is y) for EI's best value
+    nxt = cl.propose(lake, "planted-gap", 3)
+    assert nxt["best"] == pytest.approx(lake.sql("select max(value) from material_targets where name = 'gap'"
+                                                 ).fetchone()[0])
+    assert len(nxt["todo"]) == 3
+    # the report's parity plot from the model's out-of-fold predictions (the folds of its CV metrics)
+    rep = cl.report(lake, "planted-gap", tmp_path / "rep")
+    assert "parity_gap.png" in {Path(f).name for f in rep["files"]} and not rep["notes"]
+    from matlake.platform.modeling import load_model, read_view
+
+    _, module, _ = load_model(lake, info.model_id)
+    _, _, frame = read_view(lake, info.view_sql, info.snapshot_id, producer=info.name)
+    oof = module.cv_predictions(frame)
+    rmse = float(np.sqrt(np.mean((oof["predicted"] - oof["target"]) ** 2)))
+    assert rmse == pytest.approx(info.metrics["cv_rmse"], rel=1e-9) and (oof["std"] > 0).all()
+
+
+def test_shipped_example_spec_and_its_generated_table():
+    """samples/campaigns: the spec parses, its space has the closed-form count, the CSV is what the
+    documented generator writes, and the planted relation is what the docstring states."""
+    import importlib.util
+    import math
+
+    from conftest import sample
+
+    spec = cp.CampaignSpec.from_toml(sample("campaigns", "perovskite_demo.toml"))
+    assert en.count(spec.space) == 3 ** 3 + 3 * (math.comb(6, 2) - 3) * 3 ** 2 == 351
+    assert spec.filters[1].where.startswith("dhd_hi") and spec.objectives == (("gap", "max"), ("dhd", "min"))
+    assert spec.active["property"] == "dhd" and spec.featurizer["name"] == "elemental-site-mean"
+    loader = importlib.util.spec_from_file_location("make_data", sample("campaigns", "make_data.py"))
+    make_data = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(make_data)
+    shipped = pd.read_csv(sample("campaigns", "perovskite_demo.csv"))
+    pd.testing.assert_frame_equal(shipped, make_data.make(), check_exact=False, rtol=0, atol=1e-9)
+    # CsPbI3: r_A 1.88, r_B 1.19, r_X 2.20 A, chi_X 2.66 -> gap 1.35 eV; t = 4.08 / (sqrt 2 * 3.39)
+    v = make_data.planted_values(["A:Cs|B:Pb|X:I"])
+    t = (1.88 + 2.20) / (math.sqrt(2) * (1.19 + 2.20))
+    assert v["gap"][0] == pytest.approx(1.35, abs=1e-9)
+    assert v["dhd"][0] == pytest.approx(2.0 * (t - 0.9) ** 2 - 0.06 + 0.05 * 0.2, abs=1e-9)

@@ -345,7 +345,7 @@ def report(lake: "Lake", campaign_or_run: str, out_dir: str | Path) -> dict[str,
         lo, hi = float(min(cv["target"].min(), cv["predicted"].min())), float(max(cv["target"].max(), cv["predicted"].max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         rmse = float(np.sqrt(np.mean((cv["predicted"] - cv["target"]) ** 2)))
-        ax.set_title(f"{info.name} v{info.version}: CV RMSE {rmse:.3g}")
+        ax.set_title(f"{info.name} v{info.version}\nCV RMSE {rmse:.3g}", fontsize=8)  # long model names
         ax.set_xlabel(f"{p} (training data)")
         ax.set_ylabel(f"{p} (out-of-fold prediction)")
         fig.tight_layout()
@@ -387,7 +387,7 @@ def propose(lake: "Lake", campaign_or_run: str, budget: int, csv: str | Path | N
     run_id = row["run_id"]
     sid = lake.last_snapshot()
     info = model_info(lake, json.loads(row["model_ids_json"])[p])
-    obs = lake.sql(f"select target from ({info.view_sql})", as_of=sid).df()
+    obs = lake.sql(f"select * from ({info.view_sql})", as_of=sid).df()
     col = next((c for c in ("target", "y", "value") if c in obs.columns), None)
     if col is None:
         raise LakeError(f"campaign next: the training view of {info.name} has no target, y or value column "

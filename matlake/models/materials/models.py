@@ -273,6 +273,16 @@ class MaterialsRegressor(ModelModule):
             metrics["cv_grouped_by"] = p["group_by"]
         return metrics
 
+    def cv_predictions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Out-of-fold predictions on the training view (the folds of ``fit``): subject_id, target,
+        predicted, std (units of the target); what a campaign report's parity plot shows."""
+        x, y = self._prepare(frame)
+        p = self.params
+        res = cross_validate(x, y[:, None], [self.target], frame["subject_key"].astype(str).tolist(), p["kind"],
+                             int(p["cv_folds"]), int(p["cv_seed"]), seed=int(p["seed"]), **dict(p["regressor"]))
+        return pd.DataFrame({"subject_id": frame["subject_id"].astype(str).to_numpy(), "target": y,
+                             "predicted": res.oof[:, 0], "std": res.oof_sigma[:, 0]})
+
     def _prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         x = self.matrix(frame)
         units = set(frame["unit"].astype(str))
