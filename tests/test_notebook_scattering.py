@@ -44,7 +44,7 @@ def test_scattering_tour_executes_and_traces_an_evaluation_to_the_simulation():
     errors = [o for o in _outputs(nb) if o.output_type == "error"]
     assert not errors, [(e.ename, e.evalue) for e in errors]
     assert _png_count(nb) >= 4, "examples, two confusion matrices and the horizon plot are shown"
-    tree = _text(nb, "render_tree(graph")
+    tree = _text(nb, "render_tree(")
     assert "simulate matlake-speckle" in tree and "simulate scattering-dynamics-simulate" in tree
     assert "evaluate speckle-evaluation" in tree and "scattering-node" in tree
 
