@@ -255,7 +255,6 @@ def test_cli_ingest_kind_table_and_ingest_table(tmp_path, monkeypatch, capsys):
     assert cli.main(["ingest", str(PEROVSKITE), "--lake", str(root), "--kind", "table", "--no-progress",
                      "--option", f"map={PEROVSKITE_MAP}"]) == 0
     assert "1 new" in capsys.readouterr().out
-    monkeypatch.setattr(cli, "EXTENSIONS", cli.EXTENSIONS + ("matlake.models.materials.cli",))
     assert cli.main(["ingest-table", str(HEADERLESS), "--lake", str(root), "--map", str(HEADERLESS_MAP)]) == 0
     assert "1 new" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
@@ -294,7 +293,6 @@ def test_ingest_table_command_imports_nothing_heavy():
     loaded = _imported_after("""
         import contextlib, io
         from matlake.platform import cli
-        cli.EXTENSIONS = cli.EXTENSIONS + ("matlake.models.materials.cli",)
         with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
             cli.main(["ingest-table", "--help"])
         assert "--map" in out.getvalue()

@@ -23,7 +23,7 @@ from typing import Any
 EXTENSIONS = ("matlake.platform.operations", "matlake.platform.jobs", "matlake.models.eis.cli",
               "matlake.models.insertion.cli", "matlake.models.spectra.cli",
               "matlake.models.feff.cli", "matlake.models.imaging.cli", "matlake.models.scattering.cli",
-              "matlake.demo", "matlake.models.materials.cli")
+              "matlake.demo", "matlake.models.materials.cli", "matlake.models.materials.campaign_cli")
 
 
 class CliError(Exception):

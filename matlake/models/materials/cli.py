@@ -15,6 +15,7 @@ import sys
 
 # Each module has register(subparsers, common) adding its subcommands under ``matlake materials``.
 SUBMODULES: tuple[str, ...] = (
+    "matlake.models.materials.models_cli",
 )
 
 
