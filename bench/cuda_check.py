@@ -9,6 +9,9 @@ device, both losses are finite and the loss went down):
 * ``node``: the Kuramoto neural ODE through the forward model
   (:mod:`matlake.models.scattering.neural_ode`); loss = mean reciprocal-space error of the
   fitted trajectory over the training window (``evaluate``'s ``train_recip_mean``);
+* ``ptycho``: the probe-trajectory recovery (:mod:`matlake.models.scattering.ptycho`), if importable,
+  on the first measured Siemens-star frames (no network: object and positions are iterated);
+  loss = amplitude loss of the first and the last iteration;
 * ``unet``: the imaging U-net ensemble (:mod:`matlake.models.imaging.ensemble`), if importable,
   on a synthetic disk image; loss = pixel cross-entropy of the ensemble's mean probabilities;
 * ``spectra-mlp`` / ``spectra-cnn``: the spectra deep ensembles
@@ -162,9 +165,31 @@ def _check_spectra(kind: str, device: str, steps: int, tiny: bool) -> dict[str, 
             "detail": f"{model.base_name}, 2 members, {len(y)} spectra x 64 points, {epochs} epochs of batch {batch}"}
 
 
+def check_ptycho(device: str, steps: int, tiny: bool) -> dict[str, Any]:
+    try:
+        from matlake.models.scattering import ptycho as pt
+    except ImportError as exc:
+        return {"skipped": f"matlake.models.scattering.ptycho not importable ({exc})"}
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "samples" / "imaging" / "siemens_star_ptycho_subset.npz"
+    with np.load(path) as z:
+        n = 16 if tiny else 64
+        data, probe = z["data"][:n].astype(np.float32), z["probe"]
+        recorded = z["scan"][z["source_frames"][:n]].astype(np.float64)
+    start = pt.perturb_positions(recorded, 2.0, seed=0)
+    cfg = pt.PtychoConfig(iterations=steps, warmup=min(5, steps // 2), search_every=2, device=device, seed=0)
+    res = pt.recover_positions(data, probe, start, cfg)
+    used_gpu = device != "cuda" or torch.cuda.max_memory_allocated() > 0
+    return {"loss_before": res.loss_history[0], "loss_after": res.loss_history[-1], "on_device": used_gpu,
+            "detail": f"{n} measured frames, {steps} iterations; position RMSE {pt.position_rmse(start, recorded):.2f}"
+                      f" -> {pt.position_rmse(res.positions, recorded):.2f} px"}
+
+
 CHECKS: dict[str, Callable[[str, int, bool], dict[str, Any]]] = {
     "speckle": check_speckle,
     "node": check_node,
+    "ptycho": check_ptycho,
     "unet": check_unet,
     "spectra-mlp": lambda d, s, t: _check_spectra("mlp", d, s, t),
     "spectra-cnn": lambda d, s, t: _check_spectra("cnn", d, s, t),
