@@ -109,6 +109,11 @@ def train(lake: "Lake", module: ModelModule | str, as_of: int | str | None = Non
         module = load_module(module, params)
     started = cat.utcnow()
     sid, sql, frame = read_view(lake, view_sql or module.train_sql, as_of, producer=module.name)
+    load_arrays = getattr(module, "load_arrays", None)
+    if load_arrays is not None:
+        # a module that learns from array objects (images, masks) gets a reader that
+        # verifies the index and every chunk it reads: read(sha256, index_sha256)
+        frame = load_arrays(frame, lake.chunked)
     artifact, metrics = module.fit(frame)
     blob = module.dumps(artifact)
     fmt = artifact_format(blob)

@@ -12,6 +12,7 @@ import importlib
 
 # Each module has register(subparsers, common) adding its subcommands.
 SUBMODULES: tuple[str, ...] = (
+    "matlake.models.imaging.segment_cli",
     "matlake.models.imaging.evaluate_cli",
 )
 
