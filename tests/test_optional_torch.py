@@ -95,3 +95,14 @@ def test_makefile_installs_the_exact_cpu_wheel_first_and_the_ml_extra_accepts_it
     assert "ml" in editable.group(1).split(",")
     (ml,) = [r for r in map(Requirement, _pyproject()["project"]["optional-dependencies"]["ml"]) if r.name == "torch"]
     assert pinned.group(1) in ml.specifier  # so the editable install keeps the CPU wheel
+
+
+def test_state_dict_bytes_are_deterministic_across_calls():
+    """The same weights must give the same artifact bytes (and so the same object id)."""
+    import torch
+
+    from matlake.models.base import torch_state_dumps
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    blobs = {torch_state_dumps(net) for _ in range(20)}
+    assert len(blobs) == 1

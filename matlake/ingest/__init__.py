@@ -12,7 +12,7 @@ from functools import lru_cache
 from matlake.ingest.base import ParseContext, ParseError, Parser, ParseResult
 
 # Order matters for detection: the first parser whose detect() accepts wins.
-MODULES = ("vasp", "spectra_dm", "spectra", "imaging", "mp", "structures", "eis", "tables")
+MODULES = ("vasp", "spectra_dm", "spectra", "imaging", "mp", "structures", "eis", "tables", "scattering")
 
 
 @lru_cache(maxsize=1)

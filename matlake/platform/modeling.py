@@ -205,6 +205,9 @@ def predict(lake: "Lake", model: str, as_of: int | str | None = None, view_sql: 
     if frame.empty:
         return {"model_id": info.model_id, "snapshot": None, "n": 0}
     artifact = _artifact(lake, info, module, allow_pickle)
+    load_arrays = getattr(module, "load_arrays", None)
+    if load_arrays is not None:  # as in train: array objects are read through the verified reader
+        frame = load_arrays(frame, lake.chunked)
     out = module.predict(artifact, frame)
     missing = {"subject_id", "value"} - set(out.columns)
     if missing:

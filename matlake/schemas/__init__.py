@@ -13,7 +13,7 @@ from matlake.schemas.base import PROVENANCE_COLUMNS, Column, TableSchema
 
 DOMAINS = ("dft", "models", "eis", "eis_analysis", "insertion", "spectra", "luminescence", "spectra_models",
            "imaging", "scattering", "imaging_evaluation", "materials", "scattering_models",
-           "scattering_dynamics", "materials_models", "campaigns", "imaging_models")
+           "scattering_dynamics", "materials_models", "campaigns", "imaging_models", "scattering_ptycho")
 
 
 def _load() -> tuple[dict[str, TableSchema], dict[str, str]]:

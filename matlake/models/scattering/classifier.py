@@ -289,8 +289,8 @@ class SpeckleDensityModule(TorchModelModule):
 
     Its view has one row per simulated series (a density class; frames = patterns).
     The frames are arrays in the object store, not columns, so the platform side
-    (:mod:`~matlake.models.scattering.classify_lake`) sets :attr:`frame_reader`, a
-    function ``(sha256, index_sha256) -> np.ndarray`` before training; the module
+    (``modeling.train`` through :meth:`load_arrays`) sets :attr:`frame_reader`, a
+    function ``(sha256, index_sha256) -> array`` before training; the module
     itself never touches the lake.  Parameters: ``dataset`` (training data set name),
     ``n_classes``, ``n_grid``, ``class_values`` and the :class:`TrainConfig` fields.
     """
@@ -304,6 +304,11 @@ class SpeckleDensityModule(TorchModelModule):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.frame_reader: Any = None
+
+    def load_arrays(self, frame: Any, read: Any) -> Any:
+        """The platform's hook (``modeling.train``/``predict``): keep its verified chunk reader."""
+        self.frame_reader = read
+        return frame
 
     @property
     def train_sql(self) -> str:  # type: ignore[override]

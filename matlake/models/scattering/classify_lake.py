@@ -52,8 +52,7 @@ def train_classifier(lake: "Lake", dataset: str = "train", as_of: int | str | No
     label = json.loads(rows[0]["label_json"])
     module = SpeckleDensityModule(dataset=dataset, n_classes=int(label["n_classes"]), n_grid=int(rows[0]["height"]),
                                   class_values=[float(v) for v in label["class_values"]], **params)
-    module.frame_reader = _reader(lake)
-    return train(lake, module, as_of=sid)
+    return train(lake, module, as_of=sid)  # modeling.train hands it the chunk reader (load_arrays)
 
 
 def evaluate_classifier(lake: "Lake", model: str, conditions: Mapping[str, str], reference: str | None = "mono",

@@ -14,6 +14,7 @@ import importlib
 SUBMODULES: tuple[str, ...] = (
     "matlake.models.scattering.simulate_cli",
     "matlake.models.scattering.dynamics_cli",
+    "matlake.models.scattering.ptycho_cli",
 )
 
 
