@@ -36,8 +36,7 @@ def test_scattering_tour_executes_and_traces_an_evaluation_to_the_simulation():
 
     committed = NOTEBOOK.read_bytes()
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    if "siemens_star_ptycho_subset" in committed.decode():
-        sample("imaging", "siemens_star_ptycho_subset.npz")  # fails when the sample is missing
+    sample("imaging", "siemens_star_ptycho_subset.npz")  # fails when the sample is missing
     NotebookClient(nb, kernel_name="python3", timeout=900,
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     assert NOTEBOOK.read_bytes() == committed  # executed in memory: the committed file is left alone
@@ -47,6 +46,9 @@ def test_scattering_tour_executes_and_traces_an_evaluation_to_the_simulation():
     tree = _text(nb, "render_tree(")
     assert "simulate matlake-speckle" in tree and "simulate scattering-dynamics-simulate" in tree
     assert "evaluate speckle-evaluation" in tree and "scattering-node" in tree
+    # the recovered scan position goes back through the ingest activity to the raw .npz bytes
+    assert "ingest scattering-npz" in tree and "used object" in tree and "siemens_star_ptycho_subset.npz" in tree
+    assert "position RMSE" in _text(nb, "recover_series(")
 
 
 def test_committed_scattering_tour_carries_its_outputs_and_plots():
