@@ -174,7 +174,7 @@ def check_ptycho(device: str, steps: int, tiny: bool) -> dict[str, Any]:
 
     path = Path(__file__).resolve().parents[1] / "samples" / "imaging" / "siemens_star_ptycho_subset.npz"
     with np.load(path) as z:
-        n = 16 if tiny else 64
+        n = 16 if tiny else 32
         data, probe = z["data"][:n].astype(np.float32), z["probe"]
         recorded = z["scan"][z["source_frames"][:n]].astype(np.float64)
     start = pt.perturb_positions(recorded, 2.0, seed=0)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="default: cuda when torch sees a GPU, else cpu")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default 30, tiny 12)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default 20, tiny 12)")
     ap.add_argument("--tiny", action="store_true", help="smallest sizes (CPU test)")
     ap.add_argument("--only", action="append", choices=sorted(CHECKS), help="run only these checks")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     print(f"device {device} ({name}), torch {torch.__version__}")
-    results = run(device, args.steps or (12 if args.tiny else 30), args.tiny, args.only)
+    results = run(device, args.steps or (12 if args.tiny else 20), args.tiny, args.only)
     for r in results:
         if "skipped" in r:
             print(f"SKIP {r['name']:<12} {r['skipped']}")
