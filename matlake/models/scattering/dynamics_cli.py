@@ -3,7 +3,8 @@
 - ``simulate kuramoto|gray_scott [--set NAME=VALUE ...] [--scatter NAME=VALUE ...]`` commits a
   simulated diffraction series (parameters of :mod:`matlake.models.scattering.systems`);
 - ``train SERIES_ID [--set NAME=VALUE ...] [--device cpu|cuda]`` trains and evaluates a neural
-  ODE (parameters of ``neural_ode.NodeParams``) and prints the error vs horizon;
+  ODE (parameters of ``neural_ode.NodeParams``; on CUDA when torch sees a GPU, unless ``--device``)
+  and prints the error vs horizon;
 - ``extrapolate MODEL_ID SERIES_ID --frames N [--out FILE.npz]`` rolls a model beyond the series;
 - ``plot MODEL_ID [--out FILE.png]`` writes the error-vs-horizon PNG.
 
@@ -103,7 +104,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="training parameter: n_train, hidden, sub_len, batch, iters, lr, substeps, seed")
     s.add_argument("--as-of", help="snapshot id or tag of the series (default: latest)")
-    s.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    s.add_argument("--device", default=None, help="torch device (default: cuda when torch sees a GPU, else cpu)")
     s.add_argument("--max-rows", type=int, default=50, help="rows printed (default 50)")
     s.set_defaults(func=cmd_train)
 

@@ -130,8 +130,9 @@ def _load_series(lake: "Lake", series_id: str, as_of: int | None) -> dict[str, A
 
 
 def train(lake: "Lake", series_id: str, params: N.NodeParams | None = None, as_of: int | str | None = None,
-          device: str = "cpu") -> dict[str, Any]:
+          device: str | None = None) -> dict[str, Any]:
     """Train on series ``series_id`` at snapshot ``as_of``, evaluate vs horizon and commit.
+    ``device``: torch device (None: ``cuda`` when available, else ``cpu``; the one used is recorded).
 
     Returns {model_id, name, version, summary, evaluation_ids, snapshot}."""
     from sqlalchemy import func, select
@@ -142,6 +143,7 @@ def train(lake: "Lake", series_id: str, params: N.NodeParams | None = None, as_o
     from matlake.platform.lake import ChangeSet, LakeError, new_id
 
     params = params or N.NodeParams()
+    device = device or N.default_device()
     sid = lake.resolve_snapshot(as_of)
     started = cat.utcnow()
     data = _load_series(lake, series_id, sid)
@@ -274,11 +276,15 @@ def extrapolate(lake: "Lake", model_id: str, series_id: str, n_frames: int) -> d
     if data["truth"] is None:
         raise ValueError(f"{series_id}: metadata_json.ground_truth: expected the true states, found none")
     system, node = info["system"], info["node"]
-    y0 = N._state_tensor(system, data["truth"][-1:], torch.float32)
+    dev = N.default_device()
+    net = net.to(dev)
+    y0 = N._state_tensor(system, data["truth"][-1:], torch.float32).to(dev)
     with torch.no_grad():
         ys = N.rollout(net, y0, n_frames + 1, node.substeps, node.method)[1:, 0]
-        inten = N._forward(system, info["scatter"], ys, torch.as_tensor(data["mask"], dtype=torch.float32))
-    inten = inten.numpy().astype(float)
+        inten = N._forward(system, info["scatter"], ys,
+                           torch.as_tensor(data["mask"], dtype=torch.float32, device=dev))
+    inten = inten.cpu().numpy().astype(float)
+    ys = ys.cpu()
     inten *= float(data["frames"].sum(axis=(1, 2)).mean()) / np.maximum(inten.sum(axis=(1, 2), keepdims=True), 1e-300)
     states = ys.numpy().astype(float)
     return {"states": states[:, 0] if isinstance(system, S.KuramotoParams) else states, "frames": inten,

@@ -51,7 +51,7 @@ from matlake.optional import require_torch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["NODE_VERSION", "NodeParams", "build_network", "train_node", "evaluate", "rollout",
+__all__ = ["NODE_VERSION", "NodeParams", "build_network", "default_device", "train_node", "evaluate", "rollout",
            "normalized_amplitude", "frame_errors"]
 
 NODE_VERSION = "1"
@@ -81,6 +81,11 @@ class NodeParams:
 
 def _torch() -> Any:
     return require_torch("neural-ODE dynamics")
+
+
+def default_device() -> str:
+    """'cuda' when torch sees a GPU, else 'cpu'."""
+    return "cuda" if _torch().cuda.is_available() else "cpu"
 
 
 def build_network(system: KuramotoParams | GrayScottParams, hidden: int) -> "torch.nn.Module":
@@ -196,8 +201,11 @@ def rollout(net: "torch.nn.Module", y0: "torch.Tensor", n_frames: int, substeps:
 
 def train_node(system: KuramotoParams | GrayScottParams, frames: np.ndarray, mask: np.ndarray,
                states: np.ndarray, scatter: ScatterParams, params: NodeParams,
-               device: str = "cpu") -> tuple["torch.nn.Module", dict[str, Any]]:
+               device: str | None = None) -> tuple["torch.nn.Module", dict[str, Any]]:
     """Train the dynamics network on the first ``params.n_train`` diffraction frames.
+
+    ``device``: a torch device; None = ``cuda`` when torch sees a GPU, else ``cpu``
+    (the history records the one used).
 
     ``frames`` (T, H, W) measured/simulated intensities (counts), ``mask`` (H, W) 1 =
     valid, ``states`` the true real-space states, used ONLY as the first state of each
@@ -214,7 +222,7 @@ def train_node(system: KuramotoParams | GrayScottParams, frames: np.ndarray, mas
         raise ValueError(f"n_train/sub_len: expected 2 <= sub_len <= n_train <= {frames.shape[0]}, "
                          f"found sub_len={params.sub_len}, n_train={n_train}")
     dtype = torch.float32
-    dev = torch.device(device)
+    dev = torch.device(device or default_device())
     y_true = _state_tensor(system, states, dtype).to(dev)
     m = torch.as_tensor(np.asarray(mask, dtype=float), dtype=dtype, device=dev)
     obs = torch.as_tensor(np.asarray(frames[:n_train], dtype=float), dtype=dtype, device=dev)
@@ -241,7 +249,7 @@ def train_node(system: KuramotoParams | GrayScottParams, frames: np.ndarray, mas
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-    history = {"loss": losses, "train_seconds": time.perf_counter() - t0}
+    history = {"loss": losses, "train_seconds": time.perf_counter() - t0, "device": str(dev)}
     return net, history
 
 

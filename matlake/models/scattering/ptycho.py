@@ -77,7 +77,7 @@ class PtychoConfig:
     regularization: float = 0.05    # object update: weight of the previous object, x max summed |P|^2
     margin: int = 16                # object pixels around the scanned area
     seed: int = 0                   # for the perturbation of the start only (the method itself is deterministic)
-    device: str = "cpu"
+    device: str | None = None       # torch device; None: cuda when torch sees a GPU, else cpu
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +120,7 @@ class _Model:
         if positions.shape != (data.shape[0], 2):
             raise ValueError(f"positions {positions.shape}, expected ({data.shape[0]}, 2)")
         self.torch = torch
-        self.dev = torch.device(device)
+        self.dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.n = (n0, n1)
         self.offset = margin - np.floor(positions.min(axis=0))
         grid = positions + self.offset
@@ -264,7 +264,8 @@ def _torch() -> Any:
     return require_torch("ptychographic position recovery")
 
 
-def simulate_patterns(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, device: str = "cpu") -> np.ndarray:
+def simulate_patterns(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
+                      device: str | None = None) -> np.ndarray:
     """Far-field intensities |F[P(r)·O(r + r_j)]|² (n, H, W) of ``obj`` (complex, indexed from its pixel
     (0, 0)) at ``positions`` (n, 2; row, column px, fractional allowed) with this module's forward model."""
     torch = _torch()
@@ -282,7 +283,7 @@ def simulate_patterns(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
 
 
 def reconstruct_object(data: np.ndarray, probe: np.ndarray, positions: np.ndarray, iterations: int = 100,
-                       margin: int = 16, device: str = "cpu", probe_from: int = -1) -> PtychoResult:
+                       margin: int = 16, device: str | None = None, probe_from: int = -1) -> PtychoResult:
     """Object (and, with ``probe_from`` >= 0, the probe) from patterns at FIXED positions (px); the
     sanity reference: the final loss is lower with the true positions than with wrong ones."""
     cfg = PtychoConfig(iterations=iterations, warmup=iterations, search_every=0, margin=margin, device=device,
@@ -326,4 +327,4 @@ def recover_positions(data: np.ndarray, probe: np.ndarray, start: np.ndarray,
         final = pos.cpu().numpy().astype(np.float64) - model.offset
         probe_out = torch.fft.ifft2(model.probe_hat).cpu().numpy()
     return PtychoResult(positions=final, object=obj.detach().cpu().numpy(), loss_history=history,
-                        config=cfg.as_dict(), offset=model.offset, probe=probe_out)
+                        config=dict(cfg.as_dict(), device=str(model.dev)), offset=model.offset, probe=probe_out)

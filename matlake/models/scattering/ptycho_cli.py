@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="iterations of the object-only sanity reconstructions (0: skip; default 60)")
     s.add_argument("--probe-from", type=int, default=10,
                    help="refine the stored probe from this iteration on (-1: keep it fixed; default 10)")
-    s.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    s.add_argument("--device", default=None, help="torch device (default: cuda when torch sees a GPU, else cpu)")
     s.add_argument("--as-of", help="snapshot id or tag of the series (default: latest)")
     s.add_argument("--force", action="store_true", help="run and commit again even if this run exists")
     s.set_defaults(func=cmd_ptycho)
