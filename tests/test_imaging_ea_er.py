@@ -103,3 +103,30 @@ def test_ea_and_er_on_generated_movies_are_recorded_reproducible_and_beat_a_thre
               for k in ("accuracy", "mean_iou", "ece", "brier", "nll", "quality_auroc", "aurc")}
     better = "EA" if rows[ea.model_id]["ece"] < rows[er.model_id]["ece"] else "ER"
     print(f"EA vs ER on the held-out movie: {json.dumps(report)}; better calibrated (lower ECE): {better}")
+
+
+def test_cli_evaluates_stored_models_by_id_and_name(tmp_path, capsys):
+    from matlake.platform.cli import main
+
+    import matlake
+
+    root = str(tmp_path / "lake")
+    assert main(["init", root]) == 0
+    assert main(["images", "generate", "--lake", root, "--seed", "4", "--frames", "4", "--size", "32", "32"]) == 0
+    tiny = ["--set", "depth=2", "--set", "base=4", "--set", "epochs=1", "--set", "steps_per_epoch=2",
+            "--set", "batch=2", "--set", "tile=16"]
+    assert main(["images", "train", "--lake", root, "--ensemble", "ER", "--members", "2", "--seed", "3", *tiny]) == 0
+    assert main(["images", "train", "--lake", root, "--ensemble", "EA", *tiny]) == 0
+    with matlake.open(root) as lk:
+        er_id = lk.sql("select model_id from model_versions where version = 1").fetchone()[0]
+    capsys.readouterr()
+    # no --param lake=PATH: a model id and a name:version, next to a baseline
+    assert main(["images", "evaluate", "--lake", root, "--where", "technique = 'generated'", "--model", er_id,
+                 "--model", "unet_ensemble:2", "--baseline", "1", "--name", "by-id"]) == 0
+    text = capsys.readouterr().out
+    assert "unet_ensemble:v1\t2\t" in text and "unet_ensemble:v2\t3\t" in text and "smoothed-threshold-1\t1\t" in text
+    with matlake.open(root) as lk:
+        got = lk.sql("select model_name, model_id, n_members from segmentation_evaluations order by model_name"
+                     ).fetchall()
+        ea_id = lk.sql("select model_id from model_versions where version = 2").fetchone()[0]
+    assert got == [("smoothed-threshold-1", None, 1), ("unet_ensemble:v1", er_id, 2), ("unet_ensemble:v2", ea_id, 3)]

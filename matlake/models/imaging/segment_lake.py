@@ -118,6 +118,9 @@ class UNetEnsembleModule(TorchModelModule):
 
         if frame.empty:
             raise ValueError("no (image, mask) pairs in the training view")
+        # the view's row order depends on how the catalog stored the rows; tiles are drawn by
+        # image index, so a fixed order makes the weights depend only on the data and the seeds
+        frame = frame.sort_values(["subject_id", "mask_id"], kind="stable").reset_index(drop=True)
         net, history = train_ensemble(list(frame["image"]), list(frame["mask"]), self.spec,
                                       device=self.params.get("device"))
         self.params["trained_on"] = {"device": history["device"], "torch": history["torch"]}
