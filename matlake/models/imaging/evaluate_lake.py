@@ -18,6 +18,13 @@ at its version and every stored model version, one ``segmentation_evaluations``
 row per model, one ``phase_fractions`` row per model and frame, and the PNG
 figures as objects (also written to ``out_dir``).
 
+``models`` may also name stored U-net ensembles (model id or ``name[:version]``):
+each is loaded, hash-checked, as a
+:class:`~matlake.models.imaging.segment_lake.EnsemblePredictor` on the same lake
+(:func:`resolve_models`), whose member probabilities the evaluation needs; the stored
+``segmentation_predictions`` maps hold only the ensemble mean and its uncertainty
+maps, not the members, so they are not reused.
+
 A member predictor is any callable ``frames (b, H, W) -> (M, C, b, H, W)``
 member probabilities with attributes ``name``, ``version``, ``parameters``
 (dict) and ``model_id`` (the ``model_versions`` id of a stored model, or None
@@ -48,7 +55,8 @@ from matlake.models.imaging.generator import (
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
 
-__all__ = ["EVALUATOR_NAME", "EVALUATOR_VERSION", "generate_movie_into", "evaluate", "resolve_models", "movie_image_ids",
+__all__ = ["EVALUATOR_NAME", "EVALUATOR_VERSION", "generate_movie_into", "evaluate", "resolve_models",
+           "movie_image_ids",
            "FrameStack"]
 
 EVALUATOR_NAME = "matlake-segmentation-evaluation"

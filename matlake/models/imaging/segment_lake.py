@@ -306,10 +306,10 @@ class EnsemblePredictor:
     member probabilities by sliding-window inference, with ``name``, ``version``,
     ``parameters`` and ``model_id``.
 
-    ``lake`` is a ``Lake`` or its path (so that ``matlake images evaluate --predictor
-    matlake.models.imaging.segment_lake:EnsemblePredictor --param lake=PATH --param
-    model=unet_ensemble`` works); ``model`` a model id or ``name[:version]``.  The
-    artifact is hash-checked when loaded.
+    ``lake`` is a ``Lake`` or its path; ``model`` a model id or ``name[:version]``.
+    :func:`~matlake.models.imaging.evaluate_lake.evaluate` builds one for every model id it
+    is given (``matlake images evaluate --model ID_OR_NAME``).  The artifact is
+    hash-checked when loaded.
     """
 
     def __init__(self, lake: Any, model: str, tile: int = 256, overlap: int = 64, batch_size: int = 4,
