@@ -3,7 +3,7 @@
 - ``matlake images generate [--seed S] [--frames T] [--size H W] [--dose D] [--set NAME=VALUE ...]``
   commits a generated two-phase melting movie with ground-truth masks
   (:func:`~matlake.models.imaging.evaluate_lake.generate_movie_into`);
-- ``matlake images evaluate (--images ID ... | --where SQL) [--baseline SIGMAS ...]
+- ``matlake images evaluate (--images ID ... | --where SQL) [--model ID_OR_NAME ...] [--baseline SIGMAS ...]
   [--predictor package.module:Class --param K=V ...] [--name EVAL] [--out DIR]`` scores member
   predictors against the ground truth and commits ``segmentation_evaluations`` and
   ``phase_fractions`` rows and the PNG figures (:func:`~matlake.models.imaging.evaluate_lake.evaluate`);
@@ -52,6 +52,7 @@ def _models(args: argparse.Namespace) -> list[Any]:
         except ValueError:
             raise ValueError(f"--baseline: expected comma-separated smoothing widths in px, found {text!r}") from None
         models.append(SmoothedThresholdEnsemble(sigmas=sigmas, name=f"smoothed-threshold-{text}"))
+    models.extend(args.model or [])  # stored model versions: loaded by evaluate() on the same lake
     if args.predictor:
         from matlake.platform.modeling import load_module
 
@@ -111,6 +112,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--where", help="SQL condition on micrographs, e.g. \"sample = 'generated-ice-movie-…'\"")
     s.add_argument("--baseline", action="append", metavar="SIGMAS",
                    help="a smoothed-threshold ensemble with these smoothing widths (px), e.g. 1,2,3; repeatable")
+    s.add_argument("--model", action="append", metavar="ID_OR_NAME",
+                   help="a stored U-net ensemble (model id or name[:version]); repeatable")
     s.add_argument("--predictor", metavar="package.module:Class",
                    help="a member-predictor class (callable frames -> (M, C, b, H, W) probabilities)")
     s.add_argument("--param", action="append", metavar="K=V", help="parameter of --predictor")

@@ -18,6 +18,13 @@ at its version and every stored model version, one ``segmentation_evaluations``
 row per model, one ``phase_fractions`` row per model and frame, and the PNG
 figures as objects (also written to ``out_dir``).
 
+``models`` may also name stored U-net ensembles (model id or ``name[:version]``):
+each is loaded, hash-checked, as a
+:class:`~matlake.models.imaging.segment_lake.EnsemblePredictor` on the same lake
+(:func:`resolve_models`), whose member probabilities the evaluation needs; the stored
+``segmentation_predictions`` maps hold only the ensemble mean and its uncertainty
+maps, not the members, so they are not reused.
+
 A member predictor is any callable ``frames (b, H, W) -> (M, C, b, H, W)``
 member probabilities with attributes ``name``, ``version``, ``parameters``
 (dict) and ``model_id`` (the ``model_versions`` id of a stored model, or None
@@ -48,7 +55,8 @@ from matlake.models.imaging.generator import (
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
 
-__all__ = ["EVALUATOR_NAME", "EVALUATOR_VERSION", "generate_movie_into", "evaluate", "movie_image_ids",
+__all__ = ["EVALUATOR_NAME", "EVALUATOR_VERSION", "generate_movie_into", "evaluate", "resolve_models",
+           "movie_image_ids",
            "FrameStack"]
 
 EVALUATOR_NAME = "matlake-segmentation-evaluation"
@@ -266,12 +274,28 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def resolve_models(lake: "Lake", models: Sequence[Any], **predictor_options: Any) -> list[Any]:
+    """Member predictors of ``models``: a string is a stored model version (its id or
+    ``name[:version]``), loaded hash-checked as a
+    :class:`~matlake.models.imaging.segment_lake.EnsemblePredictor` on ``lake``; anything
+    else is already a predictor (e.g. a baseline) and is kept as it is."""
+    out: list[Any] = []
+    for m in models:
+        if isinstance(m, str):
+            from matlake.models.imaging.segment_lake import EnsemblePredictor
+
+            m = EnsemblePredictor(lake, m, **predictor_options)
+        out.append(m)
+    return out
+
+
 def evaluate(lake: "Lake", models: Sequence[Any], image_ids: Sequence[str] | None = None, where: str | None = None,
              *, as_of: int | str | None = None, evaluation: str = "default", phase: str = "ice",
              class_names: Sequence[str] = CLASS_NAMES, n_bins: int = 15, batch: int = 8,
              quality_score: str = "mean_entropy", error_threshold: float | None = None,
              out_dir: str | Path | None = None, force: bool = False) -> dict[str, Any]:
-    """Evaluate member predictors ``models`` on micrographs (``image_ids`` or a SQL ``where`` on
+    """Evaluate ``models`` (member predictors, or stored model ids / ``name[:version]``,
+    see :func:`resolve_models`) on micrographs (``image_ids`` or a SQL ``where`` on
     ``micrographs``) at ``as_of`` against their ground-truth masks, and commit the results.
 
     ``phase`` names the class whose area fraction is tracked (a name of the masks'
@@ -290,6 +314,7 @@ def evaluate(lake: "Lake", models: Sequence[Any], image_ids: Sequence[str] | Non
 
     if not models:
         raise ValueError("evaluate: expected at least one model, found none")
+    models = resolve_models(lake, models)
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate: expected distinct model names, found {names}")

@@ -118,6 +118,9 @@ class UNetEnsembleModule(TorchModelModule):
 
         if frame.empty:
             raise ValueError("no (image, mask) pairs in the training view")
+        # the view's row order depends on how the catalog stored the rows; tiles are drawn by
+        # image index, so a fixed order makes the weights depend only on the data and the seeds
+        frame = frame.sort_values(["subject_id", "mask_id"], kind="stable").reset_index(drop=True)
         net, history = train_ensemble(list(frame["image"]), list(frame["mask"]), self.spec,
                                       device=self.params.get("device"))
         self.params["trained_on"] = {"device": history["device"], "torch": history["torch"]}
@@ -303,10 +306,10 @@ class EnsemblePredictor:
     member probabilities by sliding-window inference, with ``name``, ``version``,
     ``parameters`` and ``model_id``.
 
-    ``lake`` is a ``Lake`` or its path (so that ``matlake images evaluate --predictor
-    matlake.models.imaging.segment_lake:EnsemblePredictor --param lake=PATH --param
-    model=unet_ensemble`` works); ``model`` a model id or ``name[:version]``.  The
-    artifact is hash-checked when loaded.
+    ``lake`` is a ``Lake`` or its path; ``model`` a model id or ``name[:version]``.
+    :func:`~matlake.models.imaging.evaluate_lake.evaluate` builds one for every model id it
+    is given (``matlake images evaluate --model ID_OR_NAME``).  The artifact is
+    hash-checked when loaded.
     """
 
     def __init__(self, lake: Any, model: str, tile: int = 256, overlap: int = 64, batch_size: int = 4,
