@@ -555,6 +555,10 @@ class Lake:
                 select(cat.LakeState.last_snapshot).where(cat.LakeState.id == 1).with_for_update()
             ).scalar_one()
             if int(last) > base and written:
+                # A source another process committed meanwhile is a DuplicateSource (ingest drops
+                # it and commits the rest), not a version clash to rebase: its rows carry the same
+                # record ids, and rebasing would only race that process again.
+                self._check_ledger(conn, cs)
                 self._check_versions(conn, cs, written, base)
             sid = int(last) + 1
             conn.execute(insert(cat.Snapshot).values(snapshot_id=sid, created_at=now, kind=cs.kind, message=cs.message))
@@ -605,6 +609,20 @@ class Lake:
             conn.execute(update(cat.LakeState).where(cat.LakeState.id == 1).values(last_snapshot=sid))
             _fault("in_transaction")
             return sid
+
+    def _check_ledger(self, conn, cs: ChangeSet) -> None:
+        """Inside the commit transaction (lock held): raise :class:`DuplicateSource` when a
+        ledger key of this change set is already registered."""
+        if not cs.ledger:
+            return
+        keys = {(r["sha256"], r["parser"], r["parser_version"], r["attempt_key"]) for r in cs.ledger}
+        found = conn.execute(select(cat.LedgerEntry.sha256, cat.LedgerEntry.parser, cat.LedgerEntry.parser_version,
+                                    cat.LedgerEntry.attempt_key)
+                             .where(cat.LedgerEntry.sha256.in_(sorted({k[0] for k in keys})))).all()
+        dup = sorted(tuple(r) for r in found if tuple(r) in keys)
+        if dup:
+            raise DuplicateSource(f"a source in this batch was committed by another process: {dup[0][0]} "
+                                  f"(parser {dup[0][1]} {dup[0][2]}) and {len(dup) - 1} more")
 
     def _check_versions(self, conn, cs: ChangeSet, written: list[dict[str, Any]], base: int) -> None:
         """Inside the commit transaction (lock held): refuse the commit if a data file
