@@ -17,24 +17,8 @@ inside the commands: every ``matlake`` invocation imports this module.
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 KINDS = ("rf", "gb", "gp", "mlp")
-
-
-def _regressor_params(pairs: list[str] | None) -> dict[str, Any]:
-    """K=V pairs with JSON values where they parse (numbers, lists), else strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param: expected KEY=VALUE, found {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def cmd_element_table(args: argparse.Namespace) -> int:
@@ -62,11 +46,11 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from matlake.models.materials.models_lake import train_property
-    from matlake.platform.cli import _lake
+    from matlake.platform.cli import _kv, _lake
 
     info = train_property(_lake(args), args.dataset, args.target, args.fidelity, args.kind, as_of=args.as_of,
                           featurizer=args.featurizer, group_by=args.group_by, cv_folds=args.cv_folds,
-                          cv_seed=args.cv_seed, seed=args.seed, regressor=_regressor_params(args.param))
+                          cv_seed=args.cv_seed, seed=args.seed, regressor=_kv(args.param))
     m = info.metrics
     print(f"{info.name} v{info.version} ({info.model_id}) on snapshot {info.snapshot_id}: n={info.n_train} "
           f"CV RMSE {m['cv_rmse']:.4g} MAE {m['cv_mae']:.4g} R2 {m['cv_r2']:.3f} | mean predictor RMSE "
@@ -79,10 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_levels(args: argparse.Namespace) -> int:
     from matlake.models.materials.models_lake import train_levels
-    from matlake.platform.cli import _lake
+    from matlake.platform.cli import _kv, _lake
 
     rows = train_levels(_lake(args), args.dataset, args.kind, args.fidelity, group_by=args.group_by or None,
-                        predict=not args.no_predict, as_of=args.as_of, regressor=_regressor_params(args.param))
+                        predict=not args.no_predict, as_of=args.as_of, regressor=_kv(args.param))
     print(f"{args.kind} on {args.dataset} ({args.fidelity}-trained, {args.fidelity}-evaluated), 5-fold CV, eV:")
     print(f"{'level':<16}{'n':>5}{'RMSE':>8}{'MAE':>8}{'R2':>7}{'mean RMSE':>11}{'mean MAE':>10}"
           + (f"{'grouped RMSE':>14}" if args.group_by else "") + "  model")
