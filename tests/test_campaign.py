@@ -346,3 +346,21 @@ def test_shipped_example_spec_and_its_generated_table():
     t = (1.88 + 2.20) / (math.sqrt(2) * (1.19 + 2.20))
     assert v["gap"][0] == pytest.approx(1.35, abs=1e-9)
     assert v["dhd"][0] == pytest.approx(2.0 * (t - 0.9) ** 2 - 0.06 + 0.05 * 0.2, abs=1e-9)
+
+
+def test_record_ids_hashed_in_duckdb_equal_derived_record_id():
+    """Campaign record ids are hashed in bulk inside DuckDB; they must stay byte-for-byte the
+    ids that ``derived_record_id`` gives, or a re-run would add records instead of versions."""
+    import pyarrow as pa
+
+    from matlake.models.base import derived_record_id
+
+    ids = [f"c{i}-é'\"" for i in range(3000)]
+    props = pa.array(["band_gap", "e_hull", "ü"] * 1000)
+    for name in ("demo", "it's a\x00b ünïcode"):
+        assert cl._rids(name, ids).to_pylist() == [derived_record_id(f"campaign:{name}", c) for c in ids]
+        assert cl._rids(name, pa.chunked_array([ids[:7], ids[7:]]), "score:", props).to_pylist() == [
+            derived_record_id(f"campaign:{name}", c, f"score:{p}") for c, p in zip(ids, props.to_pylist())]
+        assert cl._rids(name, pa.array(ids[:5]), "rank").to_pylist() == [
+            derived_record_id(f"campaign:{name}", c, "rank") for c in ids[:5]]
+    assert cl._rids("demo", []).to_pylist() == []

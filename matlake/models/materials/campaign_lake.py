@@ -70,11 +70,42 @@ class ModuleScorer:
         return out["value"].to_numpy(float), np.asarray(unc, float)
 
 
-def _rids(campaign: str, candidate_ids: Sequence[str], what: str = "") -> pa.Array:
-    """``derived_record_id(f"campaign:{campaign}", candidate_id, what)`` of many candidates."""
-    prefix = f"campaign:{campaign}\x00"
-    return pa.array([hashlib.sha256(f"{prefix}{c}\x00{what}".encode()).hexdigest()[:32] for c in candidate_ids],
-                    pa.string())
+def _rids(campaign: str, candidate_ids: Sequence[str] | pa.Array | pa.ChunkedArray, what: str = "",
+          per_row: pa.Array | pa.ChunkedArray | None = None) -> pa.Array:
+    """``derived_record_id(f"campaign:{campaign}", candidate_id, what + per_row)`` of many candidates.
+
+    Hashed inside DuckDB (``sha256`` of the same UTF-8 bytes that hashlib sees): a 10^6-candidate
+    campaign needs several million ids, and a Python string and hash object per row made the
+    ids cost more than the commit that stores them.  Row order is kept (DuckDB preserves the
+    insertion order of a projection without ORDER BY).
+    """
+    import duckdb
+
+    from matlake.platform.query import to_arrow_table
+
+    ids = candidate_ids if isinstance(candidate_ids, (pa.Array, pa.ChunkedArray)) else pa.array(
+        list(candidate_ids), pa.string())
+    if len(ids) == 0:
+        return pa.array([], pa.string())
+    columns = {"c": ids}
+    key = _sql_text(what)
+    if per_row is not None:
+        columns["w"] = per_row
+        key = f"{key} || w"
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("ids", pa.table(columns))
+        rel = con.sql(f"select left(sha256({_sql_text('campaign:' + campaign)} || chr(0) || c || chr(0) || {key}), 32)"
+                      " as r from ids")
+        return to_arrow_table(rel).column("r").combine_chunks()
+    finally:
+        con.close()
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as a DuckDB string literal (NUL bytes through ``chr(0)``, which a literal cannot hold)."""
+    parts = ["'" + part.replace("'", "''") + "'" for part in value.split("\x00")]
+    return " || chr(0) || ".join(parts)
 
 
 def resolve_model(lake: "Lake", ref: cp.ModelRef) -> "ModelInfo":
@@ -167,29 +198,23 @@ def commit_outputs(lake: "Lake", spec: cp.CampaignSpec, out: cp.CampaignOutputs,
     for mid in sorted(set(model_ids.values())):
         act.used("model", mid)
     n = out.candidates.num_rows
-    cids = out.candidates.column("candidate_id").to_pylist()
-    cand_rid = dict(zip(cids, _rids(spec.name, cids).to_pylist()))
     run_cols = {"run_id": pa.array([run_id] * n, pa.string()), "campaign": pa.array([spec.name] * n, pa.string())}
 
-    def with_run(t: pa.Table, what: str | None, subject: bool = True) -> pa.Table:
-        ids = t.column("candidate_id").to_pylist()
+    def with_run(t: pa.Table, what: str | None, subject: bool = True, per_row: pa.Array | None = None) -> pa.Table:
+        ids = t.column("candidate_id")
         m = len(ids)
-        cols = {"record_id": _rids(spec.name, ids, what) if what is not None else pa.array([cand_rid[i] for i in ids]),
+        candidate_rid = _rids(spec.name, ids)  # the candidate record's id: every other row's subject
+        cols = {"record_id": candidate_rid if what is None else _rids(spec.name, ids, what, per_row),
                 "run_id": run_cols["run_id"].slice(0, m) if m <= n else pa.array([run_id] * m),
                 "campaign": run_cols["campaign"].slice(0, m) if m <= n else pa.array([spec.name] * m)}
         if subject:
-            cols["subject_id"] = pa.array([cand_rid[i] for i in ids], pa.string())
+            cols["subject_id"] = candidate_rid
         for name in t.column_names:
             cols[name] = t.column(name)
         return pa.table(cols)
 
-    scores = out.scores
-    score_rids = pa.array([hashlib.sha256(f"campaign:{spec.name}\x00{c}\x00score:{p}".encode()).hexdigest()[:32]
-                           for c, p in zip(scores.column("candidate_id").to_pylist(),
-                                           scores.column("property").to_pylist())], pa.string())
-    scores_t = with_run(scores, "").set_column(0, "record_id", score_rids)
     cs.add_rows("campaign_candidates", with_run(out.candidates, None, subject=False), act)
-    cs.add_rows("campaign_scores", scores_t, act)
+    cs.add_rows("campaign_scores", with_run(out.scores, "score:", per_row=out.scores.column("property")), act)
     cs.add_rows("campaign_decisions", with_run(out.decisions, "decision"), act)
     cs.add_rows("campaign_ranks", with_run(out.ranks, "rank"), act)
     cs.add_rows("campaign_runs", [{
@@ -397,7 +422,7 @@ def propose(lake: "Lake", campaign_or_run: str, budget: int, csv: str | Path | N
     scored = scored_table(lake, run_id, [p])
     todo = cp.next_batch(scored, spec, budget, best, exclude_keys=existing_keys(lake, spec.space, sid))
     m = todo.num_rows
-    ids = todo.column("candidate_id").to_pylist()
+    ids = todo.column("candidate_id")
     rows = pa.table({
         "record_id": _rids(spec.name, ids, f"todo:{p}"), "run_id": pa.array([run_id] * m, pa.string()),
         "campaign": pa.array([spec.name] * m, pa.string()), "subject_id": _rids(spec.name, ids),
