@@ -263,6 +263,18 @@ def _temperature_to_k(values: np.ndarray, unit: str, where: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- spectrum assembly
 
+def _sorted_median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-d float array (the middle value, or the mean of the two middle ones;
+    NaN if any is NaN), by one sort: np.median's general machinery cost more than the whole rest of
+    the CSV detector, which runs on every file a re-ingest has to decide."""
+    s = np.sort(values)
+    n = s.size
+    if n == 0 or np.isnan(s[-1]):  # NaN sorts last
+        return float("nan")
+    mid = n // 2
+    return float(s[mid]) if n % 2 else float((s[mid - 1] + s[mid]) / 2)
+
+
 def _sweep_starts(f: np.ndarray) -> list[int]:
     """Indices where a new frequency sweep starts.
 
@@ -276,10 +288,10 @@ def _sweep_starts(f: np.ndarray) -> list[int]:
     nonzero = steps[steps != 0]
     if nonzero.size == 0:
         return [0]
-    direction = np.sign(np.median(nonzero))
+    direction = np.sign(_sorted_median(nonzero))
     if direction == 0:
         direction = np.sign(nonzero[0])
-    typical = np.median(np.abs(nonzero))
+    typical = _sorted_median(np.abs(nonzero))
     jumps = np.flatnonzero((np.sign(steps) == -direction) & (np.abs(steps) > 1.5 * typical))
     return [0] + [int(j) + 1 for j in jumps]
 
@@ -343,7 +355,8 @@ def _delimiter(lines: list[str]) -> str | None:
     """Field delimiter of a table: tab, ';', ',' or whitespace (None)."""
     sample = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")][-30:]
     for cand in ("\t", ";", ","):
-        counts = [len(_fields(ln, cand)) for ln in sample]
+        # a sample line (never blank) without the candidate is one field: no need to split it
+        counts = [len(_fields(ln, cand)) if cand in ln else 1 for ln in sample]
         mode = max(set(counts), key=counts.count) if counts else 0
         # most lines agree (a ragged or cut line must not change the delimiter)
         if mode >= 3 and counts.count(mode) >= 0.8 * len(counts):
