@@ -356,12 +356,22 @@ def _delimiter(lines: list[str]) -> str | None:
     sample = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")][-30:]
     for cand in ("\t", ";", ","):
         # a sample line (never blank) without the candidate is one field: no need to split it
-        counts = [len(_fields(ln, cand)) if cand in ln else 1 for ln in sample]
+        counts = [_field_count(ln, cand) if cand in ln else 1 for ln in sample]
         mode = max(set(counts), key=counts.count) if counts else 0
         # most lines agree (a ragged or cut line must not change the delimiter)
         if mode >= 3 and counts.count(mode) >= 0.8 * len(counts):
             return cand
     return None
+
+
+def _field_count(line: str, delim: str | None) -> int:
+    """``len(_fields(line, delim))`` without stripping every field (the delimiter guess splits
+    30 lines three ways for every file a re-ingest decides)."""
+    parts = line.split(delim) if delim else line.split()
+    n = len(parts)
+    while n and not parts[n - 1].strip():  # trailing delimiter
+        n -= 1
+    return n
 
 
 def _fields(line: str, delim: str | None) -> list[str]:

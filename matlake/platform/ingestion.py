@@ -829,6 +829,7 @@ class _Triage:
     limit: int = field(default_factory=max_source_bytes)
     shas: frozenset[str] = frozenset()
     keyed: dict[str, bool] = field(default_factory=dict)  # parser name -> keyed_by_options, looked up once
+    plain_attempts: dict[str, str] = field(default_factory=dict)  # kind -> attempt key without options
 
     def __post_init__(self) -> None:
         if self.sizes is not None:
@@ -849,7 +850,11 @@ class _Triage:
         if parser not in self.keyed:
             self.keyed[parser] = _keyed_by_options(parser)
         ok_key = success_key(parser, item.options) if self.keyed[parser] else OK_KEY
-        tried = attempt_key(item.kind, item.options)
+        if item.options:
+            tried = attempt_key(item.kind, item.options)
+        else:  # the common case, one JSON digest per run instead of one per file
+            tried = self.plain_attempts.get(item.kind) or self.plain_attempts.setdefault(
+                item.kind, attempt_key(item.kind, {}))
         done = self.known.get((sha, parser, version, ok_key))
         if done is None:
             done = self.known.get((sha, parser, version, tried))
