@@ -529,11 +529,18 @@ def _detect_csv(head: bytes, filename: str) -> bool:
         return True
     # Header-less: three numeric columns are anything; a sweep is monotone and log-spaced over > 1 decade.
     try:
-        f = np.array([_float(r[cols["freq"][0]], "f", comma=t.comma) for _, r in t.rows if r])
+        freq = [_float(r[cols["freq"][0]], "f", comma=t.comma) for _, r in t.rows if r]
     except ParseError:
         return False
-    if (f <= 0).any():
+    if any(x <= 0 for x in freq):
         return False
+    # One strictly monotone sweep (the usual file) is decided on the Python floats (the same
+    # doubles; small numpy calls cost more than this detector's other work): _sweep_starts would
+    # find no other start, since log10 keeps the order and only a step against the sweep starts one.
+    pairs = list(zip(freq, freq[1:]))
+    if len(freq) >= 3 and (all(b > a for a, b in pairs) or all(b < a for a, b in pairs)):
+        return max(freq) / min(freq) >= 10
+    f = np.array(freq)
     starts = _sweep_starts(f) + [len(f)]
     for a, b in zip(starts[:-1], starts[1:]):
         d = np.diff(f[a:b])
