@@ -274,6 +274,9 @@ def install_probes(probe: Probe) -> None:
     probe.patch(ingestion, "path_cache", "path cache (catalog read + write)")
     probe.patch(ingestion, "remember_paths", "path cache (catalog read + write)")
     probe.patch(ingestion, "triage", "triage in the parent (stat, 8 KiB head, detect)")
+    # since the parent also hashes files of sizes the ledger knows: _decide (the same bucket, counted once)
+    probe.patch(ingestion, "_decide", "triage in the parent (stat, 8 KiB head, detect)")
+    probe.patch(ingestion, "_process_got", "process_source")  # bytes the parent read, parsed there
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
     probe.patch(objects.ObjectStore, "put", "object store put (raw bytes)")
     probe.patch(objects.Spool, "keep", "object store put (raw bytes)")

@@ -38,7 +38,27 @@ def _no_parsing(monkeypatch) -> list[str]:
         raise AssertionError(f"{item.path} was read and parsed again")
 
     monkeypatch.setattr(ingestion, "process_source", refuse)
+    monkeypatch.setattr(ingestion, "_process_got", refuse)  # bytes the parent read, parsed in the parent
     return called
+
+
+def _forget_paths(lake) -> None:
+    """Empty the path cache: a lake from before it, or every file copied or touched since."""
+    with lake.engine.begin() as conn:
+        conn.execute(cat.PathStamp.__table__.delete())
+
+
+def _no_pool(monkeypatch) -> None:
+    def no_pool(*a, **k):
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(ingestion, "worker_pool", no_pool)
+
+
+def _same_size_other_bytes(text: str) -> str:
+    changed = text.replace("1", "2", 1) if "1" in text else text.replace("0", "9", 1)
+    assert changed != text and len(changed) == len(text)
+    return changed
 
 
 def test_unchanged_files_are_decided_from_the_cache_without_parsing_or_a_pool(lake, tmp_path, monkeypatch):
@@ -65,6 +85,150 @@ def test_unchanged_files_are_decided_from_the_cache_without_parsing_or_a_pool(la
     assert (again.new, again.unchanged, again.failed) == (0, 6, 0)
     assert {o.prior for o in again.outcomes} == {"ok"}
     assert [o.sha256 for o in again.outcomes] == [o.sha256 for o in first.outcomes]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_noop_with_an_empty_path_cache_is_decided_in_the_parent(lake, tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    files = write_eis_files(tmp_path / "src", 0, 6)
+    first = lake.ingest(files, progress=False)
+    assert first.new == 6
+    _forget_paths(lake)
+    called = _no_parsing(monkeypatch)
+    _no_pool(monkeypatch)
+    hashed: list[str] = []
+    real_hash = ingestion._hash_file
+
+    def hash_file(path):
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(ingestion, "_hash_file", hash_file)
+    again = lake.ingest(files, workers=workers, progress=False)
+    assert (again.new, again.unchanged, again.failed, again.errors, called) == (0, 6, 0, 0, [])
+    assert {o.prior for o in again.outcomes} == {"ok"}
+    assert [o.sha256 for o in again.outcomes] == [o.sha256 for o in first.outcomes]
+    assert sorted(hashed) == sorted(str(p.resolve()) for p in files)  # each read once, here
+    # The path cache is written again, so the next run reads nothing.
+    assert _stamps(lake) == {o.path: o.sha256 for o in first.outcomes}
+    hashed.clear()
+
+    def no_reading(*a, **k):
+        raise AssertionError("a cached file was opened")
+
+    monkeypatch.setattr(ingestion, "_file_content_head", no_reading)
+    third = lake.ingest(files, workers=workers, progress=False)
+    assert (third.unchanged, hashed) == (6, [])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_same_size_other_bytes_without_a_cache_entry_are_parsed_again(lake, tmp_path, monkeypatch, workers):
+    import hashlib
+
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    files = write_eis_files(tmp_path / "src", 0, 3)
+    lake.ingest(files, progress=False)
+    _forget_paths(lake)
+    target = files[0]
+    changed = _same_size_other_bytes(target.read_text())
+    target.write_text(changed)
+    reads: list[str] = []
+    real_read = ingestion._read_source
+
+    def read_source(item, *a, **k):
+        reads.append(item.path)
+        return real_read(item, *a, **k)
+
+    monkeypatch.setattr(ingestion, "_read_source", read_source)
+    _no_pool(monkeypatch)  # one file to parse: no pool for it
+    r = lake.ingest(files, workers=workers, progress=False)
+    assert (r.new, r.unchanged, r.failed, r.errors) == (1, 2, 0, 0)
+    by_path = {o.path: o for o in r.outcomes}
+    got = by_path[str(target.resolve())]
+    assert (got.status, got.sha256) == ("ok", hashlib.sha256(changed.encode()).hexdigest())
+    assert lake.sql(f"select status from ledger where sha256 = '{got.sha256}'").fetchall() == [("ok",)]
+    # One worker parses the bytes the parent hashed; with more, the process that parses reads them itself.
+    assert reads == ([] if workers == 1 else [str(target.resolve())])
+
+
+def test_a_file_changed_between_stat_and_read_is_decided_by_its_new_bytes(lake, tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    files = write_eis_files(tmp_path / "src", 0, 4)
+    lake.ingest(files, progress=False)
+    _forget_paths(lake)
+    # files[0] becomes a copy of files[3] (bytes the ledger has), files[1] new bytes of the same size,
+    # each after the parent's stat and before its read.
+    new_text = {files[0]: files[3].read_text(), files[1]: _same_size_other_bytes(files[1].read_text())}
+    pending = {str(p.resolve()): text for p, text in new_text.items()}
+    real_hash = ingestion._hash_file
+
+    def change_then_hash(path):
+        if path in pending:
+            Path(path).write_text(pending.pop(path))
+        return real_hash(path)
+
+    monkeypatch.setattr(ingestion, "_hash_file", change_then_hash)
+    r = lake.ingest(files, progress=False)
+    assert pending == {}  # both were changed under the parent
+    assert (r.new, r.unchanged, r.failed, r.errors) == (1, 3, 0, 0)
+    by_path = {o.path: o for o in r.outcomes}
+    for p, text in new_text.items():
+        o = by_path[str(p.resolve())]
+        assert o.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert by_path[str(files[0].resolve())].status == "unchanged"
+    assert by_path[str(files[1].resolve())].status == "ok"
+    # The cache holds, for each path, the bytes there now under the stamp they have now (or nothing).
+    ps = cat.PathStamp
+    with lake.engine.connect() as conn:
+        rows = conn.execute(select(ps.path, ps.sha256, ps.device, ps.inode, ps.size, ps.mtime_ns,
+                                   ps.ctime_ns)).all()
+    for path, sha, *stamp in rows:
+        assert sha == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        assert ingestion.FileStamp(*stamp) == ingestion.FileStamp.of(os.stat(path))
+
+
+def test_new_files_of_a_size_the_ledger_lacks_are_read_once_by_the_parser(sqlite_lake, tmp_path, monkeypatch):
+    from tests.workers import eis_csv
+
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    sqlite_lake.ingest(write_eis_files(tmp_path / "old", 0, 2), progress=False)
+    new = []
+    for seed in (10, 11):
+        p = tmp_path / "new" / f"long_{seed}.csv"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(eis_csv(seed, n_points=31))  # another length: a size no ledger row has
+        new.append(p)
+    hashed: list[str] = []
+    real_hash = ingestion._hash_file
+
+    def hash_file(path):
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(ingestion, "_hash_file", hash_file)
+    r = sqlite_lake.ingest(new, progress=False)
+    assert (r.new, hashed) == (2, [])  # not read to be decided: read once, where they were parsed
+
+
+def test_unreadable_paths_of_a_noop_are_decided_in_the_parent(lake, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingestion, "RACY_NS", 0)
+    folder = tmp_path / "src"
+    files = write_eis_files(folder, 0, 3)
+    os.mkfifo(folder / "pipe.csv")
+    (folder / "gone.csv").symlink_to(tmp_path / "moved-away.csv")
+    first = lake.ingest([folder], progress=False)
+    assert (first.new, first.failed) == (3, 2)
+    _forget_paths(lake)
+    _no_parsing(monkeypatch)
+    _no_pool(monkeypatch)
+    again = lake.ingest([folder], workers=2, progress=False)
+    assert (again.new, again.unchanged, again.failed, again.still_failed) == (0, 3, 2, 2)
+    assert sorted(o.message for o in again.outcomes if o.status == "failed") == sorted(
+        o.message for o in first.outcomes if o.status == "failed")
+    assert lake.sql("select count(*) from ledger").fetchone() == (5,)  # nothing recorded twice
+    assert {o.path for o in again.outcomes if o.status == "unchanged"} == {str(p.resolve()) for p in files}
 
 
 def test_a_cached_path_tried_with_another_kind_is_detected_again_from_its_head(sqlite_lake, tmp_path, monkeypatch):

@@ -258,6 +258,11 @@ def test_unreadable_file_is_retried_and_a_transient_catalog_error_too(sqlite_lak
     monkeypatch.setattr(ingestion, "ingest", real_ingest)
     monkeypatch.setattr(ingestion, "process_source", lambda item, root, known: real_process(
         ingestion.SourceItem(item.path + ".gone", item.kind, item.options), root, known))
+
+    def unreadable(path):  # the parent, which reads files of a size the ledger knows, cannot read them either
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(ingestion, "_hash_file", unreadable)
     put(raw, EIS[2])
     res = J.run_job(sqlite_lake, make_job(sqlite_lake, retries=1), backoff=0.01)
     assert (res.new, res.failed) == (0, 3)

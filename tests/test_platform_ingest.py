@@ -183,15 +183,17 @@ def test_parallel_reingest_sends_the_ledger_once_per_worker_not_with_every_file(
 
     rows_before = ledger_rows()
     seen = _watch_pools(monkeypatch)
-    again = sqlite_lake.ingest(files, workers=2, progress=False)
-    assert (again.new, again.unchanged, again.failed, again.errors) == (0, 12, 0, 0)
-    assert all(o.status == "unchanged" and o.prior == "ok" for o in again.outcomes)
-    assert ledger_rows() == rows_before
+    # A no-op is decided in the parent (no pool); 12 new files of the same sizes are parsed by the pool.
+    more = write_eis_files(tmp_path / "src", 12, 12)
+    again = sqlite_lake.ingest(files + more, workers=2, progress=False)
+    assert (again.new, again.unchanged, again.failed, again.errors) == (12, 12, 0, 0)
+    assert all(o.status == "unchanged" and o.prior == "ok" for o in again.outcomes[:12])
+    assert ledger_rows() == rows_before + 12
     # One pool of 2 workers, started with the whole ledger index ...
     [(size, known)] = seen["pools"]
     assert size == 2 and len(known) == rows_before
     shas = {sha for (sha, _parser, _version, _attempt) in known}
-    assert shas == {o.sha256 for o in again.outcomes}
+    assert shas == {o.sha256 for o in first.outcomes}
     # ... and 12 tasks, each carrying its file and no key of the ledger.
     assert len(seen["tasks"]) == 12
     for task in seen["tasks"]:
@@ -207,7 +209,7 @@ def test_parse_pool_is_sized_to_the_files_and_not_started_for_one(sqlite_lake, t
     assert one.new == 1 and seen["pools"] == []
     rest = sqlite_lake.ingest(files, workers=8, progress=False)
     assert (rest.new, rest.unchanged) == (2, 1)
-    assert [size for size, _known in seen["pools"]] == [3]
+    assert [size for size, _known in seen["pools"]] == [2]  # the unchanged one is decided in the parent
     assert {o.path for o in rest.outcomes} == {str(p.resolve()) for p in files}
 
 
@@ -243,6 +245,30 @@ def test_expand_paths_is_recursive_sorted_and_skips_hidden(tmp_path):
     assert got == ["a/b/x.cif", "a/y.cif"]
     with pytest.raises(FileNotFoundError, match="no such file"):
         ingestion.expand_paths([tmp_path / "missing"])
+
+
+def test_sources_are_recorded_under_the_path_resolve_gives(tmp_path, monkeypatch):
+    """The recorded path (one realpath per folder) is ``Path.resolve()``'s, and a broken link's own."""
+    import os
+    from pathlib import Path
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "sub/c.csv"):
+        (src / name).write_text("x")
+    (tmp_path / "linked").symlink_to(src)  # a folder reached through a link
+    (src / "ln.csv").symlink_to(src / "a.csv")  # a file that is a link
+    (src / "broken.csv").symlink_to(tmp_path / "gone.csv")
+    os.mkfifo(src / "pipe.csv")
+    monkeypatch.chdir(tmp_path)
+    for given in ([src], [Path("linked")], [Path("src/../linked/sub")],
+                  [Path("linked/a.csv"), Path("src/ln.csv"), Path("./src/broken.csv"), src / "pipe.csv"]):
+        files = ingestion.expand_paths(given)
+        real_dirs: dict[str, str] = {}
+        got = [ingestion._source_path(p, real_dirs) for p in files]
+        assert got == [str(p.resolve() if p.exists() else p.absolute()) for p in files]
+    assert ingestion._source_path(Path("src/broken.csv"), {}) == str(tmp_path / "src" / "broken.csv")
+    assert ingestion._source_path(Path("linked/b.csv"), {}) == str(src.resolve() / "b.csv")
 
 
 def test_ledger_records_parser_and_record_ids(sqlite_lake, dft_dir):

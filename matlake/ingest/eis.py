@@ -263,6 +263,18 @@ def _temperature_to_k(values: np.ndarray, unit: str, where: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- spectrum assembly
 
+def _sorted_median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-d float array (the middle value, or the mean of the two middle ones;
+    NaN if any is NaN), by one sort: np.median's general machinery cost more than the whole rest of
+    the CSV detector, which runs on every file a re-ingest has to decide."""
+    s = np.sort(values)
+    n = s.size
+    if n == 0 or np.isnan(s[-1]):  # NaN sorts last
+        return float("nan")
+    mid = n // 2
+    return float(s[mid]) if n % 2 else float((s[mid - 1] + s[mid]) / 2)
+
+
 def _sweep_starts(f: np.ndarray) -> list[int]:
     """Indices where a new frequency sweep starts.
 
@@ -276,10 +288,10 @@ def _sweep_starts(f: np.ndarray) -> list[int]:
     nonzero = steps[steps != 0]
     if nonzero.size == 0:
         return [0]
-    direction = np.sign(np.median(nonzero))
+    direction = np.sign(_sorted_median(nonzero))
     if direction == 0:
         direction = np.sign(nonzero[0])
-    typical = np.median(np.abs(nonzero))
+    typical = _sorted_median(np.abs(nonzero))
     jumps = np.flatnonzero((np.sign(steps) == -direction) & (np.abs(steps) > 1.5 * typical))
     return [0] + [int(j) + 1 for j in jumps]
 
@@ -343,12 +355,23 @@ def _delimiter(lines: list[str]) -> str | None:
     """Field delimiter of a table: tab, ';', ',' or whitespace (None)."""
     sample = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")][-30:]
     for cand in ("\t", ";", ","):
-        counts = [len(_fields(ln, cand)) for ln in sample]
+        # a sample line (never blank) without the candidate is one field: no need to split it
+        counts = [_field_count(ln, cand) if cand in ln else 1 for ln in sample]
         mode = max(set(counts), key=counts.count) if counts else 0
         # most lines agree (a ragged or cut line must not change the delimiter)
         if mode >= 3 and counts.count(mode) >= 0.8 * len(counts):
             return cand
     return None
+
+
+def _field_count(line: str, delim: str | None) -> int:
+    """``len(_fields(line, delim))`` without stripping every field (the delimiter guess splits
+    30 lines three ways for every file a re-ingest decides)."""
+    parts = line.split(delim) if delim else line.split()
+    n = len(parts)
+    while n and not parts[n - 1].strip():  # trailing delimiter
+        n -= 1
+    return n
 
 
 def _fields(line: str, delim: str | None) -> list[str]:
@@ -506,11 +529,18 @@ def _detect_csv(head: bytes, filename: str) -> bool:
         return True
     # Header-less: three numeric columns are anything; a sweep is monotone and log-spaced over > 1 decade.
     try:
-        f = np.array([_float(r[cols["freq"][0]], "f", comma=t.comma) for _, r in t.rows if r])
+        freq = [_float(r[cols["freq"][0]], "f", comma=t.comma) for _, r in t.rows if r]
     except ParseError:
         return False
-    if (f <= 0).any():
+    if any(x <= 0 for x in freq):
         return False
+    # One strictly monotone sweep (the usual file) is decided on the Python floats (the same
+    # doubles; small numpy calls cost more than this detector's other work): _sweep_starts would
+    # find no other start, since log10 keeps the order and only a step against the sweep starts one.
+    pairs = list(zip(freq, freq[1:]))
+    if len(freq) >= 3 and (all(b > a for a, b in pairs) or all(b < a for a, b in pairs)):
+        return max(freq) / min(freq) >= 10
+    f = np.array(freq)
     starts = _sweep_starts(f) + [len(f)]
     for a, b in zip(starts[:-1], starts[1:]):
         d = np.diff(f[a:b])

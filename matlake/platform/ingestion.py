@@ -11,10 +11,11 @@ batch, one catalog transaction per batch.
 
 Re-ingesting bytes already seen by the same parser version is a no-op; a
 newer parser version re-parses and adds version n+1 of the same records.
-The parent decides most no-ops before any worker starts (:func:`triage`): a
+The parent decides no-ops before any worker starts (:func:`_decide`): a
 path whose stat stamp matches the path cache (``path_stamps``, see
-:class:`FileStamp`) reuses its cached sha256 and parser without being read,
-and the pool is sized to the files left.  A
+:class:`FileStamp`) reuses its cached sha256 and parser without being read; a
+file without one is hashed there only when its size is one the ledger knows
+(any other size cannot be unchanged); the pool is sized to the files left.  A
 failure is tried again when the kind or options differ (see
 :func:`attempt_key`); ``matlake retry`` tries errors again as they are.
 """
@@ -22,6 +23,7 @@ failure is tried again when the kind or options differ (see
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gzip
 import hashlib
@@ -95,13 +97,7 @@ def success_key(parser: str, options: Mapping[str, Any]) -> str:
     """Ledger key part of a success: empty (one success per bytes and parser version), or, for a
     parser whose options change what it makes of the same bytes (``keyed_by_options``: a table's
     map), a digest of the options, so the same file read through another map is parsed again."""
-    from matlake.ingest import parser_named
-
-    try:
-        keyed = parser_named(parser).keyed_by_options
-    except KeyError:  # the unknown parser of a failure
-        keyed = False
-    if not keyed:
+    if not _keyed_by_options(parser):
         return OK_KEY
     # Content, not location: the map's parsed content is in the options; where its file was is not.
     content = {k: v for k, v in options.items() if k != "option_files"}
@@ -252,22 +248,60 @@ class IngestReport:
 # --------------------------------------------------------------------------- pure per-file work
 
 
+_MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})  # what Path.exists() calls absent
+
+
+def _stat_kind(path: str | os.PathLike) -> str:
+    """'dir', 'file' (anything else that exists), 'link' (a broken symbolic link) or '' (nothing there),
+    from one ``stat`` where ``Path.is_dir()``, ``exists()`` and ``is_symlink()`` took up to three;
+    other errors (permission) are raised, as those do."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno not in _MISSING_ERRNOS:
+            raise
+        return "link" if os.path.islink(path) else ""
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files named, and files below folders named (recursive, sorted, hidden skipped)."""
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
+        what = _stat_kind(path)
+        if what == "dir":
             for sub in sorted(path.rglob("*")):
                 rel = sub.relative_to(path).parts
-                if (not sub.is_dir() and (sub.exists() or sub.is_symlink())
-                        and not any(part.startswith(".") for part in rel)):
+                if not any(part.startswith(".") for part in rel) and _stat_kind(sub) in ("file", "link"):
                     out.append(sub)  # special files and broken links too: they get a failed ledger row
-        elif path.exists() or path.is_symlink():
+        elif what:
             out.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return out
+
+
+def _source_path(path: Path, real_dirs: dict[str, str] | None = None) -> str:
+    """The path a source is recorded under: ``path.resolve()``, or for a broken link (or a file
+    gone) its absolute path, named as itself (resolving it would name a target that is not there).
+
+    ``real_dirs`` caches the resolved folders (a file that is not a link resolves to its
+    resolved folder plus its name), so a run over many files of few folders resolves each
+    folder once instead of every path component of every file.
+    """
+    text = os.fspath(path)
+    folder, name = os.path.split(text)
+    try:
+        link = stat.S_ISLNK(os.lstat(text).st_mode)
+    except OSError:
+        link = True  # gone: the slow path below says how
+    if link or real_dirs is None or name in ("", ".", ".."):
+        return str(path.resolve() if path.exists() else path.absolute())
+    real = real_dirs.get(folder)
+    if real is None:
+        real = real_dirs[folder] = os.path.realpath(folder or ".")
+    return os.path.join(real, name)
 
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".lzma", ".z")  # names path-based readers would decompress
@@ -357,6 +391,30 @@ def _unread(item: SourceItem, known: LedgerIndex, started: datetime, stamp: tupl
                          prior=known.get(("", UNKNOWN_PARSER, "0", key), ""))
 
 
+def _stat_source(item: SourceItem, known: LedgerIndex, started: datetime, limit: int) -> os.stat_result | SourceOutcome:
+    """The stat of a regular file that may be read, or the failed outcome of one that is not read.
+
+    Whether a path can be read is decided from ``stat`` alone (missing, a broken link, not a
+    regular file, over ``limit`` bytes), so the parent decides it as well as a worker would.
+    """
+    try:
+        st = os.stat(item.path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError) and os.path.islink(item.path):
+            reason = f"broken symbolic link to {os.readlink(item.path)}"
+        return _unread(item, known, started, None, 0, f"cannot read: {reason}")
+    stamp = (st.st_size, st.st_mtime_ns)
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device or other special file")
+        return _unread(item, known, started, stamp, 0, f"cannot read: not a regular file ({what})")
+    if st.st_size > limit:
+        return _unread(item, known, started, stamp, st.st_size,
+                       f"field size: expected at most {limit} bytes (${MAX_SOURCE_ENV}), found {st.st_size}")
+    return st
+
+
 @dataclass
 class _Read:
     """A source read once and hashed: its bytes in memory, or (large) spooled into the store."""
@@ -415,22 +473,10 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex, start
         except Exception as exc:  # noqa: BLE001 - missing, unreadable or corrupt: reported, not raised
             return _unread(item, known, started, None, 0, f"cannot read raw object {item.object_sha}: {exc}")
         return _Read(item.object_sha, len(raw), raw)
-    try:
-        st = os.stat(item.path)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, FileNotFoundError) and os.path.islink(item.path):
-            reason = f"broken symbolic link to {os.readlink(item.path)}"
-        return _unread(item, known, started, None, 0, f"cannot read: {reason}")
+    st = _stat_source(item, known, started, max_source_bytes())
+    if isinstance(st, SourceOutcome):
+        return st
     stamp = (st.st_size, st.st_mtime_ns)
-    if not stat.S_ISREG(st.st_mode):
-        what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device or other special file")
-        return _unread(item, known, started, stamp, 0, f"cannot read: not a regular file ({what})")
-    limit = max_source_bytes()
-    if st.st_size > limit:
-        return _unread(item, known, started, stamp, st.st_size,
-                       f"field size: expected at most {limit} bytes (${MAX_SOURCE_ENV}), found {st.st_size}")
     read_ns = time.time_ns()
     spool: Spool | None = None
     try:
@@ -479,6 +525,12 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     got = _read_source(item, store, known, started)
     if isinstance(got, SourceOutcome):
         return got
+    return _process_got(item, got, store, known, started)
+
+
+def _process_got(item: SourceItem, got: _Read, store: ObjectStore, known: LedgerIndex,
+                 started: datetime) -> SourceOutcome:
+    """:func:`process_source` after the read: ``got`` holds the source's bytes, hashed."""
     try:
         out = _process_read(item, got, store, known, started)
     finally:
@@ -728,69 +780,234 @@ def triage(item: SourceItem, known: LedgerIndex, cached: CachedPath | None,
            registry: str | None = None) -> SourceOutcome | None:
     """The ``unchanged`` outcome of a source, decided without reading it whole; None when it needs work.
 
-    Runs in the parent before any worker starts.  It needs the path's cached
-    sha256 (``cached``, reused only under the :class:`FileStamp` rule).  The
-    parser, which the ledger key names, is the cached detection when the kind and
-    the registry (``registry``, see :func:`registry_fingerprint`) are the same,
-    else it is detected again from the first 8 KiB.  Anything else (no cache
-    entry, a changed stamp, a retry, a stored object, a file over the size limit,
-    unreadable) is left to :func:`process_source`.  The outcome carries the
-    stamp, so that a fresh detection is cached.
+    It needs the path's cached sha256 (``cached``, reused only under the
+    :class:`FileStamp` rule).  The parser, which the ledger key names, is the
+    cached detection when the kind and the registry (``registry``, see
+    :func:`registry_fingerprint`) are the same, else it is detected again from the
+    first 8 KiB.  Anything else (no cache entry, a changed stamp, a retry, a stored
+    object, a file over the size limit, unreadable) is left to the caller.  The
+    outcome carries the stamp, so that a fresh detection is cached.  (``ingest``
+    goes further, see :func:`_decide`: it also hashes, without a cache entry, a file
+    whose size the ledger knows.)
     """
-    if cached is None or item.again or item.object_sha:
-        return None
-    stamp, sha = cached.stamp, cached.sha256
-    started = cat.utcnow()
-    parser_version: tuple[str, str] | None = None
-    if registry is not None and cached.kind == item.kind and cached.registry == registry and cached.parser:
-        parser_version = (cached.parser, cached.parser_version)
+    ctx = _Triage(known, {item.path: cached} if cached is not None else {}, registry)
+    out = _decide(item, ctx)
+    return out if isinstance(out, SourceOutcome) and out.status == "unchanged" else None
+
+
+def _keyed_by_options(parser: str) -> bool:
+    """Whether a success of ``parser`` is keyed by its options (see :func:`success_key`)."""
+    from matlake.ingest import parser_named
+
     try:
-        st = os.stat(item.path)
-        if not stat.S_ISREG(st.st_mode) or FileStamp.of(st) != stamp or st.st_size > max_source_bytes():
-            return None
-        if parser_version is None:
-            with open(item.path, "rb") as fh:
-                try:
-                    head: bytes | None = _file_content_head(fh, HEAD_BYTES)
-                except ParseError:
-                    head = None  # a corrupt gzip: process_source records it under the unknown parser
-                if FileStamp.of(os.fstat(fh.fileno())) != stamp:
-                    return None  # another file now, or changed while we looked
+        return bool(parser_named(parser).keyed_by_options)
+    except KeyError:  # the unknown parser of a failure
+        return False
+
+
+def _parser_of_head(head: bytes | None, name: str, kind: str) -> tuple[str, str]:
+    """(parser, version) that :func:`process_source` records for content starting with ``head``
+    (None: a corrupt gzip): the unknown parser for an empty file, unsupported content or a
+    detector that raised, as there."""
+    parser = None
+    if head is not None and (head.strip() or len(head) >= HEAD_BYTES):
+        try:
+            parser = detect(head, name, kind)
+        except Exception:  # noqa: BLE001 - a detector bug is recorded by process_source, as unknown
             parser = None
-            if head is not None and (head.strip() or len(head) >= HEAD_BYTES):
-                try:
-                    parser = detect(head, Path(item.path).name, item.kind)
-                except Exception:  # noqa: BLE001 - a detector bug is recorded by process_source, as unknown
-                    parser = None
-            parser_version = (parser.name, parser.version) if parser else (UNKNOWN_PARSER, "0")
+    return (parser.name, parser.version) if parser else (UNKNOWN_PARSER, "0")
+
+
+@dataclass
+class _Triage:
+    """What the parent decides sources with before any worker starts (see :func:`_decide`)."""
+
+    known: LedgerIndex
+    cache: PathCache
+    registry: str | None  # None: a cached detection is never reused
+    sizes: frozenset[int] | None = None  # sizes of the hashed sources in the ledger; None: never hash here
+    limit: int = field(default_factory=max_source_bytes)
+    shas: frozenset[str] = frozenset()
+    keyed: dict[str, bool] = field(default_factory=dict)  # parser name -> keyed_by_options, looked up once
+    plain_attempts: dict[str, str] = field(default_factory=dict)  # kind -> attempt key without options
+
+    def __post_init__(self) -> None:
+        if self.sizes is not None:
+            self.shas = frozenset(key[0] for key in self.known)
+
+    def cached_parser(self, item: SourceItem, cached: CachedPath) -> tuple[str, str] | None:
+        """The detection cached with the path, while the kind and the parser registry are the same."""
+        if self.registry is not None and cached.kind == item.kind and cached.registry == self.registry \
+                and cached.parser:
+            return cached.parser, cached.parser_version
+        return None
+
+    def unchanged(self, item: SourceItem, sha: str, size: int, parser_version: tuple[str, str],
+                  stamp: FileStamp | None, started: datetime) -> SourceOutcome | None:
+        """The ``unchanged`` outcome of bytes ``sha`` read by this parser, if the ledger has its success
+        or this very attempt (as :func:`_committed` decides); else None."""
+        parser, version = parser_version
+        if parser not in self.keyed:
+            self.keyed[parser] = _keyed_by_options(parser)
+        ok_key = success_key(parser, item.options) if self.keyed[parser] else OK_KEY
+        if item.options:
+            tried = attempt_key(item.kind, item.options)
+        else:  # the common case, one JSON digest per run instead of one per file
+            tried = self.plain_attempts.get(item.kind) or self.plain_attempts.setdefault(
+                item.kind, attempt_key(item.kind, {}))
+        done = self.known.get((sha, parser, version, ok_key))
+        if done is None:
+            done = self.known.get((sha, parser, version, tried))
+            if done is None:
+                return None
+        return SourceOutcome(item.path, sha, size, parser, version, "unchanged", started_at=started,
+                             ended_at=cat.utcnow(), attempt_key=tried, prior=done, stamp=stamp, ok_key=ok_key)
+
+
+def _hash_file(path: str) -> tuple[_Read, FileStamp, FileStamp]:
+    """Read and hash the file at ``path`` once, in the parent: (read, stamp before, stamp after).
+
+    A source under :data:`STREAM_BYTES` is held (if it needs parsing, the calling
+    process parses these bytes without a second read); a larger one is hashed in
+    :data:`READ_CHUNK` pieces and not kept.  Raises ``OSError``.
+    """
+    read_ns = time.time_ns()
+    with open(path, "rb") as fh:
+        before = FileStamp.of(os.fstat(fh.fileno()))
+        raw: bytes | None
+        if before.size < STREAM_BYTES:
+            raw = fh.read()
+            sha, size = hashlib.sha256(raw).hexdigest(), len(raw)
+        else:
+            raw, digest, size = None, hashlib.sha256(), 0
+            while chunk := fh.read(READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            sha = digest.hexdigest()
+        after = FileStamp.of(os.fstat(fh.fileno()))
+    got = _Read(sha, size, raw, None, (before.size, before.mtime_ns))
+    if before == after and after.size == size and after.settled_before(read_ns):
+        got.cacheable = after
+    return got, before, after
+
+
+def _head_at(path: str, stamp: FileStamp) -> tuple[bytes | None, bool]:
+    """(content head or None for a corrupt gzip, True) of the file at ``path`` while its stamp is
+    ``stamp``; (None, False) once it is another file or changed."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                head: bytes | None = _file_content_head(fh, HEAD_BYTES)
+            except ParseError:
+                head = None  # a corrupt gzip: process_source records it under the unknown parser
+            if FileStamp.of(os.fstat(fh.fileno())) != stamp:
+                return None, False
     except OSError:
-        return None
-    out = SourceOutcome(item.path, sha, stamp.size, parser_version[0], parser_version[1], "failed",
-                        started_at=started, attempt_key=attempt_key(item.kind, item.options), stamp=stamp,
-                        ok_key=success_key(parser_version[0], item.options))
-    done = _committed(out, known)
-    if done is None:
-        return None
-    out.status, out.prior, out.ended_at = "unchanged", done, cat.utcnow()
-    return out
+        return None, False
+    return head, True
 
 
-def _triage_all(items: list[SourceItem], known: LedgerIndex,
-                cache: PathCache) -> tuple[list[SourceOutcome | None], list[SourceItem]]:
-    registry = registry_fingerprint() if cache else None
-    pre = [triage(it, known, cache.get(it.path), registry) for it in items]
+def _decide(item: SourceItem, ctx: _Triage) -> SourceOutcome | _Read | None:
+    """Decide a source in the parent: an outcome, bytes to parse, or None (left to :func:`process_source`).
+
+    - A path that cannot be read is decided from ``stat`` alone: its ``failed``
+      outcome (no bytes), exactly as a worker would make it.
+    - A stat stamp that matches the path cache (:class:`FileStamp` rule): the
+      cached sha256 and detection (or the first 8 KiB) decide, nothing is read
+      whole; ``unchanged`` when the ledger has it, else None.
+    - Otherwise (no cache entry, or a stale one) a file whose size is the size of
+      some hashed source in the ledger (``ctx.sizes``) may be unchanged: it is read
+      and hashed here once, and when its sha256 is in the ledger its parser is
+      detected (or the cached one reused, for the same bytes) and decided.  Bytes
+      that are not unchanged come back as a :class:`_Read` (held when small, so the
+      caller can parse them without reading again); a file that changed while it was
+      looked at goes to :func:`process_source`.  The sha256 stays the identity: a
+      file with the same size but other bytes has another hash and is parsed.
+    - A size no hashed ledger source has cannot be unchanged: None, so it is read
+      once, by whoever parses it.
+    Retries and stored objects are always left to :func:`process_source`.
+    """
+    if item.again or item.object_sha:
+        return None
+    started = cat.utcnow()
+    st = _stat_source(item, ctx.known, started, ctx.limit)
+    if isinstance(st, SourceOutcome):
+        return st
+    now = FileStamp.of(st)
+    cached = ctx.cache.get(item.path)
+    name = os.path.basename(item.path)
+    if cached is not None and now == cached.stamp:
+        parser_version = ctx.cached_parser(item, cached)
+        if parser_version is None:
+            head, same = _head_at(item.path, now)
+            if not same:
+                return None  # another file now, or changed while we looked
+            parser_version = _parser_of_head(head, name, item.kind)
+        return ctx.unchanged(item, cached.sha256, now.size, parser_version, now, started)
+    if ctx.sizes is None or now.size not in ctx.sizes:
+        return None
+    try:
+        got, before, after = _hash_file(item.path)
+    except OSError:
+        return None  # process_source tries again and records why it cannot read it
+    if not now == before == after:
+        return None  # changed between the stat and the read, or during it: process_source reads it again
+    held = got if got.raw is not None else None
+    if got.sha not in ctx.shas:
+        return held  # new bytes
+    parser_version = None
+    if cached is not None and cached.sha256 == got.sha:
+        parser_version = ctx.cached_parser(item, cached)  # touched, not changed: the detection still holds
+    if parser_version is None:
+        if got.raw is not None:
+            try:
+                head: bytes | None = content_head(got.raw, HEAD_BYTES)
+            except ParseError:
+                head = None
+        else:
+            head, same = _head_at(item.path, after)
+            if not same:
+                return None
+        parser_version = _parser_of_head(head, name, item.kind)
+    out = ctx.unchanged(item, got.sha, got.size, parser_version, got.cacheable, started)
+    return out if out is not None else held
+
+
+def _triage_all(items: list[SourceItem], ctx: _Triage) -> tuple[list[SourceOutcome | None], list[SourceItem]]:
+    """Every item decided in the parent where it can be (:func:`_decide`): (outcome or None per item,
+    the items that need parsing).  Bytes read here for a file that needs parsing are dropped: the
+    worker that parses it reads them again (only a file whose size the ledger knows is read here)."""
+    pre: list[SourceOutcome | None] = []
+    for it in items:
+        got = _decide(it, ctx)
+        pre.append(got if isinstance(got, SourceOutcome) else None)
     return pre, [it for it, o in zip(items, pre) if o is None]
 
 
 def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int,
-               cache: PathCache | None = None) -> Iterator[SourceOutcome]:
-    """Outcomes in the order of ``items``: unchanged ones decided here, the rest parsed.
+               cache: PathCache | None = None, sizes: frozenset[int] | None = None) -> Iterator[SourceOutcome]:
+    """Outcomes in the order of ``items``: decided here where possible (:func:`_decide`), the rest parsed.
 
-    The pool starts only when two or more files need work, with no more
-    workers than those files; each worker gets the ledger index once.
+    With one worker each file is decided and, if needed, parsed in turn in this
+    process (bytes read to decide are parsed as they are, not read again).  With
+    more, every file is decided first; the pool starts only when two or more files
+    need parsing, with no more workers than those files; each worker gets the
+    ledger index once.
     """
-    pre, need = _triage_all(items, known, cache or {})
-    if workers <= 1 or len(need) <= 1:
+    ctx = _Triage(known, cache or {}, registry_fingerprint(), sizes)
+    if workers <= 1:
+        store = ObjectStore(Path(objects_root))
+        for it in items:
+            got = _decide(it, ctx)
+            if isinstance(got, SourceOutcome):
+                yield got
+            elif got is not None:
+                yield _process_got(it, got, store, known, cat.utcnow())
+            else:
+                yield process_source(it, objects_root, known)
+        return
+    pre, need = _triage_all(items, ctx)
+    if len(need) <= 1:
         for it, o in zip(items, pre):
             yield o if o is not None else process_source(it, objects_root, known)
         return
@@ -805,8 +1022,8 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
 
 
 def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, address: str,
-              cache: PathCache | None = None) -> Iterator[SourceOutcome]:
-    pre, need = _triage_all(items, known, cache or {})
+              cache: PathCache | None = None, sizes: frozenset[int] | None = None) -> Iterator[SourceOutcome]:
+    pre, need = _triage_all(items, _Triage(known, cache or {}, registry_fingerprint(), sizes))
     yield from (o for o in pre if o is not None)
     if not need:
         return  # no cluster needed
@@ -835,6 +1052,14 @@ def _ledger_index(lake: "Lake") -> dict[tuple[str, str, str, str], str]:
         return {(a, b, c, d): st for a, b, c, d, st in rows}
 
 
+def _ledger_sizes(lake: "Lake") -> frozenset[int]:
+    """The distinct sizes of the hashed sources in the ledger: a file of any other size cannot be
+    unchanged, so the parent reads only files of these sizes to decide them (see :func:`_decide`)."""
+    le = cat.LedgerEntry
+    with lake.engine.connect() as conn:
+        return frozenset(conn.execute(select(le.size).where(le.sha256 != "").distinct()).scalars())
+
+
 PATH_QUERY_CHUNK = 500  # paths per IN (...) lookup
 
 
@@ -853,33 +1078,37 @@ def path_cache(lake: "Lake", paths: Sequence[str]) -> dict[str, CachedPath]:
     return out
 
 
+_PATH_STAMP_COLUMNS = ("path", "device", "inode", "size", "mtime_ns", "ctime_ns", "sha256", "kind", "parser",
+                       "parser_version", "parser_registry", "hashed_at")
+
+
 def remember_paths(lake: "Lake", entries: Mapping[str, CachedPath]) -> None:
     """Record (or replace) the cache entry of each path, in one catalog transaction.
 
     A cache only: written after the batch commits, so a crash loses nothing but
-    a re-hash next time.
+    a re-hash next time.  Written as one ``INSERT ... ON CONFLICT (path) DO UPDATE``
+    through the driver's ``executemany`` (SQLite and PostgreSQL share the syntax):
+    a cold re-ingest writes one row per file, and binding each row through
+    SQLAlchemy's statement layer cost more than the rest of deciding the file.
     """
     if not entries:
         return
+    dialect = lake.engine.dialect
     ps = cat.PathStamp.__table__
-    now = cat.utcnow()
-    rows = [{"path": p, "device": c.stamp.device, "inode": c.stamp.inode, "size": c.stamp.size,
-             "mtime_ns": c.stamp.mtime_ns, "ctime_ns": c.stamp.ctime_ns, "sha256": c.sha256, "kind": c.kind,
-             "parser": c.parser, "parser_version": c.parser_version, "parser_registry": c.registry, "hashed_at": now}
-            for p, c in sorted(entries.items())]
-    dialect = lake.engine.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    stmt = upsert(ps)
-    stmt = stmt.on_conflict_do_update(index_elements=["path"], set_={
-        c: stmt.excluded[c] for c in rows[0] if c != "path"})
+    hashed_at: Any = cat.utcnow()
+    to_db = ps.c.hashed_at.type.bind_processor(dialect)  # what SQLAlchemy would bind (SQLite: text)
+    if to_db is not None:
+        hashed_at = to_db(hashed_at)
+    rows = [(p, c.stamp.device, c.stamp.inode, c.stamp.size, c.stamp.mtime_ns, c.stamp.ctime_ns, c.sha256, c.kind,
+             c.parser, c.parser_version, c.registry, hashed_at) for p, c in sorted(entries.items())]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    cols = _PATH_STAMP_COLUMNS
+    sql = (f"INSERT INTO {ps.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))}) "
+           f"ON CONFLICT (path) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols[1:])}")
 
     def txn() -> None:
         with lake.engine.connect().execution_options(write=True) as conn, conn.begin():
-            for i in range(0, len(rows), PATH_QUERY_CHUNK):
-                conn.execute(stmt, rows[i:i + PATH_QUERY_CHUNK])
+            conn.exec_driver_sql(sql, rows)
 
     cat.retrying(txn)
 
@@ -995,9 +1224,8 @@ def ingest(
     max_source_bytes()
     if items is None:
         files = expand_paths(paths or [])
-        # A broken link is named as itself (resolving it would name a target that is not there).
-        items = [SourceItem(str(p.resolve() if p.exists() else p.absolute()), kind, dict(options or {}))
-                 for p in files]
+        real_dirs: dict[str, str] = {}
+        items = [SourceItem(_source_path(p, real_dirs), kind, dict(options or {})) for p in files]
     items = list(items)
     for k in sorted({it.kind for it in items}):
         check_kind(k)
@@ -1005,15 +1233,16 @@ def ingest(
     how = {it.path: (it.kind, dict(it.options)) for it in items}
     report = IngestReport()
     known = _ledger_index(lake)
+    sizes = _ledger_sizes(lake)
     cache = path_cache(lake, [it.path for it in items if not it.object_sha])
     fresh: dict[str, CachedPath] = {}  # hashed or detected now, not yet (or differently) in the cache
     registry = registry_fingerprint()
     show = sys.stderr.isatty() if progress is None else progress
     stream: Iterable[SourceOutcome]
     if dask:
-        stream = _map_dask(items, str(lake.objects.root), known, dask, cache)
+        stream = _map_dask(items, str(lake.objects.root), known, dask, cache, sizes)
     else:
-        stream = _map_local(items, str(lake.objects.root), known, workers, cache)
+        stream = _map_local(items, str(lake.objects.root), known, workers, cache, sizes)
     if show:
         from tqdm import tqdm
 
