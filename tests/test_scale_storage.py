@@ -15,7 +15,7 @@ from matlake.migrations.helpers import expand_used_sets
 from matlake.models.dft.composition import CompositionRegressor
 from matlake.models.eis.analysis import analyze
 from matlake.platform import migrate
-from matlake.platform.lake import ROW_GROUP_ROWS, ChangeSet, highest_per_index, id_digest
+from matlake.platform.lake import ROW_GROUP_ROWS, ChangeSet, highest_per_index, id_digest, sorted_distinct
 from matlake.platform.operations import AUTO_MIN_FILES, compact, doctor
 from matlake.platform.provenance import lineage, render_tree, to_dot
 
@@ -363,3 +363,13 @@ def test_cli_compact_auto_prints_the_policy_and_merges_when_met(sqlite_lake):
     out = matlake("compact", "--auto")
     assert f"structures: merged {AUTO_MIN_FILES} files ({AUTO_MIN_FILES} rows)" in out
     assert lake.sql("select count(*) from structures").fetchone() == (AUTO_MIN_FILES,)
+
+
+def test_sorted_distinct_sorts_and_drops_repeats_like_unique():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for values in (rng.integers(0, 50, 300), rng.permutation(300), np.arange(10), np.array([], np.int64),
+                   np.array([7])):
+        got = sorted_distinct(values.astype(np.int64))
+        assert got.tolist() == np.unique(values).tolist()
