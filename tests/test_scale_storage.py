@@ -15,7 +15,7 @@ from matlake.migrations.helpers import expand_used_sets
 from matlake.models.dft.composition import CompositionRegressor
 from matlake.models.eis.analysis import analyze
 from matlake.platform import migrate
-from matlake.platform.lake import ROW_GROUP_ROWS, ChangeSet, id_digest
+from matlake.platform.lake import ROW_GROUP_ROWS, ChangeSet, highest_per_index, id_digest, sorted_distinct
 from matlake.platform.operations import AUTO_MIN_FILES, compact, doctor
 from matlake.platform.provenance import lineage, render_tree, to_dot
 
@@ -188,6 +188,106 @@ def test_compaction_writes_row_groups_by_size_and_keeps_time_travel_and_replacem
     assert rep.problems == [] and rep.orphans == []
 
 
+
+def test_reversioning_a_compacted_file_replaces_each_records_highest_version_row(lake):
+    # After compaction one file holds several versions of s0..s4; the version look-up must take
+    # each record's highest one, and its row, whatever order the new rows come in.
+    _commit(lake, [{"record_id": f"s{i}", "formula": "Si"} for i in range(10)])
+    _commit(lake, [{"record_id": f"s{i}", "formula": "C"} for i in range(5)])
+    _commit(lake, [{"record_id": f"s{i}", "formula": "N"} for i in range(2)])
+    (res,) = compact(lake, "structures")
+    compacted = lake.last_snapshot()
+    before = lake.sql("select record_id, version, formula from structures order by 1").fetchall()
+    assert lake.latest_versions("structures", ["s5", "s2", "s0", "s2", "nope"]) == {
+        "s0": (3, res.path), "s2": (2, res.path), "s5": (1, res.path)}
+    # Partial: a sidecar merging the 7 rows replaced before compaction with 3 new ones
+    # (an older row picked by mistake would be "replaced twice" and refused).
+    sid = _commit(lake, [{"record_id": r, "formula": "B"} for r in ("s5", "s2", "s0")])
+    got = lake.sql("select record_id, version, formula from structures where formula = 'B' order by 1").fetchall()
+    assert got == [("s0", 4, "B"), ("s2", 3, "B"), ("s5", 2, "B")]
+    assert _latest_by_ranking(lake, "structures", sid) == lake.sql(
+        "select record_id, version from structures order by 1").fetchall()
+    q = ("select v.rows, v.path is null from deletion_vectors v join data_files f on f.id = v.data_file_id "
+         "where f.path = :p and v.retired_snapshot is null")
+    with lake.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(sa.text(q), {"p": res.path})] == [(10, False)]
+    # Every remaining live row of the merged file replaced, in stored order: the file is retired whole.
+    rest = [r for (r,) in lake.sql("select record_id from structures where formula <> 'B' order by 1").fetchall()]
+    last = _commit(lake, [{"record_id": r, "formula": "O"} for r in rest])
+    with lake.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(sa.text(q), {"p": res.path})] == [(17, True)]
+    assert lake.sql("select count(*), count(distinct record_id) from structures").fetchone() == (10, 10)
+    assert _latest_by_ranking(lake, "structures", last) == lake.sql(
+        "select record_id, version from structures order by 1").fetchall()
+    assert lake.sql("select record_id, version, formula from structures order by 1", as_of=compacted
+                    ).fetchall() == before
+    assert doctor(lake).problems == []
+
+
+
+def test_highest_per_index_keeps_each_index_highest_version_in_any_order():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 40, 200)  # repeated indexes, some missing
+    version = rng.permutation(200) + 1  # distinct, so the winner is unique
+    pos = np.arange(200) * 10
+    got_idx, got_version, got_pos = highest_per_index(50, idx, version, pos)
+    want = {}
+    for i, v, p in zip(idx.tolist(), version.tolist(), pos.tolist()):
+        if i not in want or v > want[i][0]:
+            want[i] = (v, p)
+    assert sorted(zip(got_idx.tolist(), got_version.tolist(), got_pos.tolist())) == sorted(
+        (i, v, p) for i, (v, p) in want.items())
+    # one match per index: returned as given, in the given order
+    once = np.array([4, 1, 3])
+    out = highest_per_index(5, once, np.array([1, 7, 2]), np.array([0, 1, 2]))
+    assert [a.tolist() for a in out] == [[4, 1, 3], [1, 7, 2], [0, 1, 2]]
+    assert [len(a) for a in highest_per_index(5, np.array([], np.int64), np.array([], np.int64))] == [0, 0]
+
+
+
+def test_rows_reversioning_a_whole_file_in_its_order_are_matched_row_for_row(lake, monkeypatch):
+    from matlake.platform import lake as lake_module
+
+    monkeypatch.setattr(lake_module, "SAME_ORDER_MIN_ROWS", 10)
+    first = [{"record_id": f"s{i}", "formula": "Si"} for i in range(10)]
+    s1 = _commit(lake, first)
+    s2 = _commit(lake, [{"record_id": "s3", "formula": "C"}])
+    joined = []
+    real = type(lake)._join_versions
+    monkeypatch.setattr(type(lake), "_join_versions",
+                        lambda self, ids, paths, codes: joined.append(paths) or real(self, ids, paths, codes))
+    s3 = _commit(lake, [dict(r, formula="N") for r in first])
+    with lake.engine.connect() as conn:
+        path_of = dict(conn.execute(sa.text("select added_snapshot, path from data_files")).all())
+    # The first file matched by comparing its ids; only the file with s3's newer version was joined.
+    assert joined == [[path_of[s2]]]
+    assert lake.sql("select record_id, version, formula from structures order by 1").fetchall() == [
+        (f"s{i}", 3 if i == 3 else 2, "N") for i in range(10)]
+    assert lake.sql("select record_id, version, formula from structures where record_id in ('s2', 's3') order by 1",
+                    as_of=s2).fetchall() == [("s2", 1, "Si"), ("s3", 2, "C")]
+    q = ("select f.added_snapshot, v.rows, v.path is null from deletion_vectors v join data_files f "
+         "on f.id = v.data_file_id where v.retired_snapshot is null order by 1")
+    with lake.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(sa.text(q))] == [(s1, 10, True), (s2, 1, True)]
+    # Now the only live file: matched without any join.
+    joined.clear()
+    last = _commit(lake, [dict(r, formula="O") for r in first])
+    assert joined == []
+    assert lake.sql("select record_id, version from structures order by 1").fetchall() == [
+        (f"s{i}", 4 if i == 3 else 3) for i in range(10)]
+    assert _latest_by_ranking(lake, "structures", last) == lake.sql(
+        "select record_id, version from structures order by 1").fetchall()
+    # Fewer rows than SAME_ORDER_MIN_ROWS: joined (no file read to compare), same answer.
+    monkeypatch.setattr(lake_module, "SAME_ORDER_MIN_ROWS", 11)
+    _commit(lake, [dict(r, formula="B") for r in first])
+    assert len(joined) == 1
+    assert lake.sql("select record_id, version from structures order by 1").fetchall() == [
+        (f"s{i}", 5 if i == 3 else 4) for i in range(10)]
+    assert doctor(lake).problems == []
+
+
 def test_auto_compaction_runs_once_the_policy_is_met(sqlite_lake):
     lake = sqlite_lake
     for i in range(AUTO_MIN_FILES):
@@ -263,3 +363,13 @@ def test_cli_compact_auto_prints_the_policy_and_merges_when_met(sqlite_lake):
     out = matlake("compact", "--auto")
     assert f"structures: merged {AUTO_MIN_FILES} files ({AUTO_MIN_FILES} rows)" in out
     assert lake.sql("select count(*) from structures").fetchone() == (AUTO_MIN_FILES,)
+
+
+def test_sorted_distinct_sorts_and_drops_repeats_like_unique():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for values in (rng.integers(0, 50, 300), rng.permutation(300), np.arange(10), np.array([], np.int64),
+                   np.array([7])):
+        got = sorted_distinct(values.astype(np.int64))
+        assert got.tolist() == np.unique(values).tolist()

@@ -303,6 +303,41 @@ def write_deletion_vector(root: Path, table: str, data_sha: str, positions: Any)
     return {"path": rel, "sha256": sha}, True
 
 
+# Rows to version from which a data file of exactly that many rows is read to compare its ids
+# with theirs (a whole file re-versioned in order needs no join).  Below it the join is cheap,
+# and many small files of equal size (single-row commits) would each be read for nothing.
+SAME_ORDER_MIN_ROWS = 4096
+
+
+def sorted_distinct(positions: Any) -> Any:
+    """``positions`` (int numpy array) sorted, each once.  A sort and a neighbour comparison:
+    ``np.unique`` hashes integers first on numpy 2.x, a second per 10^6 row positions."""
+    import numpy as np
+
+    if len(positions) < 2 or np.all(positions[1:] > positions[:-1]):
+        return positions
+    out = np.sort(positions)
+    keep = np.ones(len(out), bool)
+    keep[1:] = out[1:] != out[:-1]
+    return out if keep.all() else out[keep]
+
+
+def highest_per_index(n: int, idx: Any, version: Any, *payload: Any) -> tuple[Any, ...]:
+    """Matches (``idx`` in ``0..n-1``, ``version``, payload columns, numpy arrays in any order)
+    reduced to the one with the highest version per index, so that a scatter by ``idx`` is
+    unambiguous (numpy leaves the winner of a repeated index unspecified).  Most indexes have
+    one match: a bincount detects that in one pass, and only otherwise do the matches get sorted."""
+    import numpy as np
+
+    if len(idx) and np.bincount(idx, minlength=n).max() > 1:
+        order = np.lexsort((version, idx))  # by index, then version: the last of each index is the highest
+        last = np.ones(len(order), bool)
+        last[:-1] = idx[order][1:] != idx[order][:-1]
+        keep = order[last]
+        return (idx[keep], version[keep], *(p[keep] for p in payload))
+    return (idx, version, *payload)
+
+
 def _repeat(value: str, n: int) -> pa.Array:
     """``n`` copies of one string, built as a dictionary (cheap) and decoded once."""
     import numpy as np
@@ -744,11 +779,13 @@ class Lake:
             if hits_code:
                 codes = np.concatenate(hits_code)
                 positions = np.concatenate(hits_pos)
-                for k in np.unique(codes):
-                    mine = np.sort(positions[codes == k])
-                    if len(mine) > 1 and not np.all(mine[1:] != mine[:-1]):
-                        mine = np.unique(mine)  # a record given twice in one commit
-                    replaced.append({"table_name": table, "path": stored[int(k)], "positions": mine})
+                # bincount, not np.unique: one pass instead of hashing every replaced row's file.
+                per_file = np.bincount(codes, minlength=len(stored))
+                for k in np.flatnonzero(per_file):
+                    mine = positions if per_file[k] == len(codes) else positions[codes == k]
+                    # Sorted and distinct (a record given twice in one commit replaces its row once);
+                    # already so when the rows come in the stored order, as a re-prediction's do.
+                    replaced.append({"table_name": table, "path": stored[int(k)], "positions": sorted_distinct(mine)})
             full = pa.concat_tables(pieces)
             buf = io.BytesIO()
             pq.write_table(full, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -770,37 +807,36 @@ class Lake:
     def _lookup_versions(self, table: str, record_ids: pa.ChunkedArray | pa.Array,
                          snapshot: int) -> pa.Table | None:
         """(record_id, version, path, pos) of the highest stored version of each of
-        ``record_ids`` at ``snapshot``: the lake-relative path of the data file
+        ``record_ids`` (distinct) at ``snapshot``: the lake-relative path of the data file
         holding it and its 0-based row position there.  None when the table has no files."""
-        files = self._lookup_files(table, snapshot)
-        if not files or len(record_ids) == 0:
+        import numpy as np
+
+        if len(record_ids) == 0:
             return None
-        import duckdb
-
-        from matlake.platform.query import to_arrow_table
-
-        con = duckdb.connect()
-        try:
-            con.register("ids", pa.table({"record_id": record_ids}))
-            rel_of = pa.table({"fname": [str(self.root / f["path"]) for f in files],
-                               "path": [f["path"] for f in files]})
-            con.register("rel_of", rel_of)
-            found = to_arrow_table(con.sql(
-                "select m.record_id::varchar as record_id, m.version::integer as version, r.path::varchar as path, "
-                "m.pos::bigint as pos from (select record_id, max(version) as version, "
-                "arg_max(filename, version) as fname, arg_max(file_row_number, version) as pos "
-                "from read_parquet(?, union_by_name=true, filename=true, file_row_number=true) "
-                "where record_id in (select record_id from ids) group by record_id) m join rel_of r using (fname)",
-                params=[rel_of.column("fname").to_pylist()]))
-        finally:
-            con.close()
-        return found
+        prev, code, pos, stored = self._previous_versions(table, [record_ids], snapshot)
+        if not stored:
+            return None
+        found = np.flatnonzero(prev >= 0)
+        ids = record_ids.combine_chunks() if isinstance(record_ids, pa.ChunkedArray) else record_ids
+        return pa.table({
+            "record_id": ids.cast(pa.string()).take(pa.array(found)),
+            "version": pa.array(prev[found].astype(np.int32)),
+            "path": pa.DictionaryArray.from_arrays(pa.array(code[found]), pa.array(stored, pa.string())
+                                                   ).cast(pa.string()),
+            "pos": pa.array(pos[found])})
 
     def _previous_versions(self, table: str, ids: list[pa.ChunkedArray], snapshot: int) -> tuple[Any, Any, Any, list[str]]:
         """For the record ids ``ids`` (concatenated), aligned with them: the highest stored version
         at ``snapshot`` (-1: none), the index into the returned file list of the data file holding
-        it and its row position there.  One DuckDB join grouped by row index (an integer), then
-        numpy scatters: no per-row Python and no second hash join in Arrow."""
+        it and its row position there.
+
+        A file holding exactly these ids in this order (the same rows re-versioned, as when one
+        model predicts the same subjects again) matches row for row: its record_id column is
+        compared, not joined.  The other files that may hold a latest version are joined with the
+        ids in DuckDB, returning (row index, version, file code, position) per match; the highest
+        version per row is picked in numpy.  (Grouping 10^6 matches by row inside DuckDB, with
+        ``arg_max`` over file names, cost five times the join; almost every record has one match,
+        its latest version, since files whose every row was replaced are not read.)"""
         import numpy as np
 
         n = sum(len(c) for c in ids)
@@ -810,30 +846,53 @@ class Lake:
         files = self._lookup_files(table, snapshot) if n else []
         if not files:
             return prev, code, pos, []
+        stored = [f["path"] for f in files]
+        # The chunks, not the ChunkedArrays: pa.chunked_array([chunked, ...]) would convert
+        # every id to a Python string and back (a second at 10^6 ids).
+        all_ids = pa.chunked_array([k for c in ids for k in (
+            c.cast(pa.string()).chunks if isinstance(c, pa.ChunkedArray) else [c.cast(pa.string())])], pa.string())
+        matches: list[tuple[Any, Any, Any, Any]] = []  # (idx, version, code, pos)
+        rest = list(range(len(files)))
+        for k, f in enumerate(files if n >= SAME_ORDER_MIN_ROWS else []):
+            if f["rows"] != n:  # the catalog's row count rules a file out without reading it
+                continue
+            same = pq.read_table(self.root / f["path"], columns=["record_id", "version"])
+            if same.column("record_id").cast(pa.string()).equals(all_ids):
+                every = np.arange(n, dtype=np.int64)
+                matches.append((every, same.column("version").to_numpy().astype(np.int64),
+                                np.full(n, k, np.int32), every))
+                rest.remove(k)
+                break
+        if rest:
+            matches.append(self._join_versions(all_ids, [stored[k] for k in rest], np.array(rest, np.int32)))
+        idx, version, at_code, at_pos = highest_per_index(n, *(np.concatenate(c) for c in zip(*matches)))
+        prev[idx] = version
+        code[idx] = at_code
+        pos[idx] = at_pos
+        return prev, code, pos, stored
+
+    def _join_versions(self, ids: pa.ChunkedArray, paths: list[str], codes: Any) -> tuple[Any, Any, Any, Any]:
+        """Every (index into ``ids``, version, code of the file, row position) where data file
+        ``paths[j]`` (code ``codes[j]``) holds one of ``ids``: one DuckDB hash join reading only the
+        record_id and version columns, no grouping."""
         import duckdb
+        import numpy as np
 
         from matlake.platform.query import to_arrow_table
 
-        stored = [f["path"] for f in files]
+        fnames = [str(self.root / p) for p in paths]
         con = duckdb.connect()
         try:
-            con.register("ids", pa.table({"record_id": pa.chunked_array([c.cast(pa.string()) for c in ids], pa.string()),
-                                          "idx": pa.array(np.arange(n, dtype=np.int64))}))
-            con.register("stored", pa.table({"fname": [str(self.root / p) for p in stored],
-                                             "code": pa.array(np.arange(len(stored), dtype=np.int32))}))
+            con.register("ids", pa.table({"record_id": ids, "idx": pa.array(np.arange(len(ids), dtype=np.int64))}))
+            con.register("stored", pa.table({"fname": fnames, "code": pa.array(codes, pa.int32())}))
             found = to_arrow_table(con.sql(
-                "select m.idx, m.version::bigint as version, s.code, m.pos::bigint as pos from (select i.idx, "
-                "max(d.version) as version, arg_max(d.filename, d.version) as fname, "
-                "arg_max(d.file_row_number, d.version) as pos from read_parquet(?, union_by_name=true, "
-                "filename=true, file_row_number=true) d join ids i on i.record_id = d.record_id group by i.idx) m "
-                "join stored s using (fname)", params=[[str(self.root / p) for p in stored]]))
+                "select i.idx, d.version::bigint as version, s.code, d.file_row_number::bigint as pos "
+                "from read_parquet(?, union_by_name=true, filename=true, file_row_number=true) d "
+                "join stored s on s.fname = d.filename join ids i on i.record_id = d.record_id",
+                params=[fnames]))
         finally:
             con.close()
-        at = found.column("idx").to_numpy()
-        prev[at] = found.column("version").to_numpy()
-        code[at] = found.column("code").to_numpy()
-        pos[at] = found.column("pos").to_numpy()
-        return prev, code, pos, stored
+        return tuple(found.column(c).to_numpy() for c in ("idx", "version", "code", "pos"))
 
     def _lookup_files(self, table: str, snapshot: int) -> list[dict[str, Any]]:
         """Files of ``table`` at ``snapshot`` that may hold a latest version: a file whose every
@@ -911,7 +970,8 @@ class Lake:
             entry = {"data_file_id": fid, "table_name": f.table_name, "path": None, "sha256": "", "rows": count,
                      "added_snapshot": sid}
             if count < f.rows:
-                merged = np.union1d(self._dv_positions(prev, f.rows), positions) if prev is not None else positions
+                merged = (sorted_distinct(np.concatenate([self._dv_positions(prev, f.rows), positions]))
+                          if prev is not None else positions)
                 if len(merged) != count:
                     raise LakeError(f"data file {f.path}: {count - len(merged)} rows replaced twice")
                 fields, made = write_deletion_vector(self.root, f.table_name, f.sha256, merged)
