@@ -147,11 +147,11 @@ class ReadOnlyLake(CatalogReads):
             return None
         try:
             # mode=ro: this connection can never write; WAL readers do not block the lake's writers.
+            # timeout: wait out a checkpoint's lock as long as the full lake's connections do.
             con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=120, isolation_level=None)
         except sqlite3.Error:
             return None  # e.g. no catalog file: Lake.open reports it as it always has
         try:
-            con.execute("PRAGMA busy_timeout=120000")
             if migrate.sqlite_revisions(con) != [migrate.head()]:
                 con.close()
                 return None  # another revision (or none, or several): Alembic confirms and reports it
