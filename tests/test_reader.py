@@ -137,8 +137,8 @@ def test_the_fixture_reaches_every_read_path(built):
     rows = dict(light.sql("select record_id, formula from structures where record_id in ('shared', 'r9', 'r3')"
                           ).fetchall())
     assert rows == {"shared": "Sn", "r9": "Ge9"}  # re-versioned, whole file replaced, tombstoned
-    assert light.sql("select formula from structures where record_id = 'shared'", as_of="small").fetchall() == [
-        ("C10",)]
+    assert light.sql("select formula from structures where record_id = 'shared'", as_of=marks["small"]
+                     ).fetchall() == [("C10",)]
     assert light.sql("select count(*) from structures where record_id = 'r3'", as_of="whole").fetchone() == (1,)
     qe = light.query_engine(marks["whole"])
     vectors = qe._vectors
