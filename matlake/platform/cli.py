@@ -135,13 +135,20 @@ def _ingest_mp(lake, args: argparse.Namespace, options: dict[str, Any]) -> int:
     return 0
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
-    lake = _lake(args)
-    from matlake.platform.query import check_read_only
+def _lake_for_query(args: argparse.Namespace):
+    """The lake for a read-only command: on a SQLite catalog at the code's revision, read through
+    the standard library's sqlite3 (no SQLAlchemy, pandas or Alembic to import); else the full lake."""
+    from matlake.platform.reader import open_for_query
 
-    if not args.write:
-        check_read_only(args.query)
-    result = lake.sql(args.query, as_of=args.as_of)
+    return open_for_query(args.lake)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    # --write statements change only the in-memory DuckDB, but keep the full lake as before.
+    lake = _lake(args) if args.write else _lake_for_query(args)
+    # read_only: the statement is parsed by the engine's own DuckDB connection (a second
+    # in-memory database just to parse it costs as much as the rest of a short query).
+    result = lake.query_engine(args.as_of).sql(args.query, read_only=not args.write)
     if args.csv or args.parquet:
         table = _fetch(result.arrow)
         if args.csv:
@@ -200,7 +207,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    lake = _lake(args)
+    lake = _lake_for_query(args)
     print_frame(lake.sql(f"select * from snapshots order by snapshot_id desc limit {int(args.limit)}").df(), args.limit)
     return 0
 
@@ -210,7 +217,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     from matlake import schemas
 
-    lake = _lake(args)
+    lake = _lake_for_query(args)
     qe = lake.query_engine(args.as_of)
     rows = []
     for name, t in schemas.TABLES.items():
@@ -261,7 +268,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    lake = _lake(args)
+    lake = _lake_for_query(args)
     wanted = [s for s, on in (("failed", args.failed), ("error", args.errors)) if on]
     cond = f"where status in ({', '.join(repr(s) for s in wanted)})" if wanted else ""
     df = lake.sql(f"select id, status, parser, parser_version, n_records, source_path, message, detail from ledger "
@@ -305,6 +312,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Built-in read-only commands: they need no extension module, so main() does not import them.
+QUERY_COMMANDS = frozenset({"sql", "snapshots", "tables", "tags", "ledger", "schema"})
+
 KNOWN_MODELS = {
     "composition-regressor": "matlake.models.dft.composition:CompositionRegressor",
     "spectra-rf-classifier": "matlake.models.spectra.models:SpectraForestClassifier",
@@ -319,7 +329,9 @@ KNOWN_MODELS = {
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
+    """The ``matlake`` parser; ``extensions=False`` leaves out the commands of :data:`EXTENSIONS`
+    (importing them costs more than a short query: :func:`main` skips them for :data:`QUERY_COMMANDS`)."""
     from matlake import __version__
 
     common = argparse.ArgumentParser(add_help=False)
@@ -431,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("models", parents=[common], help="list model versions")
     s.set_defaults(func=cmd_models)
 
-    for name in EXTENSIONS:
+    for name in EXTENSIONS if extensions else ():
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -443,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The command is the first argument (the top-level parser has no options but -h/--version).
+    parser = build_parser(extensions=not argv or argv[0] not in QUERY_COMMANDS)
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)

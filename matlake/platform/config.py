@@ -53,6 +53,20 @@ def default_location(path_or_url: str | os.PathLike | None) -> str:
     return os.environ.get(ENV_LAKE) or os.getcwd()
 
 
+def local_config(path_or_url: str | os.PathLike | None) -> LakeConfig:
+    """The config of the lake in folder ``path_or_url`` (default: ``$MATLAKE_LAKE``, else the
+    current folder); :class:`LakeNotFound` says how to name one when none was given and the
+    current folder holds none."""
+    where = default_location(path_or_url)
+    given = (path_or_url is not None and str(path_or_url) != "") or bool(os.environ.get(ENV_LAKE))
+    if not given and not (Path(where) / CONFIG_NAME).exists():
+        # No lake named anywhere: the current directory was only a guess.
+        raise LakeNotFound(
+            f"no lake given and no {CONFIG_NAME} in the current directory {where}: pass --lake DIR "
+            f"or set {ENV_LAKE}=DIR (in Python: matlake.open(DIR)), or create a lake with `matlake init DIR`")
+    return read_config(Path(where))
+
+
 def sqlite_url(root: Path) -> str:
     return f"sqlite:///{(root / SQLITE_NAME).resolve()}"
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -34,7 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,19 +44,20 @@ from matlake.platform import catalog as cat
 from matlake.platform import migrate
 from matlake.platform.config import (
     CONFIG_NAME,
-    ENV_LAKE,
     SQLITE_NAME,
     CreatedPaths,
     LakeConfig,
     LakeNotFound,
     default_location,
     is_url,
+    local_config,
     read_config,
     sqlite_url,
     write_config,
 )
 from matlake.platform.errors import LakeError
 from matlake.platform.objects import HASH_ALGO, ObjectCorrupted, ObjectStore, sha256_bytes, write_atomic
+from matlake.platform.reader import CatalogReads
 
 
 class DuplicateSource(LakeError):
@@ -354,8 +355,12 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the lake
 
 
-class Lake:
-    """A matlake lake: catalog + Parquet tables + objects.  Use :meth:`open` / :meth:`init`."""
+class Lake(CatalogReads):
+    """A matlake lake: catalog + Parquet tables + objects.  Use :meth:`open` / :meth:`init`.
+
+    Snapshot ids, tags, the manifest at a snapshot and queries (``last_snapshot``,
+    ``resolve_snapshot``, ``files_at``, ``sql``, ``table``, ``query_engine``) come from
+    :class:`~matlake.platform.reader.CatalogReads`, over :meth:`catalog_rows`."""
 
     def __init__(self, config: LakeConfig) -> None:
         self.config = config
@@ -446,13 +451,7 @@ class Lake:
                 raise LakeNotFound(f"no lake catalog at {where}: lake_settings.root not set")
             config = read_config(Path(root))
         else:
-            given = (path_or_url is not None and str(path_or_url) != "") or bool(os.environ.get(ENV_LAKE))
-            if not given and not (Path(where) / CONFIG_NAME).exists():
-                # No lake named anywhere: the current directory was only a guess.
-                raise LakeNotFound(
-                    f"no lake given and no {CONFIG_NAME} in the current directory {where}: pass --lake DIR "
-                    f"or set {ENV_LAKE}=DIR (in Python: matlake.open(DIR)), or create a lake with `matlake init DIR`")
-            config = read_config(Path(where))
+            config = local_config(path_or_url)
         lake = cls(config)
         if upgrade:
             migrate.upgrade(lake.engine)
@@ -478,28 +477,14 @@ class Lake:
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r}, catalog={self.config.catalog_url.split('@')[-1]!r})"
 
-    # ---- snapshots and tags
-    def last_snapshot(self) -> int:
+    # ---- catalog reads (the rest is CatalogReads)
+    def catalog_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of one read-only catalog query with ``:name`` parameters."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(cat.LakeState.last_snapshot).where(cat.LakeState.id == 1)).scalar_one())
+            result = conn.execute(text(sql), dict(params or {}))
+            return list(result.keys()), [tuple(r) for r in result.fetchall()]
 
-    def resolve_snapshot(self, as_of: int | str | None = None) -> int:
-        """A snapshot id from an id, a tag name, 'latest' or None (latest)."""
-        last = self.last_snapshot()
-        if as_of is None or as_of == "latest":
-            return last
-        if isinstance(as_of, int) or (isinstance(as_of, str) and as_of.isdigit()):
-            sid = int(as_of)
-            if sid < 0 or sid > last:
-                raise LakeError(f"snapshot {sid} does not exist (latest is {last})")
-            return sid
-        with self.engine.connect() as conn:
-            sid = conn.execute(select(cat.Tag.snapshot_id).where(cat.Tag.name == as_of)).scalar()
-            if sid is None:
-                known = conn.execute(select(cat.Tag.name).order_by(cat.Tag.name)).scalars().all()
-                raise LakeError(f"unknown tag or snapshot {as_of!r}; known tags: {list(known)}")
-        return int(sid)
-
+    # ---- tags
     def tag(self, name: str, as_of: int | str | None = None, note: str = "", move: bool = False) -> int:
         """Name a snapshot (default: the latest).  Tags do not move unless ``move``."""
         if not name or name.isdigit() or name == "latest":
@@ -523,19 +508,6 @@ class Lake:
         with Session(self.engine) as conn:
             rows = conn.execute(select(cat.Tag).order_by(cat.Tag.snapshot_id)).scalars().all()
             return [{"name": t.name, "snapshot_id": t.snapshot_id, "created_at": t.created_at, "note": t.note} for t in rows]
-
-    def files_at(self, snapshot: int, table: str | None = None) -> list[dict[str, Any]]:
-        """Data files visible at ``snapshot``: registered at or before it, not retired at or before it."""
-        df = cat.DataFile
-        q = select(df.table_name, df.path, df.rows, df.max_version, df.tombstones, df.schema_version, df.id,
-                   df.bytes).where(
-            df.added_snapshot <= snapshot,
-            (df.retired_snapshot.is_(None)) | (df.retired_snapshot > snapshot),
-        )
-        if table is not None:
-            q = q.where(df.table_name == table)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(df.id))]
 
     # ---- committing
     MAX_REBASES = 8
@@ -1054,28 +1026,6 @@ class Lake:
             if not dry_run:
                 path.unlink()
         return {"removed": removed, "bytes": freed, "dry_run": dry_run}
-
-    # ---- querying (platform.query does the work)
-    def query_engine(self, as_of: int | str | None = None):
-        from matlake.platform.query import QueryEngine
-
-        sid = self.resolve_snapshot(as_of)
-        qe = self._query_engines.get(sid)
-        if qe is None:
-            qe = QueryEngine(self, sid)
-            if len(self._query_engines) > 8:
-                self._query_engines.clear()
-            self._query_engines[sid] = qe
-        return qe
-
-    def sql(self, query: str, as_of: int | str | None = None, params: Sequence[Any] | None = None):
-        """Run DuckDB SQL over the views at a snapshot; returns a :class:`~matlake.platform.query.Result`
-        (``.df()``, ``.arrow()``, ``.fetchall()``, ``.fetchone()`` on DuckDB 1.4 to 2.x)."""
-        return self.query_engine(as_of).sql(query, params=params)
-
-    def table(self, name: str, as_of: int | str | None = None, all_versions: bool = False):
-        """Table or view ``name`` at a snapshot (latest versions unless ``all_versions``)."""
-        return self.query_engine(as_of).table(name, all_versions=all_versions)
 
     def structure(self, record_id: str, as_of: int | str | None = None):
         """The pymatgen Structure of a `structures` record."""

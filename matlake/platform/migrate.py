@@ -9,6 +9,9 @@ as text.  Anything these readings do not recognise (several rows, a file that
 is not one link of a single straight chain) goes to Alembic's own machinery,
 and :func:`revision_status` re-reads both sides through Alembic whenever they
 differ, so an outdated catalog is reported exactly as Alembic sees it.
+The read-only query path (:mod:`matlake.platform.reader`) reads the same row of a SQLite
+catalog through the standard library (:func:`sqlite_revisions`) and opens the full lake,
+which runs :func:`revision_status`, whenever it is not the head.
 Migrating (:func:`upgrade`, :func:`downgrade`) always runs Alembic.
 """
 
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from alembic.config import Config
     from sqlalchemy import Engine
 
@@ -92,6 +97,16 @@ def current(engine: Engine) -> str | None:
     if len(revisions) <= 1:
         return revisions[0] if revisions else None
     return _alembic_current(engine)
+
+
+def sqlite_revisions(con: "sqlite3.Connection") -> list[str]:
+    """The revisions in ``alembic_version`` of a SQLite catalog, read with a stdlib ``sqlite3``
+    connection (the read-only query path, which has no SQLAlchemy engine): [] when no migration
+    has run.  Callers accept only ``[head()]`` and leave anything else to :func:`revision_status`."""
+    found = con.execute("select 1 from sqlite_master where type = 'table' and name = ?", (VERSION_TABLE,)).fetchone()
+    if found is None:
+        return []
+    return [row[0] for row in con.execute(f"select version_num from {VERSION_TABLE}").fetchall()]
 
 
 def head() -> str:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import text
 
 from matlake import schemas
 
 if TYPE_CHECKING:
-    from matlake.platform.lake import Lake
+    from matlake.platform.reader import CatalogReads
 
 # Catalog views: name -> SQL over the catalog (parameter :sid = the snapshot).
 CATALOG_VIEWS: dict[str, str] = {
@@ -60,10 +60,15 @@ class QueryEngine:
     """Views over one snapshot.  Building one reads two small catalog lists (the
     snapshot's data files and their deletion vectors); a view is created the first
     time a query names it (with the views it depends on), so a query over one
-    table never plans scans of the others."""
+    table never plans scans of the others.
 
-    def __init__(self, lake: "Lake", snapshot: int) -> None:
-        self.lake = lake
+    ``catalog`` is anything with the catalog reads of
+    :class:`~matlake.platform.reader.CatalogReads`: a full ``Lake`` (SQLAlchemy) or
+    a ``ReadOnlyLake`` (stdlib sqlite3); the engine is the same for both."""
+
+    def __init__(self, catalog: "CatalogReads", snapshot: int) -> None:
+        self.catalog = catalog
+        self.root = catalog.root
         self.snapshot = snapshot
         self.con = duckdb.connect(":memory:")
         # Many small files are opened again by every query: keep their footers.
@@ -71,18 +76,11 @@ class QueryEngine:
         self._registered: set[str] = set()
         self._created: set[str] = set()
         self._files: dict[str, list[dict[str, Any]]] = {}
-        for f in lake.files_at(snapshot):
+        for f in catalog.files_at(snapshot):
             self._files.setdefault(f["table_name"], []).append(f)
-        self._vectors = self._deletion_vectors()
+        # data file id -> (sidecar path or None for 'every row', replaced rows), live at this snapshot
+        self._vectors = catalog.deletion_vectors_at(snapshot)
         self.row_tables: list[str] = list(schemas.TABLES)
-
-    def _deletion_vectors(self) -> dict[int, tuple[str | None, int]]:
-        """data file id -> (sidecar path or None for 'every row', replaced rows), live at this snapshot."""
-        with self.lake.engine.connect() as conn:
-            rows = conn.execute(text(
-                "select data_file_id, path, rows from deletion_vectors where added_snapshot <= :sid "
-                "and (retired_snapshot is null or retired_snapshot > :sid)"), {"sid": self.snapshot}).fetchall()
-        return {int(fid): (path, int(n)) for fid, path, n in rows}
 
     # ---- views, created when first named
     def ensure(self, names: Sequence[str]) -> None:
@@ -114,10 +112,10 @@ class QueryEngine:
             # Data files never change: many small ones are read once, with their row positions,
             # into one in-memory table, so warm queries do not open each file again.
             self.con.execute(f"create temp table _small_{name} as select * from "
-                             f"{_scan(self.lake, small, positions=True)}")
+                             f"{_scan(self.root, small, positions=True)}")
         everything = []
         if big:
-            everything.append(f"select * from {_scan(self.lake, big)}")
+            everything.append(f"select * from {_scan(self.root, big)}")
         if small:
             everything.append(f"select * exclude (filename, file_row_number) from _small_{name}")
         self.con.execute(f"create view {name}_all as " + " union all by name ".join(everything))
@@ -130,8 +128,8 @@ class QueryEngine:
         replaced = ""
         if dirty:
             mapping = pa.table({
-                "dv_file": [str(self.lake.root / self._vectors[f["id"]][0]) for f in dirty],
-                "data_file": [str(self.lake.root / f["path"]) for f in dirty]})
+                "dv_file": [str(self.root / self._vectors[f["id"]][0]) for f in dirty],
+                "data_file": [str(self.root / f["path"]) for f in dirty]})
             self.con.register(f"_dvmap_{name}", mapping)
             dvs = ", ".join(_quote(p) for p in mapping.column("dv_file").to_pylist())
             replaced = (f" anti join (select m.data_file as filename, v.pos as file_row_number from "
@@ -142,16 +140,16 @@ class QueryEngine:
         clean_big = [f for f in big if f["id"] not in dirty_ids]
         dirty_big = [f for f in big if f["id"] in dirty_ids and f not in dead]
         if clean_big:
-            parts.append(f"select * exclude (tombstone) from {_scan(self.lake, clean_big)}"
+            parts.append(f"select * exclude (tombstone) from {_scan(self.root, clean_big)}"
                          + (" where not tombstone" if tombstones else ""))
         if dirty_big:
             parts.append(f"select d.* exclude (tombstone, filename, file_row_number) from "
-                         f"{_scan(self.lake, dirty_big, positions=True)} d{replaced}"
+                         f"{_scan(self.root, dirty_big, positions=True)} d{replaced}"
                          + (" where not d.tombstone" if tombstones else ""))
         if small:
             gone = [f for f in small if f in dead]
             conditions = (["not d.tombstone"] if tombstones else []) + (
-                [f"d.filename not in ({', '.join(_quote(str(self.lake.root / f['path'])) for f in gone)})"]
+                [f"d.filename not in ({', '.join(_quote(str(self.root / f['path'])) for f in gone)})"]
                 if gone else [])
             parts.append(f"select d.* exclude (tombstone, filename, file_row_number) from _small_{name} d"
                          + (replaced if any(f in dirty for f in small) else "")
@@ -190,15 +188,12 @@ class QueryEngine:
                                 "where members = 'object'").fetchall()
         for aid, table, sha in sets:
             parts.append(f"select '{aid}', 'used', 'record', record_id, version::integer, '{table}' "
-                         f"from read_parquet({_quote(str(self.lake.objects.path(sha)))})")
+                         f"from read_parquet({_quote(str(self.catalog.objects.path(sha)))})")
         self.con.execute("create view links as " + " union all ".join(parts))
         self._registered.add("links")
 
     def _register_catalog(self, name: str) -> None:
-        with self.lake.engine.connect() as conn:
-            result = conn.execute(text(CATALOG_VIEWS[name]), {"sid": self.snapshot})
-            cols = list(result.keys())
-            rows = result.fetchall()
+        cols, rows = self.catalog.catalog_rows(CATALOG_VIEWS[name], {"sid": self.snapshot})
         arrays = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
         table = pa.table(arrays) if rows else pa.table({c: pa.array([], pa.string()) for c in cols})
         self.con.register(f"_cat_{name}", table)
@@ -208,7 +203,7 @@ class QueryEngine:
     # ---- public
     def sql(self, query: str, params: Sequence[Any] | None = None, read_only: bool = False):
         if read_only:
-            check_read_only(query)
+            check_read_only(query, self.con)
         self._prepare(query)
         try:
             rel = self.con.sql(query, params=list(params)) if params else self.con.sql(query)
@@ -328,7 +323,7 @@ def _words(sql: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql.lower()))
 
 
-def _scan(lake: "Lake", files: list[dict[str, Any]], positions: bool = False) -> str:
+def _scan(root: Path, files: list[dict[str, Any]], positions: bool = False) -> str:
     """A DuckDB scan of ``files``.  Files of one schema version have the same columns, so each
     version is one ``read_parquet`` that binds from a single footer; only several versions
     side by side (older files with fewer columns) are combined by name.  (``union_by_name``
@@ -336,7 +331,7 @@ def _scan(lake: "Lake", files: list[dict[str, Any]], positions: bool = False) ->
     extra = ", filename=true, file_row_number=true" if positions else ""
     by_version: dict[int, list[str]] = {}
     for f in files:
-        by_version.setdefault(int(f.get("schema_version") or 0), []).append(_quote(str(lake.root / f["path"])))
+        by_version.setdefault(int(f.get("schema_version") or 0), []).append(_quote(str(root / f["path"])))
     scans = [f"select * from read_parquet([{', '.join(paths)}]{extra})" for _v, paths in sorted(by_version.items())]
     if len(scans) == 1:
         return scans[0][len("select * from "):]
@@ -377,10 +372,11 @@ def error_message(exc: BaseException, names: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def check_read_only(query: str) -> None:
-    """Refuse anything but SELECT-like statements (the CLI's default)."""
+def check_read_only(query: str, con: "duckdb.DuckDBPyConnection | None" = None) -> None:
+    """Refuse anything but SELECT-like statements (the CLI's default).  ``con``: a connection
+    to parse with (default: DuckDB's module-level one, a database of its own)."""
     try:
-        statements = duckdb.extract_statements(query)
+        statements = (duckdb if con is None else con).extract_statements(query)
     except duckdb.Error as exc:
         raise QueryError(f"SQL does not parse: {error_message(exc)}") from exc
     for st in statements:
