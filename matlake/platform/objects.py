@@ -245,6 +245,8 @@ def _sync_pool() -> Any:
 
         _SYNC_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="matlake-fsync"))
     return _SYNC_POOL[1]
+
+
 SPOOL_DIR = "spool"  # temporaries of streamed objects; not an object shard (``sha_of_path`` is None: gc removes them)
 
 
