@@ -280,7 +280,9 @@ def install_probes(probe: Probe) -> None:
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
     probe.patch(objects.ObjectStore, "put", "object store put (raw bytes)")
     probe.patch(objects.Spool, "keep", "object store put (raw bytes)")
-    probe.patch(objects.ObjectStore, "sync_dirs", "object folder fsyncs (once per batch)")
+    probe.patch(objects.ObjectStore, "sync_dirs", "object folder fsyncs (once per batch)")  # code before the barrier
+    # the batch's objects and Parquet files made durable together, inside Lake.commit
+    probe.patch(objects, "make_durable", "durability barrier (objects + Parquet, once per commit)")
     probe.patch(os, "fsync", "os.fsync (all)")
     for p in ingest_pkg.all_parsers():
         probe.replace(p, "parse", probe.wrap("parser.parse (matlake parser)", p.parse))
@@ -359,6 +361,7 @@ BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("(rest of process_source: file read, outcome)", 2),
     ("object folder fsyncs (once per batch)", 1),
     ("Lake.commit", 1),
+    ("durability barrier (objects + Parquet, once per commit)", 2),
     ("Parquet build + write", 2),
     ("pq.write_table (zstd)", 3),
     ("ChangeSet.add_rows (conforms again)", 1),

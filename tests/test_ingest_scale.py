@@ -1,4 +1,5 @@
-"""Issue #8 items 4 and 6: the path cache, parent-side triage, streaming into the store, fsyncs, CIF parsed once."""
+"""Issue #8 items 4 and 6: the path cache, parent-side triage, streaming into the store, the durability
+barrier (one per batch), CIF parsed once."""
 
 from __future__ import annotations
 
@@ -369,64 +370,146 @@ def test_large_sources_are_streamed_into_the_store_and_parsed_exactly(sqlite_lak
     assert not list((sqlite_lake.objects.root / SPOOL_DIR).iterdir())
 
 
-def test_one_fsync_per_object_and_one_per_object_folder_per_batch(sqlite_lake, tmp_path, monkeypatch):
+def _count_fsyncs(monkeypatch) -> dict[str, int]:
+    """Count ``os.fsync`` calls (the barrier's threads too)."""
+    real = os.fsync
+    n = {"fsync": 0}
+
+    def counted(fd):
+        n["fsync"] += 1
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    return n
+
+
+def test_one_durability_barrier_per_batch_covers_its_objects_and_parquet_files(sqlite_lake, tmp_path, monkeypatch):
+    from matlake.platform import lake as lake_mod
     from matlake.platform import objects
 
-    files = write_eis_files(tmp_path / "src", 0, 12)
-    root = sqlite_lake.objects.root
-    events: list[tuple[str, object]] = []  # ("file", None) | ("dir", path) | ("commit", batch folders) | ("end", None)
-    real_fsync_path, real_fsync = objects.fsync_path, os.fsync
-    in_dir_sync = {"n": 0}
+    files = write_eis_files(tmp_path / "src", 0, 10)
+    # Two sources whose parsers keep arrays as objects of their own (a chunked volume, a spectrum image).
+    for name in (("imaging", "EMD-3197.map"), ("spectra", "NMC_TM+O_EELS_Spectrum_Image.dm3")):
+        shutil.copyfile(sample(*name), tmp_path / "src" / name[1])
+        files.append(tmp_path / "src" / name[1])
+    events: list[tuple[str, object]] = []
+    fsyncs = _count_fsyncs(monkeypatch)
+    real_barrier = objects.make_durable
 
-    def dir_sync(path):
-        events.append(("dir", Path(path)))
-        in_dir_sync["n"] += 1
-        try:
-            real_fsync_path(path)
-        finally:
-            in_dir_sync["n"] -= 1
+    def barrier(paths):
+        paths = [Path(p) for p in paths]
+        before = fsyncs["fsync"]
+        done = real_barrier(paths)
+        events.append(("barrier", (set(paths), fsyncs["fsync"] - before)))
+        return done
 
-    def file_sync(fd):
-        if not in_dir_sync["n"]:
-            events.append(("file", None))
-        real_fsync(fd)
-
-    monkeypatch.setattr(objects, "fsync_path", dir_sync)
-    monkeypatch.setattr(os, "fsync", file_sync)
-    real_commit = ingestion._commit_batch
+    real_commit, real_txn = ingestion._commit_batch, lake_mod.Lake._commit_transaction
 
     def commit(lake, batch, *a, **k):
-        folders = {lake.objects.path(s).parent for o in batch for s in [o.sha256] + [x for x, _ in o.objects]}
-        events.append(("commit", folders))
-        try:
-            return real_commit(lake, batch, *a, **k)
-        finally:
-            events.append(("end", None))
+        events.append(("batch", ({lake.objects.path(s) for o in batch for s in [o.sha256] + [x for x, _ in o.objects]},
+                                 fsyncs["fsync"])))
+        return real_commit(lake, batch, *a, **k)
 
+    def txn(self, cs, files, *a, **k):
+        events.append(("transaction", ({self.root / f["path"] for f in files}, fsyncs["fsync"])))
+        return real_txn(self, cs, files, *a, **k)
+
+    monkeypatch.setattr(objects, "make_durable", barrier)
     monkeypatch.setattr(ingestion, "_commit_batch", commit)
+    monkeypatch.setattr(lake_mod.Lake, "_commit_transaction", txn)
+    fsyncs["fsync"] = 0
     r = sqlite_lake.ingest(files, batch_size=5, progress=False)
-    assert r.new == 12
-    objects_written = sum(1 for _ in sqlite_lake.objects.iter_files())
-    outside_files = inside = 0
-    window: list[Path] | None = None
-    for kind, what in events:
-        if kind == "commit":
-            window, expected = [], what
-        elif kind == "end":
-            store_dirs = [p for p in window if p.parent == root]
-            assert len(store_dirs) == len(set(store_dirs))  # each folder once per batch
-            assert set(store_dirs) == expected  # and every folder the batch wrote into
-            inside += 1
-            window = None
-        elif kind == "dir":
-            if window is None:
-                assert what.parent != root, f"object folder {what} fsynced outside a batch commit"
-            else:
-                window.append(what)
-        elif window is None:
-            outside_files += 1
-    assert inside == 3
-    assert outside_files == objects_written  # one fsync per object, written by process_source
+    assert (r.new, r.failed, r.errors) == (12, 0, 0), r.summary()
+    kinds = [k for k, _ in events]
+    assert kinds == ["batch", "barrier", "transaction"] * 3  # one barrier per batch, before its transaction
+    in_barriers = 0
+    for i in range(0, 9, 3):
+        (wrote, fsyncs_before), (synced, n_fsyncs), (registered, fsyncs_at_txn) = (e[1] for e in events[i:i + 3])
+        assert wrote and registered and wrote | registered <= synced  # every object and Parquet file of the commit
+        # Each file, its folder and the folder above (a new shard or table folder) once.
+        assert n_fsyncs == len(synced) + len({p.parent for p in synced} | {p.parent.parent for p in synced})
+        assert fsyncs_at_txn == fsyncs_before + n_fsyncs
+        in_barriers += n_fsyncs
+    assert fsyncs["fsync"] == in_barriers  # no fsync outside the barriers (SQLite's own are not os.fsync)
+    assert sum(len(o.objects) for o in r.outcomes) >= 2  # the arrays were objects of their own, synced above
+    # After the commits every registered object and data file is there, whole.
+    shas = {row[0] for row in sqlite_lake.sql("select sha256 from objects").fetchall()}
+    assert shas == {o.sha256 for o in r.outcomes} | {s for o in r.outcomes for s, _ in o.objects}
+    assert all(sqlite_lake.objects.verify(s) for s in shas)
+    with sqlite_lake.engine.connect() as conn:
+        paths = [row[0] for row in conn.execute(select(cat.DataFile.path))]
+    assert paths and all((sqlite_lake.root / p).is_file() for p in paths)
+
+
+def test_objects_written_unsynced_are_fsynced_by_the_barrier_only(tmp_path, monkeypatch):
+    from matlake.platform import objects
+
+    store = objects.ObjectStore(tmp_path / "objects")
+    fsyncs = _count_fsyncs(monkeypatch)
+    a = store.put(b"alpha", sync=False)
+    with store.spool() as sp:
+        sp.write(b"beta")
+        sp.close()
+        assert sp.keep(sync=False)
+        b = sp.sha
+    c, _ = store.put_written(lambda fh: fh.write(b"gamma"), sync=False)
+    assert fsyncs["fsync"] == 0
+    assert [store.get(s) for s in (a, b, c)] == [b"alpha", b"beta", b"gamma"]
+    assert not list((tmp_path / "objects" / objects.SPOOL_DIR).iterdir())
+    # Three objects in three folders (names that differ in their first two hex digits): each file
+    # and folder once, and the store's root above them (the shard folders were new).
+    assert len({store.path(s).parent for s in (a, b, c)}) == 3
+    assert store.make_durable([a, b, c, "", a]) == 7
+    assert fsyncs["fsync"] == 7
+    # A missing object has nothing to make durable (the folders above it still are).
+    fsyncs["fsync"] = 0
+    assert objects.make_durable([store.path("0" * 64)]) == 1
+    assert fsyncs["fsync"] == 1
+    # The default put is durable on its own: file and folder.
+    fsyncs["fsync"] = 0
+    store.put(b"delta")
+    assert fsyncs["fsync"] == 2
+    # A large unsynced object starts its write-back at once (a head start for the barrier, no fsync).
+    started: list[int] = []
+    monkeypatch.setattr(objects, "start_writeback", lambda fd: started.append(fd))
+    fsyncs["fsync"] = 0
+    big = store.put(b"x" * objects.WRITEBACK_BYTES, sync=False)
+    with store.spool() as sp:
+        sp.write(b"y" * objects.WRITEBACK_BYTES)
+        sp.keep(sync=False)
+    store.put_written(lambda fh: fh.write(b"z" * objects.WRITEBACK_BYTES), sync=False)
+    store.put(b"small", sync=False)
+    assert len(started) == 3 and fsyncs["fsync"] == 0
+    assert store.verify(big)
+
+
+def test_syncfs_barrier_and_a_bad_durability_mode(tmp_path, monkeypatch):
+    from matlake.platform import objects
+
+    store = objects.ObjectStore(tmp_path / "objects")
+    sha = store.put(b"alpha", sync=False)
+    monkeypatch.setenv(objects.DURABILITY_ENV, "nonsense")
+    with pytest.raises(ValueError, match="MATLAKE_DURABILITY: expected one of fsync, syncfs, found 'nonsense'"):
+        store.make_durable([sha])
+    monkeypatch.setenv(objects.DURABILITY_ENV, "syncfs")
+    fsyncs = _count_fsyncs(monkeypatch)
+    assert store.make_durable([sha]) == 3  # the file, its folder, the store's root
+    if objects._syncfs_call() is not None:
+        assert fsyncs["fsync"] == 0  # one syncfs of the filesystem instead
+    else:
+        assert fsyncs["fsync"] == 3  # the portable fallback
+    assert store.get(sha) == b"alpha"
+
+
+def test_a_dask_worker_makes_its_objects_durable_itself(tmp_path, monkeypatch):
+    src = tmp_path / "c.cif"
+    shutil.copyfile(sample("dft", "MAPbI3_mp-977013_symmetrized.cif"), src)
+    fsyncs = _count_fsyncs(monkeypatch)
+    out = ingestion.process_source(ingestion.SourceItem(str(src)), str(tmp_path / "objects"), {})
+    assert out.status == "ok" and fsyncs["fsync"] == 0  # a local worker leaves it to the commit's barrier
+    src.write_text(src.read_text() + "# another copy\n")
+    out = ingestion.process_source_durable(ingestion.SourceItem(str(src)), str(tmp_path / "objects"), {})
+    assert out.status == "ok" and fsyncs["fsync"] == 3  # the raw object and the folders above it, on the worker
 
 
 def test_a_cif_text_is_parsed_once(sqlite_lake, tmp_path, monkeypatch):

@@ -128,7 +128,7 @@ def test_permission_denied_writing_parquet_fails_cleanly(sqlite_lake, tmp_path, 
     lake.ingest(write_eis_files(tmp_path / "first", 0, 3), progress=False)
     before = _state(lake)
 
-    def denied(path, data):
+    def denied(path, data, **_sync):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
     monkeypatch.setattr(lake_mod, "write_atomic", denied)

@@ -117,7 +117,7 @@ def file_shas(folder: Path) -> set[str]:
     return {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 
 
-FAULT_MODES = ("after_files", "in_transaction", "after_commit", "timer")
+FAULT_MODES = ("before_barrier", "after_files", "in_transaction", "after_commit", "timer")
 
 
 def crash_campaign(lake_root: Path, work: Path, kills: int, parallel: int = 4, new_per_run: int = 6,
@@ -128,7 +128,7 @@ def crash_campaign(lake_root: Path, work: Path, kills: int, parallel: int = 4, n
     ``new_per_run`` new EIS files per process to a shared source folder and
     every process ingests the whole folder (shuffled), so they also race for
     the same files.  A process is killed either by the ``MATLAKE_FAULT`` hook
-    at its N-th ``after_files`` / ``in_transaction`` / ``after_commit`` point
+    at its N-th ``before_barrier`` / ``after_files`` / ``in_transaction`` / ``after_commit`` point
     (N = 1..3) or by the parent after a random delay (``timer``).  After every
     wave :func:`matlake.platform.operations.doctor` must report consistent and
     :func:`reconcile` must hold.  Returns figures.

@@ -35,7 +35,7 @@ def put_chunked(lake: "Lake", array: Any, chunks: tuple[int, ...] | None = None,
     the commit that names it registers it, e.g. ``ObjectSpec.stored(ref)``)."""
     from matlake.platform.ingestion import _put_chunked
 
-    sha, size, index_sha = _put_chunked(lake.objects, array, chunks, codec, sync_dir=True)
+    sha, size, index_sha = _put_chunked(lake.objects, array, chunks, codec, sync=True)
     return ChunkedRef(sha, size, index_sha)
 
 

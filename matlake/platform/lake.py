@@ -3,7 +3,9 @@
 Commit protocol (ARCHITECTURE, "Commits, snapshots, time travel"):
 
 1. Parquet files (one per touched table, named by content hash) and objects are
-   written and fsynced first.
+   written first, then made durable in one barrier (``objects.make_durable``: the
+   Parquet files and the objects the change set lists in ``unsynced``, fsynced
+   together), before anything refers to them.
 2. One catalog transaction takes the ``lake_state`` row lock, allocates the
    next snapshot id and registers files, objects, activities, links, used sets,
    ledger rows and model versions together, and extends the deletion vector of
@@ -25,7 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -42,6 +44,7 @@ import matlake
 from matlake import schemas
 from matlake.platform import catalog as cat
 from matlake.platform import migrate
+from matlake.platform import objects as object_store
 from matlake.platform.config import (
     CONFIG_NAME,
     SQLITE_NAME,
@@ -226,6 +229,12 @@ class ChangeSet:
         self.retire: list[int] = []
         # Data files already written and fsynced by the caller (compaction): data_files rows minus added_snapshot.
         self.files: list[dict[str, Any]] = []
+        # Files written without fsync (an ingest batch's objects) that the commit makes durable in
+        # the same barrier as its Parquet files, before the catalog transaction refers to them.
+        self.unsynced: list[Path] = []
+        # Extra catalog writes run inside the commit's transaction (after its ledger rows), so
+        # they land atomically with it and cost no catalog commit of their own (the path cache).
+        self.in_transaction: list[Callable[[Any], None]] = []
         # Compaction: merged file path -> (retired data file id, offset of its first row in the merged file),
         # so the retired files' deletion vectors are carried over to the merged file.
         self.merged_from: dict[str, list[tuple[int, int]]] = {}
@@ -282,6 +291,11 @@ class ChangeSet:
         """A model version row; ``snapshot_id`` is the snapshot of its training data."""
         self.models.append(fields)
 
+    def make_durable_at_commit(self, paths: Iterable[Path]) -> None:
+        """Files written without fsync (``sync=False``) that this commit refers to: the commit
+        makes them durable with its Parquet files, in one barrier, before its catalog transaction."""
+        self.unsynced.extend(Path(p) for p in paths)
+
     def is_empty(self) -> bool:
         return not (self.activities or self.rows or self.objects or self.ledger or self.models or self.retire
                     or self.files)
@@ -337,14 +351,6 @@ def highest_per_index(n: int, idx: Any, version: Any, *payload: Any) -> tuple[An
         keep = order[last]
         return (idx[keep], version[keep], *(p[keep] for p in payload))
     return (idx, version, *payload)
-
-
-def _repeat(value: str, n: int) -> pa.Array:
-    """``n`` copies of one string, built as a dictionary (cheap) and decoded once."""
-    import numpy as np
-
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string())
-                                          ).cast(pa.string())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -533,6 +539,12 @@ class Lake(CatalogReads):
             base = cs.read_snapshot if (attempt == 0 and cs.read_snapshot is not None) else self.last_snapshot()
             written, replaced, created = self._write_tables(cs, now, base, look_up_all=attempt > 0)
             files = written + list(cs.files)
+            _fault("before_barrier")  # files written, not yet durable: a crash leaves orphans for gc
+            # The durability barrier: nothing the transaction registers may be lost to a power
+            # failure once it commits.  Every Parquet file of this attempt (also one that was
+            # already there, maybe left unsynced by a crashed commit) and, once, the unsynced objects.
+            object_store.make_durable([*(cs.unsynced if attempt == 0 else ()),
+                                       *(self.root / f["path"] for f in written)])
             _fault("after_files")
             sidecars: list[Path] = []  # deletion vectors written inside the transaction
             try:
@@ -613,6 +625,8 @@ class Lake(CatalogReads):
                     raise DuplicateSource(f"a source in this batch was committed by another process: {exc.orig}") from exc
             if cs.models:
                 conn.execute(insert(cat.ModelVersion), [dict({"created_at": now}, **m) for m in cs.models])
+            for write in cs.in_transaction:
+                write(conn)
             conn.execute(update(cat.LakeState).where(cat.LakeState.id == 1).values(last_snapshot=sid))
             _fault("in_transaction")
             return sid
@@ -705,7 +719,6 @@ class Lake(CatalogReads):
         created: list[Path] = []
         for table, parts in sorted(by_table.items()):
             schema = schemas.get(table)
-            pieces = []
             # Version 1 given explicitly (a never-seen source) needs no look-up; anything else does.
             need_versions = [p for p in parts if p.version is None or p.version > 1 or look_up_all]
             # Previous version of every row to version, aligned with the rows (-1: none), and
@@ -714,12 +727,13 @@ class Lake(CatalogReads):
                 table, [p.data.column("record_id") for p in need_versions], base)
             hits_code: list[np.ndarray] = []
             hits_pos: list[np.ndarray] = []
+            version_parts: list[np.ndarray] = []
+            # By identity: _Rows compares by value, and comparing tables reads all their data.
+            looked_up = {id(q) for q in need_versions}
             offset = 0
             for p in parts:
                 n = p.data.num_rows
-                rids = p.data.column("record_id")
-                # `is`, not `in`: _Rows compares by value, and comparing tables reads all their data.
-                if any(p is q for q in need_versions):
+                if id(p) in looked_up:
                     mine = prev[offset:offset + n]
                     found = mine >= 0
                     hits_code.append(file_code[offset:offset + n][found])
@@ -728,26 +742,35 @@ class Lake(CatalogReads):
                 else:
                     mine = np.full(n, -1, np.int64)
                 if p.version is None or (p.version == 1 and look_up_all):
-                    versions = pa.array(np.where(mine >= 0, mine + 1, 1).astype(np.int32))
+                    version_parts.append(np.where(mine >= 0, mine + 1, 1).astype(np.int32))
                 else:
                     clash = np.flatnonzero(mine >= p.version)
                     if len(clash):
                         i = int(clash[0])
-                        raise VersionConflict(f"table {table}: record {rids[i].as_py()} already has version "
+                        rid = p.data.column("record_id")[i].as_py()
+                        raise VersionConflict(f"table {table}: record {rid} already has version "
                                               f"{int(mine[i])}; expected a version above it, found {p.version}")
-                    versions = pa.array(np.full(n, p.version, dtype=np.int32))
-                cols = {
-                    "record_id": rids,
-                    "version": versions,
-                    "activity_id": _repeat(p.activity_id, n),
-                    "schema_version": pa.array(np.full(n, schema.version, dtype=np.int32)),
-                    "created_at": pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
-                                           pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
-                    "tombstone": pa.array(np.full(n, p.tombstone, dtype=bool)),
-                }
-                for c in schema.data_columns:
-                    cols[c.name] = p.data.column(c.name)
-                pieces.append(pa.table(cols, schema=schema.arrow_schema()))
+                    version_parts.append(np.full(n, p.version, dtype=np.int32))
+            # The provenance columns of all parts at once (a batch of one-row parts, e.g. one
+            # structure per CIF, would otherwise pay for building a table per part).
+            counts = np.array([p.data.num_rows for p in parts], dtype=np.int64)
+            total = int(counts.sum())
+            data = pa.concat_tables([p.data for p in parts])  # all conformed to the data schema: no copy
+            activity = pa.DictionaryArray.from_arrays(
+                pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts)),
+                pa.array([p.activity_id for p in parts], pa.string())).cast(pa.string())
+            cols = {
+                "record_id": data.column("record_id"),
+                "version": pa.array(np.concatenate(version_parts)),
+                "activity_id": activity,
+                "schema_version": pa.array(np.full(total, schema.version, dtype=np.int32)),
+                "created_at": pa.array(np.full(total, np.datetime64(now.replace(tzinfo=None), "us")),
+                                       pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+                "tombstone": pa.array(np.repeat(np.array([p.tombstone for p in parts], dtype=bool), counts)),
+            }
+            for c in schema.data_columns:
+                cols[c.name] = data.column(c.name)
+            full = pa.table(cols, schema=schema.arrow_schema())
             if hits_code:
                 codes = np.concatenate(hits_code)
                 positions = np.concatenate(hits_pos)
@@ -758,7 +781,6 @@ class Lake(CatalogReads):
                     # Sorted and distinct (a record given twice in one commit replaces its row once);
                     # already so when the rows come in the stored order, as a re-prediction's do.
                     replaced.append({"table_name": table, "path": stored[int(k)], "positions": sorted_distinct(mine)})
-            full = pa.concat_tables(pieces)
             buf = io.BytesIO()
             pq.write_table(full, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             data = buf.getvalue()
@@ -766,7 +788,7 @@ class Lake(CatalogReads):
             rel = f"tables/{table}/{sha}.parquet"
             path = self.root / rel
             if not path.exists():
-                write_atomic(path, data)
+                write_atomic(path, data, sync=False)  # made durable by the commit's barrier
                 created.append(path)
             vcol = full.column("version")
             out.append({

@@ -1,13 +1,15 @@
 """Content-addressed object store: ``objects/ab/cdef...`` named by sha256.
 
-Objects are written to a temporary file, fsynced, and renamed into place, so a
-reader never sees a partial object and a crash leaves at worst a temporary or
-an unregistered file that ``matlake gc`` removes.  An object is never modified.
-The rename is durable once the object's folder is fsynced: :meth:`ObjectStore.put`
-does it per object by default; ingest passes ``sync_dir=False`` and fsyncs each
-folder its batch wrote into once, before the commit that registers the objects
-(:meth:`ObjectStore.sync_dirs`).  Large sources are streamed in
-(:meth:`ObjectStore.spool`): copied and hashed in one pass, never held whole.
+Objects are written to a temporary file and renamed into place, so a reader
+never sees a partial object and a crash leaves at worst a temporary or an
+unregistered file that ``matlake gc`` removes.  An object is never modified.
+An object is durable once its file and its folder are fsynced:
+:meth:`ObjectStore.put` does both per object by default; ingest passes
+``sync=False`` (no fsync at all) and makes everything a batch wrote durable in
+one barrier (:func:`make_durable`: the objects and the commit's Parquet files,
+fsynced together) right before the catalog transaction that registers them.
+Large sources are streamed in (:meth:`ObjectStore.spool`): copied and hashed in
+one pass, never held whole.
 
 Objects may sit on shared team storage that others can write to, so a read
 checks the bytes against the sha256 they are named for (:meth:`ObjectStore.get`
@@ -18,12 +20,15 @@ where the bytes are hashed or copied, never parsed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from matlake.platform.errors import LakeError
 
@@ -70,24 +75,178 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` durably: temp file + fsync + rename (+ dir fsync).
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file + rename; durably (file fsync
+    before the rename, folder fsync after) unless ``sync=False``.
 
-    With ``sync_dir=False`` the caller fsyncs ``path.parent`` itself before
-    anything durable refers to ``path`` (one fsync for many files).
+    With ``sync=False`` nothing is fsynced: the caller passes ``path`` to
+    :func:`make_durable` before anything durable refers to it (one barrier for
+    many files instead of two fsyncs each).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
+        elif len(data) >= WRITEBACK_BYTES:
+            start_writeback(fh.fileno())
     os.replace(tmp, path)
-    if sync_dir:
+    if sync:
         fsync_path(path.parent)
 
 
-SYNC_THREADS = 32  # folder fsyncs issued at once by sync_dirs
+WRITEBACK_BYTES = 1 << 20  # unsynced files this large start their write-back at once (start_writeback)
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of dirty pages, do not wait
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages to disk now, without waiting
+    (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; elsewhere nothing).
+
+    Only a head start: a large object's write-back then overlaps the parsing that
+    follows, and the barrier (:func:`make_durable`) has less left to wait for.  It
+    guarantees nothing and its errors are ignored: the barrier's fsync reports them.
+    """
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+SYNC_THREADS = 32  # fsyncs issued at once by make_durable
+DURABILITY_ENV = "MATLAKE_DURABILITY"  # how make_durable works: "fsync" (default) or "syncfs"
+DURABILITY_MODES = ("fsync", "syncfs")
+
+
+def durability_mode() -> str:
+    """How :func:`make_durable` makes files durable: ``$MATLAKE_DURABILITY`` or ``fsync``.
+
+    ``fsync``: every file and folder fsynced, all at once from a thread pool (portable,
+    and flushes only these files).  ``syncfs``: Linux ``syncfs(2)`` once per filesystem
+    (flushes every dirty file of that filesystem, other programs' too); where it is
+    not available (not Linux, a kernel before 5.8 that does not report write-back
+    errors through it) ``fsync`` is used.
+    """
+    mode = os.environ.get(DURABILITY_ENV, "").strip().lower() or "fsync"
+    if mode not in DURABILITY_MODES:
+        raise ValueError(f"${DURABILITY_ENV}: expected one of {', '.join(DURABILITY_MODES)}, found {mode!r}")
+    return mode
+
+
+@functools.lru_cache(maxsize=1)
+def _syncfs_call() -> "Callable[[int], None] | None":
+    """``syncfs(fd)`` raising OSError, or None where it cannot be trusted to report errors."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return None
+    if (major, minor) < (5, 8):  # before 5.8 syncfs returned 0 even when write-back failed
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+
+    def call(fd: int) -> None:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+
+    return call
+
+
+def _fsync_existing(path: Path) -> bool:
+    """fsync ``path`` if it exists; False when it does not (nothing to make durable)."""
+    try:
+        fsync_path(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def make_durable(paths: Iterable[Path]) -> int:
+    """The durability barrier: when this returns, each file of ``paths`` (content and
+    name) is on stable storage; returns how many files and folders were covered.
+
+    For files written with ``sync=False`` (:func:`write_atomic`, :meth:`ObjectStore.put`,
+    :meth:`Spool.keep`, :meth:`ObjectStore.put_written`): every file, the folder holding
+    it and the folder above that are fsynced (or their filesystems synced, see
+    :func:`durability_mode`).
+    Called once per commit, right before the catalog transaction that refers to the
+    files, so many small files cost one barrier instead of two fsyncs each.  A path
+    that does not exist is skipped.  An fsync error (write-back failed) is raised:
+    the commit must not go ahead.
+    """
+    files = sorted({Path(p) for p in paths})
+    if not files:
+        return 0
+    # The folder of each file, and the folder above it: a shard folder (``objects/ab``) or a
+    # table's folder may itself be new, and its own name is an entry of the folder above.
+    folders = sorted({f.parent for f in files} | {f.parent.parent for f in files})
+    if durability_mode() == "syncfs" and (syncfs := _syncfs_call()) is not None:
+        # One syncfs per filesystem flushes every file and folder on it, renames included.
+        devices: dict[int, Path] = {}
+        for folder in folders:
+            try:
+                devices.setdefault(os.stat(folder).st_dev, folder)
+            except FileNotFoundError:
+                continue
+        for folder in devices.values():
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+        return len(files) + len(folders)
+    targets = files + folders
+    if len(targets) == 1:
+        return int(_fsync_existing(targets[0]))
+    # Issued together (fsync releases the GIL): a journaling filesystem commits them in one
+    # or two journal transactions, instead of one per file, one after the other.  One task per
+    # thread, not per file: a task costs the parent more CPU than a fsync of a clean file.
+    lanes = min(SYNC_THREADS, len(targets))
+    return sum(_sync_pool().map(_fsync_all, [targets[i::lanes] for i in range(lanes)]))
+
+
+def _fsync_all(paths: list[Path]) -> int:
+    return sum(_fsync_existing(p) for p in paths)
+
+
+_SYNC_POOL: "tuple[int, Any] | None" = None  # (pid, ThreadPoolExecutor): kept across barriers
+
+
+def _sync_pool() -> Any:
+    """The threads that issue a barrier's fsyncs, started once per process (a forked child,
+    which inherits the executor but not its threads, gets its own)."""
+    global _SYNC_POOL
+    if _SYNC_POOL is None or _SYNC_POOL[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SYNC_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="matlake-fsync"))
+    return _SYNC_POOL[1]
+
+
 SPOOL_DIR = "spool"  # temporaries of streamed objects; not an object shard (``sha_of_path`` is None: gc removes them)
 
 
@@ -95,7 +254,7 @@ class Spool:
     """A source being copied into the store while it is hashed (see :meth:`ObjectStore.spool`).
 
     ``write`` chunks, then ``keep()`` (fsync + rename into place unless the
-    object exists: returns the path holding exactly the hashed bytes) or
+    object exists; ``sync=False``: no fsync, see :func:`make_durable`) or
     ``discard()``.  Used as a context manager, an unkept spool is removed.
     """
 
@@ -124,22 +283,30 @@ class Spool:
             self.sha = self._hash.hexdigest()
         return self.sha
 
-    def keep(self, *, sync_dir: bool = True) -> bool:
+    def keep(self, *, sync: bool = True) -> bool:
         """Move the bytes into the store as object ``sha``; True when this call created it.
 
         An object that already exists is not rewritten: the spool stays where it
-        is (``path``) for the caller to read, until :meth:`discard`.
+        is (``path``) for the caller to read, until :meth:`discard`.  With
+        ``sync=False`` neither the object nor its folder is fsynced: the caller
+        passes the object's path to :func:`make_durable` before a commit refers to it.
         """
         sha = self.close()
         target = self.store.path(sha)
         if target.exists():
             self.path = self.tmp
             return False
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if sync:
+            fsync_path(self.tmp)
+        elif self.size >= WRITEBACK_BYTES:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                start_writeback(fd)
+            finally:
+                os.close(fd)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp, target)
-        if sync_dir:
+        if sync:
             fsync_path(target.parent)
         self.path = target
         return True
@@ -173,27 +340,28 @@ class ObjectStore:
     def exists(self, sha: str) -> bool:
         return self.path(sha).exists()
 
-    def put(self, data: bytes, sha: str | None = None, *, sync_dir: bool = True) -> str:
+    def put(self, data: bytes, sha: str | None = None, *, sync: bool = True) -> str:
         """Store ``data``; returns its sha256.  Idempotent.
 
-        ``sync_dir=False`` leaves the fsync of the object's folder to the caller
-        (:meth:`sync_dirs`, before a commit refers to the object).
+        ``sync=False`` writes without any fsync: the caller makes the object durable
+        (:func:`make_durable`) before a commit refers to it.
         """
         sha = sha or sha256_bytes(data)
         path = self.path(sha)
         if not path.exists():
-            write_atomic(path, data, sync_dir=sync_dir)
+            write_atomic(path, data, sync=sync)
         return sha
 
     def spool(self) -> Spool:
         """A :class:`Spool`: stream bytes in and hash them in one pass, without holding them."""
         return Spool(self)
 
-    def put_written(self, write: "Callable[[BinaryIO], None]", *, sync_dir: bool = True) -> tuple[str, int]:
+    def put_written(self, write: "Callable[[BinaryIO], None]", *, sync: bool = True) -> tuple[str, int]:
         """Store what ``write(fh)`` writes to a seekable file, without a copy in memory.
 
-        The file is hashed once written (read back in chunks), fsynced and renamed
-        into place unless the object exists.  Returns (sha256, size in bytes).
+        The file is hashed once written (read back in chunks), fsynced (unless
+        ``sync=False``, see :meth:`Spool.keep`) and renamed into place unless the
+        object exists.  Returns (sha256, size in bytes).
         """
         with self.spool() as sp:
             assert sp._fh is not None
@@ -201,28 +369,13 @@ class ObjectStore:
             sp._fh.close()
             sp._fh = None
             sha = sp.sha = sha256_file(sp.tmp)
-            size = sp.tmp.stat().st_size
-            sp.keep(sync_dir=sync_dir)
+            size = sp.size = sp.tmp.stat().st_size
+            sp.keep(sync=sync)
         return sha, size
 
-    def sync_dirs(self, shas: Iterable[str]) -> int:
-        """fsync the folder of each object in ``shas`` once; returns how many folders were synced.
-
-        Makes the renames of objects written with ``sync_dir=False`` durable.  An
-        object that is missing here has nothing to make durable and is skipped.
-        """
-        folders = sorted(f for f in {self.path(sha).parent for sha in shas if sha} if f.exists())
-        if len(folders) <= 1:
-            for folder in folders:
-                fsync_path(folder)
-            return len(folders)
-        # Issued together (fsync releases the GIL): a journaling filesystem commits them as one
-        # transaction instead of one journal commit per folder, one after the other.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(folders))) as pool:
-            list(pool.map(fsync_path, folders))
-        return len(folders)
+    def make_durable(self, shas: Iterable[str]) -> int:
+        """:func:`make_durable` for the objects ``shas`` (empty and missing ones skipped)."""
+        return make_durable(self.path(sha) for sha in shas if sha)
 
     def get(self, sha: str, *, verify: bool = True) -> bytes:
         """The bytes of object ``sha``, checked against their sha256.

@@ -9,6 +9,7 @@ which they compute through :meth:`matlake.ingest.base.ParseContext.record_id`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -70,19 +71,29 @@ class TableSchema:
         if clash:
             raise ValueError(f"table {self.name}: columns {sorted(clash)} are reserved for provenance")
 
-    @property
+    # The schemas below are built once per table (cached_property writes the instance's __dict__,
+    # which a frozen dataclass allows): every parsed file and every commit asks for them.
+    @functools.cached_property
     def data_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.name != "record_id")
 
-    def data_schema(self) -> pa.Schema:
-        """Schema a module returns: ``record_id`` plus the data columns."""
+    @functools.cached_property
+    def _data_schema(self) -> pa.Schema:
         return pa.schema([PROVENANCE_COLUMNS[0].field()] + [c.field() for c in self.data_columns])
 
-    def arrow_schema(self) -> pa.Schema:
-        """Schema of the stored Parquet files: provenance columns first."""
+    @functools.cached_property
+    def _arrow_schema(self) -> pa.Schema:
         meta = {b"matlake.table": self.name.encode(), b"matlake.schema_version": str(self.version).encode()}
         fields = [c.field() for c in PROVENANCE_COLUMNS] + [c.field() for c in self.data_columns]
         return pa.schema(fields, metadata=meta)
+
+    def data_schema(self) -> pa.Schema:
+        """Schema a module returns: ``record_id`` plus the data columns."""
+        return self._data_schema
+
+    def arrow_schema(self) -> pa.Schema:
+        """Schema of the stored Parquet files: provenance columns first."""
+        return self._arrow_schema
 
     def conform(self, table: pa.Table, source: str = "") -> pa.Table:
         """Return ``table`` cast to :meth:`data_schema`, in column order.
