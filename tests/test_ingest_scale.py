@@ -49,6 +49,19 @@ def _forget_paths(lake) -> None:
         conn.execute(cat.PathStamp.__table__.delete())
 
 
+def _record_hashing(monkeypatch) -> list[str]:
+    """The paths the ingest hashes from now on, in order (the real hash still runs)."""
+    hashed: list[str] = []
+    real_hash = ingestion._hash_file
+
+    def hash_file(path):
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(ingestion, "_hash_file", hash_file)
+    return hashed
+
+
 def _no_pool(monkeypatch) -> None:
     def no_pool(*a, **k):
         raise AssertionError("a worker pool was started")
@@ -97,14 +110,7 @@ def test_a_noop_with_an_empty_path_cache_is_decided_in_the_parent(lake, tmp_path
     _forget_paths(lake)
     called = _no_parsing(monkeypatch)
     _no_pool(monkeypatch)
-    hashed: list[str] = []
-    real_hash = ingestion._hash_file
-
-    def hash_file(path):
-        hashed.append(path)
-        return real_hash(path)
-
-    monkeypatch.setattr(ingestion, "_hash_file", hash_file)
+    hashed = _record_hashing(monkeypatch)
     again = lake.ingest(files, workers=workers, progress=False)
     assert (again.new, again.unchanged, again.failed, again.errors, called) == (0, 6, 0, 0, [])
     assert {o.prior for o in again.outcomes} == {"ok"}
@@ -201,14 +207,7 @@ def test_new_files_of_a_size_the_ledger_lacks_are_read_once_by_the_parser(sqlite
         p.parent.mkdir(exist_ok=True)
         p.write_text(eis_csv(seed, n_points=31))  # another length: a size no ledger row has
         new.append(p)
-    hashed: list[str] = []
-    real_hash = ingestion._hash_file
-
-    def hash_file(path):
-        hashed.append(path)
-        return real_hash(path)
-
-    monkeypatch.setattr(ingestion, "_hash_file", hash_file)
+    hashed = _record_hashing(monkeypatch)
     r = sqlite_lake.ingest(new, progress=False)
     assert (r.new, hashed) == (2, [])  # not read to be decided: read once, where they were parsed
 

@@ -470,15 +470,8 @@ class Lake(CatalogReads):
         if cur != head:
             raise LakeError(f"catalog at revision {cur}, code expects {head}: run `matlake db upgrade`")
 
-    def close(self) -> None:
-        self._query_engines.clear()
+    def _release(self) -> None:
         self.engine.dispose()
-
-    def __enter__(self) -> "Lake":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r}, catalog={self.config.catalog_url.split('@')[-1]!r})"

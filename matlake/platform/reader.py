@@ -35,6 +35,8 @@ from matlake.platform.errors import LakeError
 from matlake.platform.objects import ObjectStore
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from matlake.platform.query import QueryEngine, Result
 
 # The catalog reads of a query, in SQL that SQLite and PostgreSQL both run (``:name`` parameters).
@@ -53,11 +55,25 @@ class CatalogReads:
 
     A subclass sets ``root`` (the lake folder), ``objects`` (its
     :class:`ObjectStore`) and ``_query_engines`` (a dict), and implements
-    :meth:`catalog_rows`."""
+    :meth:`catalog_rows` and :meth:`_release` (its catalog connection).  Either kind of
+    lake is a context manager that closes it."""
 
     root: Path
     objects: ObjectStore
     _query_engines: dict[int, Any]
+
+    def close(self) -> None:
+        self._query_engines.clear()
+        self._release()
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "Self":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def catalog_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """(column names, rows) of one read-only catalog query with ``:name`` parameters."""
@@ -167,15 +183,8 @@ class ReadOnlyLake(CatalogReads):
         finally:
             cur.close()
 
-    def close(self) -> None:
-        self._query_engines.clear()
+    def _release(self) -> None:
         self._con.close()
-
-    def __enter__(self) -> "ReadOnlyLake":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ReadOnlyLake({str(self.root)!r})"
