@@ -571,3 +571,93 @@ def test_jobs_dry_run_uses_the_path_cache(sqlite_lake, tmp_path, monkeypatch):
     planned = J.plan(sqlite_lake, job)
     assert [p.status for p in planned] == ["unchanged"] * 3
     assert not [p for p in read if p.startswith(str(raw))]
+
+
+# ----------------------------------------------------------------- pool tasks carry runs of files
+
+
+def test_files_per_task_keeps_every_worker_busy_and_is_bounded():
+    assert ingestion.files_per_task(1, 2) == 1
+    assert ingestion.files_per_task(12, 2) == 1  # fewer than 4 tasks per worker would be left otherwise
+    assert ingestion.files_per_task(80, 2) == 10
+    assert ingestion.files_per_task(10_000, 2) == ingestion.MAX_FILES_PER_TASK
+    assert ingestion.files_per_task(10_000, 0) == ingestion.MAX_FILES_PER_TASK
+
+
+def test_pool_tasks_keep_the_order_and_cut_by_count_and_bytes(monkeypatch):
+    items = [ingestion.SourceItem(f"/data/{i:03d}.cif") for i in range(100)]
+    sizes = {it.path: 1000 for it in items}
+    tasks = ingestion.pool_tasks(items, sizes, 2)
+    assert [it for t in tasks for it in t] == items
+    assert [len(t) for t in tasks] == [12] * 8 + [4]
+    # A large file fills a task alone; a file of unknown size too.
+    monkeypatch.setattr(ingestion, "TASK_BYTES", 10_000)
+    sizes[items[5].path] = 50_000
+    del sizes[items[9].path]
+    tasks = ingestion.pool_tasks(items[:20], sizes, 1)
+    assert [it for t in tasks for it in t] == items[:20]
+    assert [items[5]] in tasks and [items[9]] in tasks
+    assert all(sum(sizes.get(it.path, 10_000) for it in t) <= 10_000 for t in tasks if len(t) > 1)
+
+
+def test_an_outcome_batch_crosses_a_pickle_with_each_outcomes_own_rows():
+    import pickle
+
+    import pyarrow as pa
+
+    def outcome(path, tables):
+        return ingestion.SourceOutcome(path, "ab" * 32, 10, "eis.csv", "1", "ok", tables=tables,
+                                       record_ids=[path])
+
+    a = outcome("a", {"impedance": pa.table({"x": [1.0, 2.0]}), "spectra": pa.table({"k": ["s"]})})
+    b = outcome("b", {"impedance": pa.table({"x": [3.0]})})
+    c = outcome("c", {"impedance": pa.table({"x": pa.array([4], pa.int64())})})  # same name, other schema
+    d = ingestion.SourceOutcome("d", "", 0, "unknown", "0", "failed", message="cannot read")
+    e = outcome("e", {"impedance": pa.table({"x": [5.0, 6.0, 7.0]})})
+    batch = ingestion.OutcomeBatch([a, b, c, d, e])
+    back = pickle.loads(pickle.dumps(batch)).outcomes
+    assert [o.path for o in back] == ["a", "b", "c", "d", "e"]
+    for sent, got in zip([a, b, c, d, e], back):
+        assert set(got.tables) == set(sent.tables)
+        for name, table in sent.tables.items():
+            assert got.tables[name].equals(table)
+        assert (got.status, got.message, got.record_ids, got.sha256) == (sent.status, sent.message,
+                                                                            sent.record_ids, sent.sha256)
+    assert a.tables["impedance"].num_rows == 2  # the sender's outcomes keep their tables
+
+
+def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, monkeypatch):
+    """Outcomes, ledger and rows are the same whether a task carries one file or many, with a bad file
+    and a second copy of the same bytes among them."""
+    from matlake.platform.lake import Lake
+
+    src = write_eis_files(tmp_path / "src", 0, 40)
+    bad = tmp_path / "src" / "broken.csv"
+    bad.write_text("frequency,z_real\n1,not-a-number\n")
+    twin = tmp_path / "src" / "twin.csv"
+    twin.write_bytes(src[3].read_bytes())
+    files = src[:20] + [bad, twin] + src[20:]
+    sent: list[int] = []
+    real = ingestion._WorkerPool.submit
+
+    def counting(self, fn, /, *args, **kwargs):
+        sent.append(len(args[0]))
+        return real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ingestion._WorkerPool, "submit", counting)
+    one = Lake.init(tmp_path / "one")
+    two = Lake.init(tmp_path / "two")
+    r1 = one.ingest(files, workers=1, batch_size=16, progress=False)
+    r2 = two.ingest(files, workers=2, batch_size=16, progress=False)
+
+    def summary(r):
+        return [(Path(o.path).name, o.status, o.sha256, o.parser, len(o.record_ids)) for o in r.outcomes]
+
+    assert summary(r1) == summary(r2)
+    assert (r2.new, r2.unchanged, r2.failed) == (40, 1, 1)
+    q = "select record_id, version, source_name, frequency, z_real from impedance order by record_id, frequency"
+    assert one.sql(q).arrow().equals(two.sql(q).arrow())
+    assert len(one.sql(q).arrow()) > 0
+    assert max(sent) > 1  # tasks carried several files
+    one.close()
+    two.close()

@@ -22,6 +22,7 @@ failure is tried again when the kind or options differ (see
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -233,6 +234,50 @@ class SourceOutcome:
         state = dict(state)
         state["tables"] = {name: _table_from_ipc(data) for name, data in state["tables"].items()}
         self.__dict__.update(state)
+
+
+class OutcomeBatch:
+    """The outcomes of one pool task (a run of files), sent to the parent as one message.
+
+    Per file, the parent would otherwise unpickle one outcome and open one Arrow IPC
+    stream per table: serial work in the parent that bounds how much a second worker
+    helps.  Here the tables of all the outcomes are packed per (table name, schema)
+    into one IPC stream, and each outcome gets its own rows back as zero-copy slices.
+    """
+
+    def __init__(self, outcomes: list[SourceOutcome]) -> None:
+        self.outcomes = outcomes
+
+    def __getstate__(self) -> dict[str, Any]:
+        groups: dict[tuple[str, bytes], int] = {}  # (table name, serialized schema) -> group
+        parts: list[list[pa.Table]] = []
+        states: list[dict[str, Any]] = []
+        layout: list[list[tuple[str, int, int, int]]] = []  # per outcome: (name, group, offset, rows)
+        for o in self.outcomes:
+            placed = []
+            for name, table in o.tables.items():
+                key = (name, table.schema.serialize().to_pybytes())
+                g = groups.setdefault(key, len(parts))
+                if g == len(parts):
+                    parts.append([])
+                offset = sum(t.num_rows for t in parts[g])
+                parts[g].append(table)
+                placed.append((name, g, offset, table.num_rows))
+            state = dict(o.__dict__)
+            state["tables"] = {}  # the worker's own outcome keeps its tables
+            states.append(state)
+            layout.append(placed)
+        streams = [_table_to_ipc(pa.concat_tables(p) if len(p) > 1 else p[0]) for p in parts]
+        return {"states": states, "layout": layout, "streams": streams}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tables = [_table_from_ipc(data) for data in state["streams"]]
+        self.outcomes = []
+        for s, placed in zip(state["states"], state["layout"]):
+            o = SourceOutcome.__new__(SourceOutcome)
+            o.__dict__.update(s)
+            o.tables = {name: tables[g].slice(offset, rows) for name, g, offset, rows in placed}
+            self.outcomes.append(o)
 
 
 def _table_to_ipc(table: pa.Table) -> bytes:
@@ -553,6 +598,11 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     return _process_got(item, got, store, known, started)
 
 
+def process_sources(items: Sequence[SourceItem], objects_root: str) -> OutcomeBatch:
+    """:func:`process_source` for each of a run of files, in a pool worker: one task, one reply."""
+    return OutcomeBatch([process_source(it, objects_root) for it in items])
+
+
 def _process_got(item: SourceItem, got: _Read, store: ObjectStore, known: LedgerIndex,
                  started: datetime) -> SourceOutcome:
     """:func:`process_source` after the read: ``got`` holds the source's bytes, hashed."""
@@ -775,7 +825,7 @@ def worker_pool(workers: int, known: LedgerIndex | None = None) -> ProcessPoolEx
     """The process pool that parses files: spawned workers that ignore SIGTERM/SIGINT.
 
     ``known`` (the ledger index) is pickled once per worker, when it starts; a task
-    then sends only its file: ``pool.submit(process_source, item, objects_root)``.
+    then sends only its files: ``pool.submit(process_sources, items, objects_root)``.
     """
     import multiprocessing as mp
 
@@ -871,6 +921,7 @@ class _Triage:
     shas: frozenset[str] = frozenset()
     keyed: dict[str, bool] = field(default_factory=dict)  # parser name -> keyed_by_options, looked up once
     plain_attempts: dict[str, str] = field(default_factory=dict)  # kind -> attempt key without options
+    file_sizes: dict[str, int] = field(default_factory=dict)  # path -> size at its stat, to cut pool tasks
 
     def __post_init__(self) -> None:
         if self.sizes is not None:
@@ -975,6 +1026,7 @@ def _decide(item: SourceItem, ctx: _Triage) -> SourceOutcome | _Read | None:
     if isinstance(st, SourceOutcome):
         return st
     now = FileStamp.of(st)
+    ctx.file_sizes[item.path] = now.size
     cached = ctx.cache.get(item.path)
     name = os.path.basename(item.path)
     if cached is not None and now == cached.stamp:
@@ -1025,6 +1077,40 @@ def _triage_all(items: list[SourceItem], ctx: _Triage) -> tuple[list[SourceOutco
     return pre, [it for it, o in zip(items, pre) if o is None]
 
 
+MAX_FILES_PER_TASK = 16
+TASK_BYTES = 8 * 1024**2  # a task holds files of at most this many bytes in all (or one larger file)
+
+
+def files_per_task(files: int, workers: int) -> int:
+    """How many files one pool task carries: up to :data:`MAX_FILES_PER_TASK`, and few enough
+    that every worker gets at least four tasks (so that none sits idle at the end of a run)."""
+    return max(1, min(MAX_FILES_PER_TASK, files // (4 * max(1, workers))))
+
+
+def pool_tasks(items: Sequence[SourceItem], sizes: Mapping[str, int], workers: int) -> list[list[SourceItem]]:
+    """``items`` cut, in order, into the runs of files that pool tasks carry.
+
+    Each task replies once (:class:`OutcomeBatch`), which saves the parent serial work
+    per file; a task ends after :func:`files_per_task` files or :data:`TASK_BYTES` of
+    sources (``sizes`` by path, from their stat; a file of unknown size fills a task on
+    its own), so large files still spread over the workers.
+    """
+    per = files_per_task(len(items), workers)
+    tasks: list[list[SourceItem]] = []
+    task: list[SourceItem] = []
+    load = 0
+    for it in items:
+        size = sizes.get(it.path, TASK_BYTES)
+        if task and (len(task) >= per or load + size > TASK_BYTES):
+            tasks.append(task)
+            task, load = [], 0
+        task.append(it)
+        load += size
+    if task:
+        tasks.append(task)
+    return tasks
+
+
 def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, workers: int,
                cache: PathCache | None = None, sizes: frozenset[int] | None = None) -> Iterator[SourceOutcome]:
     """Outcomes in the order of ``items``: decided here where possible (:func:`_decide`), the rest parsed.
@@ -1032,8 +1118,8 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
     With one worker each file is decided and, if needed, parsed in turn in this
     process (bytes read to decide are parsed as they are, not read again).  With
     more, every file is decided first; the pool starts only when two or more files
-    need parsing, with no more workers than those files; each worker gets the
-    ledger index once.
+    need parsing, with no more workers than tasks (:func:`pool_tasks`); each worker
+    gets the ledger index once.
     """
     ctx = _Triage(known, cache or {}, registry_fingerprint(), sizes)
     if workers <= 1:
@@ -1052,11 +1138,18 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
         for it, o in zip(items, pre):
             yield o if o is not None else process_source(it, objects_root, known)
         return
-    pool = worker_pool(min(workers, len(need)), known)
+    tasks = pool_tasks(need, ctx.file_sizes, workers)
+    pool = worker_pool(min(workers, len(tasks)), known)
     try:
-        futures = iter([pool.submit(process_source, it, objects_root) for it in need])
+        futures = collections.deque(pool.submit(process_sources, task, objects_root) for task in tasks)
+
+        def parsed() -> Iterator[SourceOutcome]:
+            while futures:  # a task's reply is dropped once its outcomes are taken
+                yield from futures.popleft().result().outcomes
+
+        outcomes = parsed()
         for o in pre:
-            yield o if o is not None else next(futures).result()
+            yield o if o is not None else next(outcomes)
     finally:
         # A consumer that stops early (``stop``, an error) must not wait for the whole queue.
         pool.shutdown(wait=True, cancel_futures=True)
