@@ -11,7 +11,10 @@ cached, see ``ingestion.FileStamp``).
 
 New: ``--new-cifs N`` also times a new ingest of N distinct CIFs (the sample
 MAPbI3 CIF with a comment line that differs, so every file is parsed) into a
-fresh lake per run.
+fresh lake per run, and once per round what a user would otherwise run over the
+same files: pymatgen's parse plus the symmetry analysis matlake stores, in one
+fresh process, imports included (the lake's parsers import pymatgen inside the
+timed ingest too).
 
 Each run is a fresh Python process importing the code of one checkout (``--code
 NAME=PATH`` puts PATH first on ``PYTHONPATH``); only the ``lake.ingest`` call is
@@ -64,6 +67,23 @@ c = cpu() - c  # the parent and its (reaped) pool workers
 want = (len(files), 0) if sys.argv[4] == "new" else (0, len(files))
 assert (r.new, r.unchanged, r.failed, r.errors) == (*want, 0, 0), r.summary()
 print(json.dumps({"s": dt, "cpu_s": c, "code": matlake.__file__}))
+"""
+
+# What a user would otherwise run over the same CIFs, in one fresh process: pymatgen's parse plus the
+# symmetry analysis matlake stores (as bench_ingest's CIF row).  The imports are timed, as the lake
+# runs' parsers import pymatgen inside the timed ingest.
+BARE = """
+import json, resource, sys, time
+def cpu():
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
+c, t = cpu(), time.perf_counter()
+from pymatgen.core import Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+for path in open(sys.argv[1]).read().split("\n"):
+    sga = SpacegroupAnalyzer(Structure.from_file(path), symprec=0.1)
+    sga.get_space_group_symbol(), sga.get_space_group_number(), sga.get_crystal_system()
+print(json.dumps({"s": time.perf_counter() - t, "cpu_s": cpu() - c}))
 """
 
 INIT = """
@@ -137,8 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[tuple[str, str, int], list[float]] = {(n, c, w): [] for n, _ in codes for c, w in variants}
     cpus: dict[tuple[str, str, int], list[float]] = {k: [] for k in runs}
     loads: list[float] = []
+    bare: list[float] = []
+    bare_cpu: list[float] = []
     for _ in range(args.repeat):
         loads.append(round(os.getloadavg()[0], 2))
+        if args.new_cifs:
+            got = json.loads(_python(codes[-1][1], BARE, str(cif_listing), cwd=work).strip().splitlines()[-1])
+            bare.append(got["s"])
+            bare_cpu.append(got["cpu_s"])
         for name, root in codes:
             for cache, w in variants:
                 target, lst = lake, listing
@@ -166,11 +192,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append([name, what, w, n, round(min(v), 3), round(med[(name, cache, w)], 3),
                      round(base / med[(name, cache, w)], 2), round(cpu, 2),
                      round(min(w, os.cpu_count() or 1) * cpu_base / cpu, 2)])
+    if bare:
+        rows.append(["pymatgen", "bare parse + symmetry, same CIFs", 1, args.new_cifs, round(min(bare), 3),
+                     round(statistics.median(bare), 3), "", round(statistics.median(bare_cpu), 2), ""])
+        for (name, cache, w), m in med.items():
+            if cache == "new":
+                rows.append([name, "new CIFs / bare pymatgen", w, args.new_cifs, "",
+                             round(m / statistics.median(bare), 2), "", "", ""])
     result = {"machine": machine_info(), "files": args.files, "new_cifs": args.new_cifs, "repeat": args.repeat,
               "loadavg_per_round": loads, "codes": {n: str(p) for n, p in codes},
               "runs": {f"{n}/{c}/{w}": v for (n, c, w), v in runs.items()},
               "median_s": {f"{n}/{c}/{w}": m for (n, c, w), m in med.items()},
-              "cpu_s": {f"{n}/{c}/{w}": v for (n, c, w), v in cpus.items()}}
+              "cpu_s": {f"{n}/{c}/{w}": v for (n, c, w), v in cpus.items()},
+              "bare_pymatgen_s": bare, "bare_pymatgen_cpu_s": bare_cpu}
     if args.json:
         emit_json(result)
     else:

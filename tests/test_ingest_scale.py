@@ -303,7 +303,7 @@ def test_the_pool_is_sized_to_the_files_that_need_parsing(sqlite_lake, tmp_path,
     monkeypatch.setattr(ingestion, "worker_pool", counting)
     r = sqlite_lake.ingest(old + new, workers=4, progress=False)
     assert (r.new, r.unchanged) == (2, 4)
-    assert sizes == [2]
+    assert sizes == [1]  # two files, two tasks: this process parses one, a pool of one worker the other
     assert [o.path for o in r.outcomes] == [str(p.resolve()) for p in old + new]  # order kept
 
 
@@ -661,3 +661,50 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
     assert max(sent) > 1  # tasks carried several files
     one.close()
     two.close()
+
+
+def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_their_order(tmp_path, monkeypatch):
+    """_parse_tasks: the pool gets tasks in order; while the outcome due is still in the pool, this process
+    parses the next task itself, never more than TASKS_AHEAD tasks beyond the one due."""
+    from concurrent.futures import Future
+
+    monkeypatch.setattr(ingestion, "TASKS_AHEAD", 2)
+    files = write_eis_files(tmp_path / "src", 0, 16)
+    items = [ingestion.SourceItem(str(p)) for p in files]
+    tasks = [items[i:i + 2] for i in range(0, 16, 2)]
+    root = str(tmp_path / "objects")
+    events: list[tuple[str, int]] = []
+    real = ingestion.process_source
+
+    def watched(item, objects_root, known=None):
+        events.append(("here", items.index(item)))
+        return real(item, objects_root, {})
+
+    class Busy(Future):  # a pool task that is never done until its outcomes are asked for
+        def __init__(self, task):
+            super().__init__()
+            self.task = task
+
+        def done(self):
+            return False
+
+        def result(self, timeout=None):
+            events.append(("pool", items.index(self.task[0])))
+            return ingestion.OutcomeBatch([real(it, root, {}) for it in self.task])
+
+    class Pool:
+        def submit(self, fn, task, objects_root):
+            assert fn is ingestion.process_sources and objects_root == root
+            return Busy(task)
+
+    monkeypatch.setattr(ingestion, "process_source", watched)
+    taken = []
+    for o in ingestion._parse_tasks(tasks, root, {}, Pool(), 2):
+        taken.append(o.path)
+        due = len(taken) // 2  # the task whose outcomes are due next
+        here = [i // 2 for who, i in events if who == "here"]
+        assert all(t - due <= 2 + 1 for t in here)  # never further ahead than TASKS_AHEAD (+ the one due)
+    assert taken == [it.path for it in items]
+    here = {i // 2 for who, i in events if who == "here"}
+    pool = {i // 2 for who, i in events if who == "pool"}
+    assert here and pool and not here & pool and here | pool == set(range(8))

@@ -22,7 +22,6 @@ failure is tried again when the kind or options differ (see
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import functools
@@ -40,7 +39,7 @@ import traceback
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -1079,6 +1078,7 @@ def _triage_all(items: list[SourceItem], ctx: _Triage) -> tuple[list[SourceOutco
 
 MAX_FILES_PER_TASK = 16
 TASK_BYTES = 8 * 1024**2  # a task holds files of at most this many bytes in all (or one larger file)
+TASKS_AHEAD = 16  # tasks handed out beyond the one whose outcomes are due next (see _parse_tasks)
 
 
 def files_per_task(files: int, workers: int) -> int:
@@ -1117,9 +1117,10 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
 
     With one worker each file is decided and, if needed, parsed in turn in this
     process (bytes read to decide are parsed as they are, not read again).  With
-    more, every file is decided first; the pool starts only when two or more files
-    need parsing, with no more workers than tasks (:func:`pool_tasks`); each worker
-    gets the ledger index once.
+    ``workers`` = n > 1, every file is decided first and the files left are cut into
+    tasks (:func:`pool_tasks`) that n processes parse: this one and a pool of at most
+    n - 1, started only when there are two tasks or more (see :func:`_parse_tasks`);
+    each pool worker gets the ledger index once.
     """
     ctx = _Triage(known, cache or {}, registry_fingerprint(), sizes)
     if workers <= 1:
@@ -1134,25 +1135,50 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
                 yield process_source(it, objects_root, known)
         return
     pre, need = _triage_all(items, ctx)
-    if len(need) <= 1:
+    tasks = pool_tasks(need, ctx.file_sizes, workers)
+    if len(tasks) <= 1:
         for it, o in zip(items, pre):
             yield o if o is not None else process_source(it, objects_root, known)
         return
-    tasks = pool_tasks(need, ctx.file_sizes, workers)
-    pool = worker_pool(min(workers, len(tasks)), known)
+    pool = worker_pool(min(workers - 1, len(tasks) - 1), known)
     try:
-        futures = collections.deque(pool.submit(process_sources, task, objects_root) for task in tasks)
-
-        def parsed() -> Iterator[SourceOutcome]:
-            while futures:  # a task's reply is dropped once its outcomes are taken
-                yield from futures.popleft().result().outcomes
-
-        outcomes = parsed()
+        outcomes = _parse_tasks(tasks, objects_root, known, pool, workers)
         for o in pre:
             yield o if o is not None else next(outcomes)
     finally:
         # A consumer that stops early (``stop``, an error) must not wait for the whole queue.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: LedgerIndex,
+                 pool: ProcessPoolExecutor, workers: int) -> Iterator[SourceOutcome]:
+    """The outcomes of ``tasks``, in order, parsed by ``pool`` and by this process.
+
+    Tasks are handed out in order.  The pool is kept fed (two tasks queued per worker);
+    whenever the next outcome due is still being parsed there, this process parses the
+    next task not yet handed out, instead of waiting idle; so n workers are n processes
+    parsing, and only n - 1 of them pay the start-up (imports, ~1 s) and send their
+    tables through a pipe.  At most :data:`TASKS_AHEAD` tasks are handed out beyond the
+    one due (enough to keep this process busy while the pool starts), which bounds
+    the outcomes held here.
+    """
+    queued = 2 * max(1, workers - 1)
+    slots: dict[int, Any] = {}  # task index -> its pool future, or its outcomes parsed here
+    handed = 0
+    for head in range(len(tasks)):
+        while True:
+            running = sum(1 for slot in slots.values() if isinstance(slot, Future) and not slot.done())
+            while handed < len(tasks) and running < queued:
+                slots[handed] = pool.submit(process_sources, tasks[handed], objects_root)
+                handed, running = handed + 1, running + 1
+            slot = slots[head]
+            if not isinstance(slot, Future) or slot.done() or handed >= len(tasks) \
+                    or handed - head > TASKS_AHEAD:
+                break
+            slots[handed] = [process_source(it, objects_root, known) for it in tasks[handed]]
+            handed += 1
+        slot = slots.pop(head)  # dropped once its outcomes are taken
+        yield from (slot.result().outcomes if isinstance(slot, Future) else slot)
 
 
 def _map_dask(items: list[SourceItem], objects_root: str, known: LedgerIndex, address: str,
