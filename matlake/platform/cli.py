@@ -358,7 +358,7 @@ def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
                                                   "(default: auto, detect)")
     s.add_argument("--for", dest="for_image", default=None, metavar="IMAGE_ID",
                    help="with --kind mask: the micrographs record the mask labels")
-    s.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
+    s.add_argument("--workers", type=int, default=1, help="processes that parse, this one included (default 1)")
     s.add_argument("--batch-size", type=int, default=64, help="files per commit (default 64)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="parser option (repeatable)")
     s.add_argument("--dask", metavar="ADDRESS", help="parse on a Dask cluster (scheduler address)")
