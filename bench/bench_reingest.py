@@ -80,7 +80,7 @@ def cpu():
 c, t = cpu(), time.perf_counter()
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-for path in open(sys.argv[1]).read().split("\n"):
+for path in open(sys.argv[1]).read().splitlines():
     sga = SpacegroupAnalyzer(Structure.from_file(path), symprec=0.1)
     sga.get_space_group_symbol(), sga.get_space_group_number(), sga.get_crystal_system()
 print(json.dumps({"s": time.perf_counter() - t, "cpu_s": cpu() - c}))

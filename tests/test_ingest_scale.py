@@ -638,13 +638,24 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
     twin.write_bytes(src[3].read_bytes())
     files = src[:20] + [bad, twin] + src[20:]
     sent: list[int] = []
-    real = ingestion._WorkerPool.submit
+    started: list = []
+    real_submit, real_process = ingestion._WorkerPool.submit, ingestion.process_source
 
     def counting(self, fn, /, *args, **kwargs):
-        sent.append(len(args[0]))
-        return real(self, fn, *args, **kwargs)
+        future = real_submit(self, fn, *args, **kwargs)
+        if fn is ingestion.process_sources:
+            sent.append(len(args[0]))
+        else:
+            started.append(future)  # the pool's first, trivial task
+        return future
+
+    def after_the_pool_started(item, objects_root, known=None):
+        for future in started:  # so that the pool gets tasks too, however slowly it starts
+            future.result(timeout=300)
+        return real_process(item, objects_root, known)
 
     monkeypatch.setattr(ingestion._WorkerPool, "submit", counting)
+    monkeypatch.setattr(ingestion, "process_source", after_the_pool_started)
     one = Lake.init(tmp_path / "one")
     two = Lake.init(tmp_path / "two")
     r1 = one.ingest(files, workers=1, batch_size=16, progress=False)
@@ -658,7 +669,8 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
     q = "select record_id, version, source_name, frequency, z_real from impedance order by record_id, frequency"
     assert one.sql(q).arrow().equals(two.sql(q).arrow())
     assert len(one.sql(q).arrow()) > 0
-    assert max(sent) > 1  # tasks carried several files
+    assert max(sent) > 1  # pool tasks carried several files
+    assert sum(sent) < 42  # and this process parsed some
     one.close()
     two.close()
 
@@ -698,8 +710,10 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
             return Busy(task)
 
     monkeypatch.setattr(ingestion, "process_source", watched)
+    ready = Future()
+    ready.set_result(True)
     taken = []
-    for o in ingestion._parse_tasks(tasks, root, {}, Pool(), 2):
+    for o in ingestion._parse_tasks(tasks, root, {}, Pool(), 2, ready):
         taken.append(o.path)
         due = len(taken) // 2  # the task whose outcomes are due next
         here = [i // 2 for who, i in events if who == "here"]
@@ -708,3 +722,20 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
     here = {i // 2 for who, i in events if who == "here"}
     pool = {i // 2 for who, i in events if who == "pool"}
     assert here and pool and not here & pool and here | pool == set(range(8))
+
+
+def test_a_pool_still_starting_is_not_waited_for(tmp_path, monkeypatch):
+    """Until the pool's first (trivial) task is done, this process parses every task itself."""
+    from concurrent.futures import Future
+
+    files = write_eis_files(tmp_path / "src", 0, 6)
+    items = [ingestion.SourceItem(str(p)) for p in files]
+
+    class Starting:
+        def submit(self, *args, **kwargs):
+            raise AssertionError("a task was handed to a pool that has not started")
+
+    outcomes = list(ingestion._parse_tasks([items[:3], items[3:]], str(tmp_path / "objects"), {}, Starting(), 2,
+                                           Future()))
+    assert [o.path for o in outcomes] == [it.path for it in items]
+    assert all(o.status == "ok" for o in outcomes)

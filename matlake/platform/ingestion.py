@@ -1141,42 +1141,59 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
             yield o if o is not None else process_source(it, objects_root, known)
         return
     pool = worker_pool(min(workers - 1, len(tasks) - 1), known)
+    ready = pool.submit(_worker_ready)
     try:
-        outcomes = _parse_tasks(tasks, objects_root, known, pool, workers)
+        outcomes = _parse_tasks(tasks, objects_root, known, pool, workers, ready)
         for o in pre:
             yield o if o is not None else next(outcomes)
     finally:
-        # A consumer that stops early (``stop``, an error) must not wait for the whole queue.
-        pool.shutdown(wait=True, cancel_futures=True)
+        # A consumer that stops early (``stop``, an error) must not wait for the whole queue; nor
+        # does a run that ended before the pool started: its worker exits once it has started.
+        pool.shutdown(wait=ready.done(), cancel_futures=True)
+
+
+def _worker_ready() -> bool:
+    """The first task a pool gets: done once a worker has started (imported matlake)."""
+    return True
 
 
 def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: LedgerIndex,
-                 pool: ProcessPoolExecutor, workers: int) -> Iterator[SourceOutcome]:
+                 pool: ProcessPoolExecutor, workers: int, ready: Future) -> Iterator[SourceOutcome]:
     """The outcomes of ``tasks``, in order, parsed by ``pool`` and by this process.
 
-    Tasks are handed out in order.  The pool is kept fed (two tasks queued per worker);
-    whenever the next outcome due is still being parsed there, this process parses the
-    next task not yet handed out, instead of waiting idle; so n workers are n processes
-    parsing, and only n - 1 of them pay the start-up (imports, ~1 s) and send their
-    tables through a pipe.  At most :data:`TASKS_AHEAD` tasks are handed out beyond the
-    one due (enough to keep this process busy while the pool starts), which bounds
-    the outcomes held here.
+    Tasks are handed out in order.  Until ``ready`` (a trivial first task) is done,
+    the pool is still starting (~1 s of imports) and this process parses every task
+    itself: a short run never waits for the pool.  Then the pool is kept fed (two
+    tasks queued per worker); whenever the next outcome due is still being parsed
+    there, this process parses the next task not yet handed out instead of waiting
+    idle.  So n workers are n processes parsing, and only n - 1 of them pay the
+    start-up and send their tables through a pipe.  At most :data:`TASKS_AHEAD` tasks
+    are handed out beyond the one due, which bounds the outcomes held here.
     """
     queued = 2 * max(1, workers - 1)
     slots: dict[int, Any] = {}  # task index -> its pool future, or its outcomes parsed here
     handed = 0
+
+    def parse_here() -> None:
+        nonlocal handed
+        slots[handed] = [process_source(it, objects_root, known) for it in tasks[handed]]
+        handed += 1
+
     for head in range(len(tasks)):
         while True:
-            running = sum(1 for slot in slots.values() if isinstance(slot, Future) and not slot.done())
-            while handed < len(tasks) and running < queued:
-                slots[handed] = pool.submit(process_sources, tasks[handed], objects_root)
-                handed, running = handed + 1, running + 1
+            if ready.done():
+                running = sum(1 for slot in slots.values() if isinstance(slot, Future) and not slot.done())
+                while handed < len(tasks) and running < queued:
+                    slots[handed] = pool.submit(process_sources, tasks[handed], objects_root)
+                    handed, running = handed + 1, running + 1
+            if head == handed:  # not handed out yet (the pool is starting): it is due, parse it here
+                parse_here()
+                break
             slot = slots[head]
             if not isinstance(slot, Future) or slot.done() or handed >= len(tasks) \
                     or handed - head > TASKS_AHEAD:
                 break
-            slots[handed] = [process_source(it, objects_root, known) for it in tasks[handed]]
-            handed += 1
+            parse_here()  # the one due is still in the pool: parse the next one meanwhile
         slot = slots.pop(head)  # dropped once its outcomes are taken
         yield from (slot.result().outcomes if isinstance(slot, Future) else slot)
 
