@@ -692,13 +692,13 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
         events.append(("here", items.index(item)))
         return real(item, objects_root, {})
 
-    class Busy(Future):  # a pool task that is never done until its outcomes are asked for
+    class Busy(Future):  # a pool task that is never done until its outcomes are asked for (but the first)
         def __init__(self, task):
             super().__init__()
             self.task = task
 
         def done(self):
-            return False
+            return self.task is tasks[0]  # the pool has delivered a task: it is waited for, not taken over
 
         def result(self, timeout=None):
             events.append(("pool", items.index(self.task[0])))
@@ -739,3 +739,4 @@ def test_a_pool_still_starting_is_not_waited_for(tmp_path, monkeypatch):
                                            Future()))
     assert [o.path for o in outcomes] == [it.path for it in items]
     assert all(o.status == "ok" for o in outcomes)
+

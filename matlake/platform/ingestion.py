@@ -1163,10 +1163,11 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
 
     Tasks are handed out in order.  Until ``ready`` (a trivial first task) is done,
     the pool is still starting (~1 s of imports) and this process parses every task
-    itself: a short run never waits for the pool.  Then the pool is kept fed (two
-    tasks queued per worker); whenever the next outcome due is still being parsed
-    there, this process parses the next task not yet handed out instead of waiting
-    idle.  So n workers are n processes parsing, and only n - 1 of them pay the
+    itself.  Then the pool is kept fed (two tasks queued per worker); whenever the
+    next outcome due is still being parsed there, this process parses the next task
+    not yet handed out instead of waiting idle.  (A task is never parsed twice: a
+    second writer of an object could replace it after the commit's durability
+    barrier.)  So n workers are n processes parsing, and only n - 1 of them pay the
     start-up and send their tables through a pipe.  At most :data:`TASKS_AHEAD` tasks
     are handed out beyond the one due, which bounds the outcomes held here.
     """
@@ -1190,9 +1191,10 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
                 parse_here()
                 break
             slot = slots[head]
-            if not isinstance(slot, Future) or slot.done() or handed >= len(tasks) \
-                    or handed - head > TASKS_AHEAD:
+            if not isinstance(slot, Future) or slot.done():
                 break
+            if handed >= len(tasks) or handed - head > TASKS_AHEAD:
+                break  # wait for it
             parse_here()  # the one due is still in the pool: parse the next one meanwhile
         slot = slots.pop(head)  # dropped once its outcomes are taken
         yield from (slot.result().outcomes if isinstance(slot, Future) else slot)
