@@ -740,3 +740,36 @@ def test_a_pool_still_starting_is_not_waited_for(tmp_path, monkeypatch):
     assert [o.path for o in outcomes] == [it.path for it in items]
     assert all(o.status == "ok" for o in outcomes)
 
+
+
+def test_rows_built_straight_to_the_schema_equal_inferred_and_cast_rows_and_bad_rows_still_fail_alike():
+    """rows_table builds to the schema when it can; otherwise conform sees the rows as before (same table or
+    the same error)."""
+    import pyarrow as pa
+
+    from matlake import schemas
+
+    schema = schemas.get("structures")
+    target = schema.data_schema()
+
+    def old_way(rows):
+        return schema.conform(pa.Table.from_pylist(rows), source="f.cif")
+
+    def new_way(rows):
+        return schema.conform(ingestion.rows_table(rows, target), source="f.cif")
+
+    base = {"record_id": "r1", "formula": "Si2", "elements": ["Si"], "nsites": 2, "a": 3.8, "volume": 40.9}
+    good = [dict(base), dict(base, record_id="r2", a=4)]  # an int for a float column
+    assert new_way(good).equals(old_way(good))
+    assert ingestion.rows_table(good, target).schema.equals(target)  # built straight to it
+    cast = [dict(base, a="5.25"), dict(base, nsites=3.0)]  # values that conform casts
+    for rows in cast:
+        assert new_way([rows]).equals(old_way([rows]))
+    for bad in ([dict(base, color="red")],  # an unknown column
+                [dict(base, a="wide")],  # a value no cast takes
+                [dict(base, record_id=None)]):  # a null where none may be
+        with pytest.raises(ValueError) as old_error:
+            old_way(bad)
+        with pytest.raises(ValueError) as new_error:
+            new_way(bad)
+        assert str(new_error.value) == str(old_error.value)
