@@ -680,10 +680,11 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
     parses the next task itself, never more than TASKS_AHEAD tasks beyond the one due."""
     from concurrent.futures import Future
 
-    monkeypatch.setattr(ingestion, "TASKS_AHEAD", 2)
-    files = write_eis_files(tmp_path / "src", 0, 16)
+    ahead = 6
+    monkeypatch.setattr(ingestion, "TASKS_AHEAD", ahead)
+    files = write_eis_files(tmp_path / "src", 0, 24)
     items = [ingestion.SourceItem(str(p)) for p in files]
-    tasks = [items[i:i + 2] for i in range(0, 16, 2)]
+    tasks = [items[i:i + 2] for i in range(0, 24, 2)]
     root = str(tmp_path / "objects")
     events: list[tuple[str, int]] = []
     real = ingestion.process_source
@@ -717,11 +718,11 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
         taken.append(o.path)
         due = len(taken) // 2  # the task whose outcomes are due next
         here = [i // 2 for who, i in events if who == "here"]
-        assert all(t - due <= 2 + 1 for t in here)  # never further ahead than TASKS_AHEAD (+ the one due)
+        assert all(t - due <= ahead + 1 for t in here)  # never further ahead than TASKS_AHEAD (+ the one due)
     assert taken == [it.path for it in items]
     here = {i // 2 for who, i in events if who == "here"}
     pool = {i // 2 for who, i in events if who == "pool"}
-    assert here and pool and not here & pool and here | pool == set(range(8))
+    assert here and pool and not here & pool and here | pool == set(range(12))
 
 
 def test_a_pool_still_starting_is_not_waited_for(tmp_path, monkeypatch):

@@ -1185,7 +1185,8 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
 
     Tasks are handed out in order.  Until ``ready`` (a trivial first task) is done,
     the pool is still starting (~1 s of imports) and this process parses every task
-    itself.  Then the pool is kept fed (two tasks queued per worker); whenever the
+    itself.  Then the pool is kept fed (four tasks queued per worker, so that it does
+    not starve while this process parses a task or commits a batch); whenever the
     next outcome due is still being parsed there, this process parses the next task
     not yet handed out instead of waiting idle.  (A task is never parsed twice: a
     second writer of an object could replace it after the commit's durability
@@ -1193,7 +1194,7 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
     start-up and send their tables through a pipe.  At most :data:`TASKS_AHEAD` tasks
     are handed out beyond the one due, which bounds the outcomes held here.
     """
-    queued = 2 * max(1, workers - 1)
+    queued = 4 * max(1, workers - 1)
     slots: dict[int, Any] = {}  # task index -> its pool future, or its outcomes parsed here
     handed = 0
 
