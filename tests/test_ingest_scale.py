@@ -656,6 +656,7 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
 
     monkeypatch.setattr(ingestion._WorkerPool, "submit", counting)
     monkeypatch.setattr(ingestion, "process_source", after_the_pool_started)
+    monkeypatch.setattr(ingestion, "POOL_WORTH_SECONDS", 0.0)  # 42 small files: worth a pool here, for the test
     one = Lake.init(tmp_path / "one")
     two = Lake.init(tmp_path / "two")
     r1 = one.ingest(files, workers=1, batch_size=16, progress=False)
@@ -682,6 +683,7 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
 
     ahead = 6
     monkeypatch.setattr(ingestion, "TASKS_AHEAD", ahead)
+    monkeypatch.setattr(ingestion, "POOL_WORTH_SECONDS", 0.0)
     files = write_eis_files(tmp_path / "src", 0, 24)
     items = [ingestion.SourceItem(str(p)) for p in files]
     tasks = [items[i:i + 2] for i in range(0, 24, 2)]
@@ -774,3 +776,30 @@ def test_rows_built_straight_to_the_schema_equal_inferred_and_cast_rows_and_bad_
         with pytest.raises(ValueError) as new_error:
             new_way(bad)
         assert str(new_error.value) == str(old_error.value)
+
+
+@pytest.mark.parametrize("worth", [0.0, 3600.0])
+def test_the_pool_gets_tasks_only_when_the_files_left_would_take_this_process_long(tmp_path, monkeypatch, worth):
+    """A run whose files left would take this process less than POOL_WORTH_SECONDS is parsed here alone."""
+    from concurrent.futures import Future
+
+    monkeypatch.setattr(ingestion, "POOL_WORTH_SECONDS", worth)
+    files = write_eis_files(tmp_path / "src", 0, 12)
+    items = [ingestion.SourceItem(str(p)) for p in files]
+    root = str(tmp_path / "objects")
+    submitted = []
+
+    class Pool:
+        def submit(self, fn, task, objects_root):
+            submitted.append(task)
+            done = Future()
+            done.set_result(ingestion.OutcomeBatch([ingestion.process_source(it, root, {}) for it in task]))
+            return done
+
+    ready = Future()
+    ready.set_result(True)
+    fed: list = []
+    outcomes = list(ingestion._parse_tasks([items[i:i + 2] for i in range(0, 12, 2)], root, {}, Pool(), 2, ready, fed))
+    assert [o.path for o in outcomes] == [it.path for it in items]
+    assert len(submitted) == len(fed)
+    assert (len(submitted) > 0) == (worth == 0.0)

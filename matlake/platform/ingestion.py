@@ -33,6 +33,7 @@ import mmap
 import os
 import signal
 import stat
+import statistics
 import sys
 import time
 import traceback
@@ -1101,6 +1102,7 @@ def _triage_all(items: list[SourceItem], ctx: _Triage) -> tuple[list[SourceOutco
 MAX_FILES_PER_TASK = 16
 TASK_BYTES = 8 * 1024**2  # a task holds files of at most this many bytes in all (or one larger file)
 TASKS_AHEAD = 16  # tasks handed out beyond the one whose outcomes are due next (see _parse_tasks)
+POOL_WORTH_SECONDS = 1.0  # the pool gets tasks only when the files left would take this process longer
 
 
 def files_per_task(files: int, workers: int) -> int:
@@ -1164,14 +1166,15 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
         return
     pool = worker_pool(min(workers - 1, len(tasks) - 1), known)
     ready = pool.submit(_worker_ready)
+    fed: list[Future] = []
     try:
-        outcomes = _parse_tasks(tasks, objects_root, known, pool, workers, ready)
+        outcomes = _parse_tasks(tasks, objects_root, known, pool, workers, ready, fed)
         for o in pre:
             yield o if o is not None else next(outcomes)
     finally:
         # A consumer that stops early (``stop``, an error) must not wait for the whole queue; nor
-        # does a run that ended before the pool started: its worker exits once it has started.
-        pool.shutdown(wait=ready.done(), cancel_futures=True)
+        # does a run the pool got nothing of: its worker exits once it has started.
+        pool.shutdown(wait=any(not f.done() for f in fed), cancel_futures=True)
 
 
 def _worker_ready() -> bool:
@@ -1180,37 +1183,60 @@ def _worker_ready() -> bool:
 
 
 def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: LedgerIndex,
-                 pool: ProcessPoolExecutor, workers: int, ready: Future) -> Iterator[SourceOutcome]:
+                 pool: ProcessPoolExecutor, workers: int, ready: Future,
+                 fed: list[Future] | None = None) -> Iterator[SourceOutcome]:
     """The outcomes of ``tasks``, in order, parsed by ``pool`` and by this process.
 
     Tasks are handed out in order.  Until ``ready`` (a trivial first task) is done,
     the pool is still starting (~1 s of imports) and this process parses every task
-    itself.  Then the pool is kept fed (four tasks queued per worker, so that it does
+    itself; and it goes on alone when the files left would take it (at the median
+    time per file it has parsed so far) less than :data:`POOL_WORTH_SECONDS`, about
+    what the worker's parsers take to import: so a short run never waits for the
+    pool.  Otherwise the pool is kept fed (four tasks queued per worker, so that it does
     not starve while this process parses a task or commits a batch); whenever the
     next outcome due is still being parsed there, this process parses the next task
     not yet handed out instead of waiting idle.  (A task is never parsed twice: a
     second writer of an object could replace it after the commit's durability
     barrier.)  So n workers are n processes parsing, and only n - 1 of them pay the
     start-up and send their tables through a pipe.  At most :data:`TASKS_AHEAD` tasks
-    are handed out beyond the one due, which bounds the outcomes held here.
+    are handed out beyond the one due, which bounds the outcomes held here.  The
+    futures of the tasks handed to the pool are appended to ``fed``.
     """
+    fed = [] if fed is None else fed
     queued = 4 * max(1, workers - 1)
     slots: dict[int, Any] = {}  # task index -> its pool future, or its outcomes parsed here
     handed = 0
+    seconds: list[float] = []  # per file parsed here, to judge whether the pool is worth feeding
+    left = sum(len(t) for t in tasks)  # files not handed out yet
 
     def parse_here() -> None:
-        nonlocal handed
-        slots[handed] = [process_source(it, objects_root, known) for it in tasks[handed]]
+        nonlocal handed, left
+        outcomes = []
+        for it in tasks[handed]:
+            t = time.perf_counter()
+            outcomes.append(process_source(it, objects_root, known))
+            seconds.append(time.perf_counter() - t)
+        slots[handed] = outcomes
+        left -= len(tasks[handed])
         handed += 1
+
+    def worth_feeding() -> bool:
+        # The pool's worker has yet to import its parsers (~1 s, like this process's first file):
+        # a run whose files left take this process less than that is finished here alone.
+        if fed or not ready.done():
+            return bool(fed)
+        return bool(seconds) and left * statistics.median(seconds[-64:]) > POOL_WORTH_SECONDS
 
     for head in range(len(tasks)):
         while True:
-            if ready.done():
+            if worth_feeding():
                 running = sum(1 for slot in slots.values() if isinstance(slot, Future) and not slot.done())
                 while handed < len(tasks) and running < queued:
                     slots[handed] = pool.submit(process_sources, tasks[handed], objects_root)
+                    fed.append(slots[handed])
+                    left -= len(tasks[handed])
                     handed, running = handed + 1, running + 1
-            if head == handed:  # not handed out yet (the pool is starting): it is due, parse it here
+            if head == handed:  # not handed out yet (the pool is starting, or not worth it): parse it here
                 parse_here()
                 break
             slot = slots[head]
