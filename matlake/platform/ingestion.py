@@ -1172,9 +1172,9 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
         for o in pre:
             yield o if o is not None else next(outcomes)
     finally:
-        # A consumer that stops early (``stop``, an error) must not wait for the whole queue; nor
-        # does a run the pool got nothing of: its worker exits once it has started.
-        pool.shutdown(wait=any(not f.done() for f in fed), cancel_futures=True)
+        # A consumer that stops early (``stop``, an error) must not wait for the whole queue; a run
+        # the pool got nothing of does not wait for it at all (its worker exits once it has started).
+        pool.shutdown(wait=bool(fed), cancel_futures=True)
 
 
 def _worker_ready() -> bool:
