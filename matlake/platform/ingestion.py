@@ -6,8 +6,8 @@ object and generated the file's rows, plus one ledger row: ``ok``,
 ``failed`` (bad input, or a file that could not be read: then without bytes)
 or ``error`` (a detector or parser raised something other than ParseError:
 a bug, kept with its traceback).  Files are parsed by ``workers`` processes (this one and a
-spawned pool, see :func:`_parse_tasks`) or on a Dask cluster (``dask``), and committed in batches: one Parquet file per table per
-batch, one catalog transaction per batch.
+spawned pool, see :func:`_parse_tasks`) or on a Dask cluster (``dask``), and committed in
+batches: one Parquet file per table per batch, one catalog transaction per batch.
 
 Re-ingesting bytes already seen by the same parser version is a no-op; a
 newer parser version re-parses and adds version n+1 of the same records.
