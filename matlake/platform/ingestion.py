@@ -22,6 +22,7 @@ failure is tried again when the kind or options differ (see
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -1206,18 +1207,19 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
     queued = 4 * max(1, workers - 1)
     slots: dict[int, Any] = {}  # task index -> its pool future, or its outcomes parsed here
     handed = 0
-    seconds: list[float] = []  # per file parsed here, to judge whether the pool is worth feeding
-    left = sum(len(t) for t in tasks)  # files not handed out yet
+    seconds: collections.deque[float] = collections.deque(maxlen=64)  # the last files parsed here
+    files_from = [0] * (len(tasks) + 1)  # files in tasks[i:], so files_from[handed] are not handed out
+    for i in range(len(tasks) - 1, -1, -1):
+        files_from[i] = files_from[i + 1] + len(tasks[i])
 
     def parse_here() -> None:
-        nonlocal handed, left
+        nonlocal handed
         outcomes = []
         for it in tasks[handed]:
             t = time.perf_counter()
             outcomes.append(process_source(it, objects_root, known))
             seconds.append(time.perf_counter() - t)
         slots[handed] = outcomes
-        left -= len(tasks[handed])
         handed += 1
 
     def worth_feeding() -> bool:
@@ -1225,7 +1227,7 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
         # a run whose files left take this process less than that is finished here alone.
         if fed or not ready.done():
             return bool(fed)
-        return bool(seconds) and left * statistics.median(seconds[-64:]) > POOL_WORTH_SECONDS
+        return bool(seconds) and files_from[handed] * statistics.median(seconds) > POOL_WORTH_SECONDS
 
     for head in range(len(tasks)):
         while True:
@@ -1234,7 +1236,6 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
                 while handed < len(tasks) and running < queued:
                     slots[handed] = pool.submit(process_sources, tasks[handed], objects_root)
                     fed.append(slots[handed])
-                    left -= len(tasks[handed])
                     handed, running = handed + 1, running + 1
             if head == handed:  # not handed out yet (the pool is starting, or not worth it): parse it here
                 parse_here()
