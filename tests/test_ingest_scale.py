@@ -303,7 +303,7 @@ def test_the_pool_is_sized_to_the_files_that_need_parsing(sqlite_lake, tmp_path,
     monkeypatch.setattr(ingestion, "worker_pool", counting)
     r = sqlite_lake.ingest(old + new, workers=4, progress=False)
     assert (r.new, r.unchanged) == (2, 4)
-    assert sizes == [1]  # two files, two tasks: this process parses one, a pool of one worker the other
+    assert sizes == [1]  # two files, two tasks: this process and a pool of at most one worker
     assert [o.path for o in r.outcomes] == [str(p.resolve()) for p in old + new]  # order kept
 
 

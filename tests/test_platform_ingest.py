@@ -194,7 +194,7 @@ def test_parallel_reingest_sends_the_ledger_once_per_worker_not_with_every_file(
     assert size == 1 and len(known) == rows_before
     shas = {sha for (sha, _parser, _version, _attempt) in known}
     assert shas == {o.sha256 for o in first.outcomes}
-    # ... and tasks of one file each (12 files are few), none carrying a key of the ledger.
+    # ... and tasks (its start-up probe, and files if they were worth it), none carrying a key of the ledger.
     assert 1 <= len(seen["tasks"]) <= 12
     for task in seen["tasks"]:
         assert not any(sha.encode() in task for sha in shas)
@@ -209,7 +209,7 @@ def test_parse_pool_is_sized_to_the_files_and_not_started_for_one(sqlite_lake, t
     assert one.new == 1 and seen["pools"] == []
     rest = sqlite_lake.ingest(files, workers=8, progress=False)
     assert (rest.new, rest.unchanged) == (2, 1)
-    # the unchanged one is decided here; of the two tasks left, this process parses one, a pool of 1 the other
+    # the unchanged one is decided here; two tasks are left: this process and a pool of at most 1 worker
     assert [size for size, _known in seen["pools"]] == [1]
     assert {o.path for o in rest.outcomes} == {str(p.resolve()) for p in files}
 
