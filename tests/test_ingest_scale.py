@@ -39,6 +39,7 @@ def _no_parsing(monkeypatch) -> list[str]:
         raise AssertionError(f"{item.path} was read and parsed again")
 
     monkeypatch.setattr(ingestion, "process_source", refuse)
+    monkeypatch.setattr(ingestion, "_read_and_keep", refuse)  # a file read whole to be parsed here
     monkeypatch.setattr(ingestion, "_process_got", refuse)  # bytes the parent read, parsed in the parent
     return called
 
@@ -639,7 +640,7 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
     files = src[:20] + [bad, twin] + src[20:]
     sent: list[int] = []
     started: list = []
-    real_submit, real_process = ingestion._WorkerPool.submit, ingestion.process_source
+    real_submit, real_process = ingestion._WorkerPool.submit, ingestion._process_got
 
     def counting(self, fn, /, *args, **kwargs):
         future = real_submit(self, fn, *args, **kwargs)
@@ -649,13 +650,13 @@ def test_parallel_ingest_in_tasks_of_many_files_matches_one_worker(tmp_path, mon
             started.append(future)  # the pool's first, trivial task
         return future
 
-    def after_the_pool_started(item, objects_root, known=None):
+    def after_the_pool_started(item, got, store, known, started_at):
         for future in started:  # so that the pool gets tasks too, however slowly it starts
             future.result(timeout=300)
-        return real_process(item, objects_root, known)
+        return real_process(item, got, store, known, started_at)
 
     monkeypatch.setattr(ingestion._WorkerPool, "submit", counting)
-    monkeypatch.setattr(ingestion, "process_source", after_the_pool_started)
+    monkeypatch.setattr(ingestion, "_process_got", after_the_pool_started)
     monkeypatch.setattr(ingestion, "POOL_WORTH_SECONDS", 0.0)  # 42 small files: worth a pool here, for the test
     one = Lake.init(tmp_path / "one")
     two = Lake.init(tmp_path / "two")
@@ -689,11 +690,11 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
     tasks = [items[i:i + 2] for i in range(0, 24, 2)]
     root = str(tmp_path / "objects")
     events: list[tuple[str, int]] = []
-    real = ingestion.process_source
+    real, real_read = ingestion.process_source, ingestion._read_and_keep
 
-    def watched(item, objects_root, known=None):
+    def watched(item, store, known):
         events.append(("here", items.index(item)))
-        return real(item, objects_root, {})
+        return real_read(item, store, {})
 
     class Busy(Future):  # a pool task that is never done until its outcomes are asked for (but the first)
         def __init__(self, task):
@@ -712,7 +713,7 @@ def test_this_process_parses_tasks_while_the_pool_is_busy_and_outcomes_keep_thei
             assert fn is ingestion.process_sources and objects_root == root
             return Busy(task)
 
-    monkeypatch.setattr(ingestion, "process_source", watched)
+    monkeypatch.setattr(ingestion, "_read_and_keep", watched)
     ready = Future()
     ready.set_result(True)
     taken = []

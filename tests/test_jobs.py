@@ -225,19 +225,19 @@ def test_unreadable_file_is_retried_and_a_transient_catalog_error_too(sqlite_lak
     raw = sqlite_lake.root.parent / "raw"
     for n in EIS[:2]:
         put(raw, n)
-    real_process, real_ingest = ingestion.process_source, ingestion.ingest
+    real_read, real_ingest = ingestion._read_and_keep, ingestion.ingest
     hidden = {"done": False}
 
-    def flaky_process(item, objects_root, known):
+    def flaky_read(item, store, known):
         # The first read of EIS[0] finds the file gone (e.g. an NFS hiccup); it is back for the retry.
         if item.path.endswith(EIS[0]) and not hidden["done"]:
             hidden["done"] = True
             os.rename(item.path, item.path + ".away")
             try:
-                return real_process(item, objects_root, known)
+                return real_read(item, store, known)
             finally:
                 os.rename(item.path + ".away", item.path)
-        return real_process(item, objects_root, known)
+        return real_read(item, store, known)
 
     locked = {"n": 0}
 
@@ -247,7 +247,7 @@ def test_unreadable_file_is_retried_and_a_transient_catalog_error_too(sqlite_lak
             raise OperationalError("commit", {}, Exception("database is locked"))
         return real_ingest(*a, **k)
 
-    monkeypatch.setattr(ingestion, "process_source", flaky_process)
+    monkeypatch.setattr(ingestion, "_read_and_keep", flaky_read)
     monkeypatch.setattr(ingestion, "ingest", locked_once)
     res = J.run_job(sqlite_lake, make_job(sqlite_lake, retries=2), backoff=0.01)
     assert (res.status, res.new, res.failed) == ("ok", 2, 0)
@@ -256,8 +256,8 @@ def test_unreadable_file_is_retried_and_a_transient_catalog_error_too(sqlite_lak
     # A file that stays unreadable is counted failed after the retries and gets one failed
     # ledger row without bytes (the first attempt at EIS[0] has one too), however often it is retried.
     monkeypatch.setattr(ingestion, "ingest", real_ingest)
-    monkeypatch.setattr(ingestion, "process_source", lambda item, root, known: real_process(
-        ingestion.SourceItem(item.path + ".gone", item.kind, item.options), root, known))
+    monkeypatch.setattr(ingestion, "_read_and_keep", lambda item, store, known: real_read(
+        ingestion.SourceItem(item.path + ".gone", item.kind, item.options), store, known))
 
     def unreadable(path):  # the parent, which reads files of a size the ledger knows, cannot read them either
         raise FileNotFoundError(2, "No such file or directory", path)
@@ -280,19 +280,19 @@ def test_stop_mid_run_commits_what_was_parsed_and_releases_the_lease(lake, monke
     for n in EIS:
         put(raw, n)
     stop = threading.Event()
-    real_process = ingestion.process_source
+    real_process = ingestion._process_got
 
-    def then_sigterm(item, objects_root, known):
-        out = real_process(item, objects_root, known)
+    def then_sigterm(item, got, store, known, started):
+        out = real_process(item, got, store, known, started)
         stop.set()  # as the SIGTERM handler does, while the first file is being parsed
         return out
 
-    monkeypatch.setattr(ingestion, "process_source", then_sigterm)
+    monkeypatch.setattr(ingestion, "_process_got", then_sigterm)
     res = J.run_job(lake, make_job(lake, batch_size=1), stop=stop)
     assert (res.status, res.new, res.deferred) == ("interrupted", 0, 3)
     assert J.active_leases(lake) == [] and ledger(lake) == []
     assert runs(lake)[0]["status"] == "interrupted" and runs(lake)[0]["activity_id"] == res.activity_id
-    monkeypatch.setattr(ingestion, "process_source", real_process)
+    monkeypatch.setattr(ingestion, "_process_got", real_process)
     again = J.run_job(lake, make_job(lake))
     assert (again.status, again.new) == ("ok", 3)
 

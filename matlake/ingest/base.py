@@ -179,22 +179,51 @@ def record_id(source_sha256: str, parser: str, locator: str) -> str:
 
 
 def encode_array(array: np.ndarray) -> bytes:
-    """Exact array format: an ``.npz`` with key ``data`` (dtype, shape and bytes kept).
+    """Exact array format: NumPy's ``.npy`` (dtype, shape, memory order and bytes kept).
 
     Stored uncompressed: deflate saved under 10% on real charge densities
-    while costing several times pymatgen's own parse time.
+    while costing several times pymatgen's own parse time.  Objects written
+    before this format was chosen are ``.npz`` files with key ``data``;
+    :func:`decode_array` reads both.
     """
-    buf = io.BytesIO()
-    write_array(buf, array)
-    return buf.getvalue()
+    header, body = array_parts(array)
+    return header + body.tobytes()
+
+
+def array_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """The :func:`encode_array` bytes of ``array`` as (``.npy`` header, a view of its data).
+
+    A C- or Fortran-ordered array is not copied (pymatgen's grids are Fortran
+    ordered): the platform hashes and writes the two parts as they are.
+    """
+    if array.dtype.hasobject:
+        raise ValueError(f"array of dtype {array.dtype}: only plain (non-object) dtypes are kept")
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)
+    fields = np.lib.format.header_data_from_array_1_0(array)
+    header = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(header, fields)
+    except ValueError:  # a header over 64 KiB (a very long shape or record dtype), as np.save does
+        header = io.BytesIO()
+        np.lib.format.write_array_header_2_0(header, fields)
+    # a Fortran-ordered array's transpose is C-ordered: its bytes are the .npy data as they lie
+    body = array if array.flags.c_contiguous else array.T
+    return header.getvalue(), memoryview(body.reshape(-1).view(np.uint8))
 
 
 def write_array(fh: Any, array: np.ndarray) -> None:
-    """Write ``array`` in the :func:`encode_array` format to a seekable binary file."""
-    np.savez(fh, data=np.ascontiguousarray(array))
+    """Write ``array`` in the :func:`encode_array` format to a binary file."""
+    header, body = array_parts(array)
+    fh.write(header)
+    fh.write(body)
 
 
 def decode_array(data: bytes) -> np.ndarray:
+    """The array of an :func:`encode_array` object (``.npy``; or ``.npz`` with key ``data``, written
+    by earlier versions)."""
+    if data[:6] == b"\x93NUMPY":
+        return np.load(io.BytesIO(data), allow_pickle=False)
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return npz["data"]
 

@@ -322,7 +322,7 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
     main = vol.data[main_key]
     if main.shape != grid:
         raise ParseError("grid shape", f"{grid} as declared in the header", str(main.shape))
-    main_sha = ctx.put_array(main)  # npz deflate: the costliest step here (see report / bench)
+    main_sha = ctx.put_array(main)
     second_sha = None
     if second_key:
         second = vol.data[second_key]

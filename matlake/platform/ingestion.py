@@ -51,7 +51,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
-from matlake.ingest.base import describe_start, printable, write_array
+from matlake.ingest.base import array_parts, describe_start, printable
 from matlake.platform import catalog as cat
 from matlake.platform.objects import ObjectStore, Spool, durability_mode
 
@@ -495,6 +495,7 @@ class _Read:
     spool: Spool | None = None
     stamp: tuple[int, int] | None = None  # (size, mtime_ns) from stat; None for a stored object
     cacheable: FileStamp | None = None  # the stamp to remember for this path, when safe (see FileStamp)
+    kept: bool = False  # the raw bytes are already object ``sha`` (see keep)
 
     def head(self, n: int) -> bytes:
         """The first ``n`` bytes of the content (gzip decompressed as far as that needs)."""
@@ -506,12 +507,15 @@ class _Read:
 
     def keep(self, store: ObjectStore) -> None:
         """Make the raw bytes object ``sha``, unsynced (the batch's commit makes it durable)."""
+        if self.kept:
+            return
         if self.spool is not None:
             if self.spool.path is None:
                 self.spool.keep(sync=False)
         else:
             assert self.raw is not None
             store.put(self.raw, self.sha, sync=False)
+        self.kept = True
 
     def release(self) -> None:
         """Drop the spooled copy, if any (a kept object stays)."""
@@ -542,7 +546,7 @@ def _read_source(item: SourceItem, store: ObjectStore, known: LedgerIndex, start
             raw = store.get(item.object_sha)  # hash-checked on read
         except Exception as exc:  # noqa: BLE001 - missing, unreadable or corrupt: reported, not raised
             return _unread(item, known, started, None, 0, f"cannot read raw object {item.object_sha}: {exc}")
-        return _Read(item.object_sha, len(raw), raw)
+        return _Read(item.object_sha, len(raw), raw, kept=True)  # read from the store
     st = _stat_source(item, known, started, max_source_bytes())
     if isinstance(st, SourceOutcome):
         return st
@@ -601,7 +605,111 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
 
 def process_sources(items: Sequence[SourceItem], objects_root: str) -> OutcomeBatch:
     """:func:`process_source` for each of a run of files, in a pool worker: one task, one reply."""
-    return OutcomeBatch([process_source(it, objects_root) for it in items])
+    known = _worker_known
+    if known is None:
+        raise RuntimeError("process_sources runs in a pool started by worker_pool(workers, known)")
+    return OutcomeBatch(list(_process_in_turn(items, ObjectStore(Path(objects_root)), known)))
+
+
+def _read_and_keep(item: SourceItem, store: ObjectStore, known: LedgerIndex) -> _Read | SourceOutcome:
+    """:func:`_read_source`, then the raw bytes kept as their object (unsynced).
+
+    Keeping them before detection changes nothing: every path through
+    :func:`_process_read` keeps them, except bytes the ledger already has, whose
+    object exists (``put`` then finds it and writes nothing).
+    """
+    got = _read_source(item, store, known, cat.utcnow())
+    if isinstance(got, _Read):
+        try:
+            got.keep(store)
+        except BaseException:
+            got.release()
+            raise
+    return got
+
+
+def _release(got: object) -> None:
+    if isinstance(got, _Read):
+        got.release()
+
+
+READ_AHEAD_FILES = 2  # files read ahead of the one being parsed (each held is under STREAM_BYTES)
+READ_AHEAD_BYTES = 1 << 20  # smaller files are read where they are parsed (see _worth_reading_ahead)
+
+
+def _worth_reading_ahead(item: SourceItem) -> bool:
+    """True for a source file of :data:`READ_AHEAD_BYTES` or more.
+
+    A small file costs a few system calls to read and keep, each of which a thread
+    would have to win the GIL back for from the parse (up to 5 ms each): it is read
+    where it is parsed.  A file that cannot be stat'ed is too, and fails there.
+    """
+    if item.object_sha:
+        return False
+    try:
+        return os.stat(item.path).st_size >= READ_AHEAD_BYTES
+    except OSError:
+        return False
+
+
+def _read_ahead(items: Sequence[Any], read: Callable[[Any], Any], abandon: Callable[[Any], None] = _release,
+                depth: int | None = None, worth: Callable[[Any], bool] = lambda item: True,
+                ) -> Iterator[tuple[Any, Any]]:
+    """``(item, read(item))`` in order, the next items' ``read`` running in a thread meanwhile.
+
+    Reading, hashing and writing the raw object are system calls and C loops that
+    release the GIL, so they overlap with the parse of the items before (pymatgen holds
+    it): the wall time of a run of large files drops by the time spent hashing and
+    copying them.  Of the next ``depth`` items (default :data:`READ_AHEAD_FILES`),
+    those ``worth`` it are read ahead, so that a large file after a small one is ready
+    too; the others are read here when their turn comes.  Sources larger than
+    :data:`STREAM_BYTES` are spooled, not held.  Results the caller never takes (it
+    stopped early) go to ``abandon``.
+    """
+    depth = READ_AHEAD_FILES if depth is None else depth
+    if len(items) <= 1 or depth < 1:
+        for it in items:
+            yield it, read(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="matlake-read-ahead") as reader:
+        ahead: dict[int, Future] = {}
+        looked = 0  # items[:looked] are read ahead or left to be read here
+        try:
+            for i, it in enumerate(items):
+                while looked < len(items) and looked <= i + depth:  # read on while ``it`` is parsed
+                    if looked > i and worth(items[looked]):
+                        ahead[looked] = reader.submit(read, items[looked])
+                    looked += 1
+                pending = ahead.pop(i, None)
+                got = read(it) if pending is None else _wait_for_read(pending)
+                yield it, got
+        finally:
+            for pending in ahead.values():
+                if not pending.cancel():
+                    with contextlib.suppress(Exception):
+                        abandon(pending.result())
+
+
+def _wait_for_read(pending: Future) -> Any:
+    """The result of a read ahead (a function of its own so that ``bench_ingest`` can time the wait)."""
+    return pending.result()
+
+
+def _process_in_turn(items: Sequence[SourceItem], store: ObjectStore, known: LedgerIndex,
+                     seconds: collections.deque[float] | None = None) -> Iterator[SourceOutcome]:
+    """:func:`process_source` for each item in order, each read while the one before is parsed
+    (:func:`_read_ahead`).  ``seconds``, when given, gets the seconds each took here, from the
+    previous outcome to this one (a wait for its read included)."""
+    t = time.perf_counter()
+    for it, got in _read_ahead(items, lambda it: _read_and_keep(it, store, known), worth=_worth_reading_ahead):
+        out = got if isinstance(got, SourceOutcome) else _process_got(it, got, store, known, cat.utcnow())
+        if seconds is not None:
+            now = time.perf_counter()
+            seconds.append(now - t)
+            t = now
+        yield out
 
 
 def _process_got(item: SourceItem, got: _Read, store: ObjectStore, known: LedgerIndex,
@@ -703,7 +811,7 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
     def sink(array: Any) -> tuple[str, int]:
         # Arrays go to the store as they are encoded, never held as a second, encoded copy.
-        return store.put_written(lambda fh: write_array(fh, array), sync=False)
+        return store.put_parts(array_parts(array), sync=False)
 
     def chunked_sink(array: Any, chunks: Any, codec: str) -> tuple[str, int, str]:
         return _put_chunked(store, array, chunks, codec, sync=False)
@@ -1148,22 +1256,26 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
     each pool worker gets the ledger index once.
     """
     ctx = _Triage(known, cache or {}, registry_fingerprint(), sizes)
+    store = ObjectStore(Path(objects_root))
     if workers <= 1:
-        store = ObjectStore(Path(objects_root))
-        for it in items:
+
+        def decide_or_read(it: SourceItem) -> SourceOutcome | _Read:
             got = _decide(it, ctx)
-            if isinstance(got, SourceOutcome):
-                yield got
-            elif got is not None:
-                yield _process_got(it, got, store, known, cat.utcnow())
-            else:
-                yield process_source(it, objects_root, known)
+            if got is None:
+                return _read_and_keep(it, store, known)
+            if isinstance(got, _Read):
+                got.keep(store)
+            return got
+
+        for it, got in _read_ahead(items, decide_or_read, worth=_worth_reading_ahead):
+            yield got if isinstance(got, SourceOutcome) else _process_got(it, got, store, known, cat.utcnow())
         return
     pre, need = _triage_all(items, ctx)
     tasks = pool_tasks(need, ctx.file_sizes, workers)
     if len(tasks) <= 1:
-        for it, o in zip(items, pre):
-            yield o if o is not None else process_source(it, objects_root, known)
+        parsed = _process_in_turn(need, store, known)
+        for o in pre:
+            yield o if o is not None else next(parsed)
         return
     pool = worker_pool(min(workers - 1, len(tasks) - 1), known)
     ready = pool.submit(_worker_ready)
@@ -1212,14 +1324,11 @@ def _parse_tasks(tasks: list[list[SourceItem]], objects_root: str, known: Ledger
     for i in range(len(tasks) - 1, -1, -1):
         files_from[i] = files_from[i + 1] + len(tasks[i])
 
+    store = ObjectStore(Path(objects_root))
+
     def parse_here() -> None:
         nonlocal handed
-        outcomes = []
-        for it in tasks[handed]:
-            t = time.perf_counter()
-            outcomes.append(process_source(it, objects_root, known))
-            seconds.append(time.perf_counter() - t)
-        slots[handed] = outcomes
+        slots[handed] = list(_process_in_turn(tasks[handed], store, known, seconds))
         handed += 1
 
     def worth_feeding() -> bool:
@@ -1429,7 +1538,8 @@ def _put_chunked(store: ObjectStore, array: Any, chunks: Any, codec: str, sync: 
 
 
 def _array_media_type(store: ObjectStore, sha: str) -> str:
-    """Media type of an array object a parser kept: chunked (by its magic) or the exact npz."""
+    """Media type of an array object a parser kept, by its magic: chunked, or the exact .npy (.npz
+    from earlier versions)."""
     from matlake.arrays import MEDIA_TYPE, is_chunked
 
     try:
@@ -1437,7 +1547,9 @@ def _array_media_type(store: ObjectStore, sha: str) -> str:
             head = fh.read(8)
     except OSError:
         head = b""
-    return MEDIA_TYPE if is_chunked(head) else "application/x-npz"
+    if is_chunked(head):
+        return MEDIA_TYPE
+    return "application/x-npy" if head.startswith(b"\x93NUMPY") else "application/x-npz"
 
 
 def resolve_options(lake: "Lake", items: list[SourceItem]) -> list[SourceItem]:

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -75,26 +75,60 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file + rename; durably (file fsync
-    before the rename, folder fsync after) unless ``sync=False``.
+def write_atomic(path: Path, data: "bytes | memoryview | Sequence[bytes | memoryview]", *, sync: bool = True, replace: bool = True) -> bool:
+    """Write ``data`` (bytes, or a sequence of buffers written one after another) to ``path``
+    atomically: temp file + rename; durably (file fsync before the rename, folder fsync
+    after) unless ``sync=False``.  True when ``path`` was written.
 
     With ``sync=False`` nothing is fsynced: the caller passes ``path`` to
     :func:`make_durable` before anything durable refers to it (one barrier for
-    many files instead of two fsyncs each).
+    many files instead of two fsyncs each).  With ``replace=False`` an existing
+    ``path`` is left as it is (see :func:`publish`) and False is returned.
     """
+    parts = data if isinstance(data, (list, tuple)) else (data,)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        for part in parts:
+            fh.write(part)
         fh.flush()
         if sync:
             os.fsync(fh.fileno())
-        elif len(data) >= WRITEBACK_BYTES:
+        elif sum(memoryview(p).nbytes for p in parts) >= WRITEBACK_BYTES:
             start_writeback(fh.fileno())
-    os.replace(tmp, path)
-    if sync:
+    if replace:
+        os.replace(tmp, path)
+        written = True
+    else:
+        written = publish(tmp, path)
+        if not written:
+            os.unlink(tmp)
+    if sync and written:
         fsync_path(path.parent)
+    return written
+
+
+def publish(tmp: Path, target: Path) -> bool:
+    """Give the finished file ``tmp`` the name ``target`` unless that name exists; True when it did.
+
+    For objects, which are never modified: of two writers of the same object (twin files
+    in one parallel run, two ingests at once) the second must not replace the first's file,
+    which a commit's barrier may already have made durable, with its own unsynced one.  A
+    hard link fails when the name exists, where a rename would replace it.  On a
+    filesystem without hard links the check and a rename remain (a narrow window).  On
+    success ``tmp`` is gone; otherwise it is left to the caller.
+    """
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this filesystem (some network and FUSE mounts)
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+    os.unlink(tmp)
+    return True
 
 
 WRITEBACK_BYTES = 1 << 20  # unsynced files this large start their write-back at once (start_writeback)
@@ -305,7 +339,9 @@ class Spool:
             finally:
                 os.close(fd)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp, target)
+        if not publish(self.tmp, target):
+            self.path = self.tmp  # another writer made it meanwhile: the same bytes
+            return False
         if sync:
             fsync_path(target.parent)
         self.path = target
@@ -349,8 +385,22 @@ class ObjectStore:
         sha = sha or sha256_bytes(data)
         path = self.path(sha)
         if not path.exists():
-            write_atomic(path, data, sync=sync)
+            write_atomic(path, data, sync=sync, replace=False)
         return sha
+
+    def put_parts(self, parts: "Sequence[bytes | memoryview]", *, sync: bool = True) -> tuple[str, int]:
+        """Store the concatenation of ``parts`` without joining them in memory: hashed part by part,
+        then written unless the object exists.  Returns (sha256, size in bytes)."""
+        digest = hashlib.sha256()
+        size = 0
+        for part in parts:
+            digest.update(part)
+            size += memoryview(part).nbytes
+        sha = digest.hexdigest()
+        path = self.path(sha)
+        if not path.exists():
+            write_atomic(path, list(parts), sync=sync, replace=False)
+        return sha, size
 
     def spool(self) -> Spool:
         """A :class:`Spool`: stream bytes in and hash them in one pass, without holding them."""

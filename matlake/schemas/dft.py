@@ -108,7 +108,7 @@ VOLUMETRIC = TableSchema(
         C("channels", pa.list_(pa.string()), "pymatgen data keys of the stored grids: ['total'] or "
           "['total', 'diff'] for charge files, ['spin_up', 'spin_down'] for a spin-polarized LOCPOT"),
         C("array_sha256", pa.string(), "object holding the first channel ('total', or 'spin_up' for a "
-          "spin-polarized LOCPOT) exactly as pymatgen parses it (npz)"),
+          "spin-polarized LOCPOT) exactly as pymatgen parses it (.npy; .npz with key 'data' in older lakes)"),
         C("diff_sha256", pa.string(), "object holding the second channel ('diff' = spin difference for charge "
           "files, 'spin_down' for LOCPOT), if present"),
         C("data_unit", pa.string(), "unit of the stored grid values: charge files hold rho*V_cell (e), LOCPOT eV, "

@@ -93,7 +93,7 @@ SPECTRUM_IMAGES = TableSchema(
         C("axis_scales", pa.list_(pa.float64()), "step of each axis, in axis_units"),
         C("axis_offsets", pa.list_(pa.float64()), "value at index 0 of each axis, in axis_units"),
         C("axis_units", pa.list_(pa.string()), "unit of each axis, e.g. ['nm', 'nm', 'eV']"),
-        C("array_sha256", pa.string(), "object holding the data cube (.npz, dtype and shape kept)"),
+        C("array_sha256", pa.string(), "object holding the data cube (.npy, dtype and shape kept; .npz in older lakes)"),
         C("dtype", pa.string(), "numpy dtype of the data cube"),
         C("n_spectra", pa.int32(), "number of child spectra (pixels)"),
         C("sample", pa.string(), "sample name when known"),

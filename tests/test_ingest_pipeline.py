@@ -1,0 +1,252 @@
+"""The ingest path's plumbing: reading one file ahead of the parse, arrays kept as .npy without
+a copy, and objects that a second writer never replaces."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import numpy as np
+import pytest
+from conftest import sample
+
+from matlake.ingest.base import array_parts, decode_array, encode_array
+from matlake.platform import ingestion
+from matlake.platform.objects import ObjectStore, publish, sha256_bytes, sha256_file, write_atomic
+
+# --------------------------------------------------------------------------- read ahead
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_read_ahead_keeps_order_reads_in_a_thread_and_at_most_depth_items_ahead(depth):
+    items = list(range(6))
+    started: dict[int, str] = {}
+    lock = threading.Lock()
+
+    def read(i):
+        with lock:
+            started[i] = threading.current_thread().name
+        return i * 10
+
+    taken = []
+    for it, got in ingestion._read_ahead(items, read, depth=depth):
+        assert got == it * 10
+        # what has been read when item ``it`` is handed over: itself and at most ``depth`` more
+        assert max(started) <= it + depth
+        taken.append(it)
+    assert taken == items and sorted(started) == items
+    # the first is read here (meanwhile the thread reads the next), every later one ahead in the thread
+    assert started[0] == threading.main_thread().name
+    assert all(started[i].startswith("matlake-read-ahead") for i in items[1:])
+
+
+def test_items_not_worth_reading_ahead_are_read_here_in_turn():
+    where: dict[int, str] = {}
+
+    def read(i):
+        where[i] = threading.current_thread().name
+        return i
+
+    big = {2, 3, 5}
+    out = list(ingestion._read_ahead(list(range(6)), read, worth=lambda i: i in big))
+    assert out == [(i, i) for i in range(6)]
+    assert {i for i, name in where.items() if name.startswith("matlake-read-ahead")} == big
+
+
+def test_only_files_of_a_megabyte_or_more_are_worth_reading_ahead(tmp_path):
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_bytes(b"x" * (ingestion.READ_AHEAD_BYTES - 1))
+    large.write_bytes(b"x" * ingestion.READ_AHEAD_BYTES)
+    assert not ingestion._worth_reading_ahead(ingestion.SourceItem(str(small)))
+    assert ingestion._worth_reading_ahead(ingestion.SourceItem(str(large)))
+    assert not ingestion._worth_reading_ahead(ingestion.SourceItem(str(tmp_path / "missing")))
+    assert not ingestion._worth_reading_ahead(ingestion.SourceItem(str(large), object_sha="0" * 64))
+
+
+def test_read_ahead_of_one_item_reads_it_here():
+    threads = []
+    out = list(ingestion._read_ahead(["a"], lambda it: threads.append(threading.current_thread()) or it.upper()))
+    assert out == [("a", "A")] and threads == [threading.main_thread()]
+
+
+def test_a_consumer_that_stops_early_gets_the_read_ahead_abandoned():
+    abandoned = []
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return f"bytes {i}"
+
+    gen = ingestion._read_ahead([1, 2, 3, 4, 5], read, abandon=abandoned.append, depth=2)
+    assert next(gen) == (1, "bytes 1")
+    gen.close()  # the caller stopped (a stop signal, an error) while items 2 and 3 were read ahead
+    assert 1 in reads and set(reads) <= {1, 2, 3}  # never further ahead than asked
+    assert sorted(abandoned) == [f"bytes {i}" for i in sorted(reads) if i != 1]  # reads not taken: abandoned
+
+
+def test_a_read_that_raises_raises_at_its_item():
+    def read(i):
+        if i == 2:
+            raise OSError("disk gone")
+        return i
+
+    gen = ingestion._read_ahead([1, 2, 3], read)
+    assert next(gen) == (1, 1)
+    with pytest.raises(OSError, match="disk gone"):
+        next(gen)
+
+
+def test_an_abandoned_spooled_read_leaves_no_spool(tmp_path, monkeypatch):
+    """A large source read ahead and never parsed: its spooled copy is removed, its kept object
+    stays (an unregistered file that gc removes, as after a crash)."""
+    monkeypatch.setattr(ingestion, "READ_AHEAD_FILES", 2)
+    monkeypatch.setattr(ingestion, "STREAM_BYTES", 1024)
+    monkeypatch.setattr(ingestion, "READ_AHEAD_BYTES", 1024)
+    files = []
+    for i in range(4):
+        p = tmp_path / f"big{i}.csv"
+        p.write_bytes(b"frequency,z_real,z_imag\n" + b"1,2,3\n" * (400 + i))
+        files.append(p)
+    store = ObjectStore(tmp_path / "objects")
+    gen = ingestion._process_in_turn([ingestion.SourceItem(str(p)) for p in files], store, {})
+    first = next(gen)
+    gen.close()
+    assert first.path == str(files[0])
+    spool = tmp_path / "objects" / "spool"
+    assert not spool.exists() or not list(spool.iterdir())
+    assert store.exists(sha256_file(files[0]))  # parsed; the next two may have been read ahead and kept
+    assert not store.exists(sha256_file(files[3]))  # never read: at most READ_AHEAD_FILES ahead
+
+
+def test_one_worker_ingest_reads_ahead_and_matches_the_files(sqlite_lake):
+    """The raw object of every file (also a failed one) is kept, whoever read it."""
+    src = [sample("dft", "Si_static_CHGCAR.gz"), sample("dft", "Si_static_LOCPOT.gz")]
+    bad = sqlite_lake.root.parent / "broken_CHGCAR"
+    bad.write_text("not a chgcar\n")
+    r = sqlite_lake.ingest([*src, bad], progress=False)
+    assert (r.new, r.failed) == (2, 1), r.summary()
+    for o, p in zip(r.outcomes, [*src, bad]):
+        assert o.sha256 == sha256_file(p)
+        assert sha256_file(sqlite_lake.objects.path(o.sha256)) == o.sha256
+
+
+# --------------------------------------------------------------------------- arrays as .npy
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(60.0).reshape(3, 4, 5),
+    lambda: np.asfortranarray(np.arange(60.0).reshape(3, 4, 5)),  # pymatgen's grids
+    lambda: np.arange(60.0).reshape(3, 4, 5)[:, ::2],  # neither order: copied once
+    lambda: np.array(2.5),
+    lambda: np.zeros((0, 3), np.float32),
+    lambda: np.arange(7, dtype=">i4"),
+    lambda: np.array([1 + 2j, 3 - 4j]),
+], ids=["C", "Fortran", "strided", "0-d", "empty", "big-endian", "complex"])
+def test_arrays_are_kept_exactly_as_numpy_save_writes_them(make):
+    array = make()
+    saved = io.BytesIO()
+    np.save(saved, array, allow_pickle=False)
+    assert encode_array(array) == saved.getvalue()
+    back = decode_array(encode_array(array))
+    assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
+
+
+def test_a_fortran_ordered_grid_is_hashed_and_written_without_a_copy():
+    grid = np.asfortranarray(np.random.default_rng(0).random((8, 9, 10)))
+    header, body = array_parts(grid)
+    assert np.shares_memory(np.frombuffer(body, np.uint8), grid)
+    assert header.startswith(b"\x93NUMPY") and b"'fortran_order': True" in header
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(ValueError, match="dtype object"):
+        array_parts(np.array([{"a": 1}], dtype=object))
+
+
+def test_arrays_of_older_lakes_npz_still_decode():
+    old = io.BytesIO()
+    np.savez(old, data=np.arange(5.0))
+    assert np.array_equal(decode_array(old.getvalue()), np.arange(5.0))
+
+
+def test_ingested_grids_are_npy_objects_named_by_their_bytes(sqlite_lake):
+    from pymatgen.io.vasp import Chgcar
+
+    src = sample("dft", "Si_static_CHGCAR.gz")
+    sqlite_lake.ingest([src], progress=False)
+    sha = sqlite_lake.sql("select array_sha256 from volumetric").fetchone()[0]
+    path = sqlite_lake.objects.path(sha)
+    assert path.read_bytes()[:6] == b"\x93NUMPY" and sha256_file(path) == sha
+    media = sqlite_lake.sql("select media_type from objects where sha256 = ?", params=[sha]).fetchone()[0]
+    assert media == "application/x-npy"
+    ref = Chgcar.from_file(str(src)).data["total"]
+    assert np.array_equal(decode_array(sqlite_lake.objects.get(sha)), ref)
+
+
+def test_put_parts_equals_put_of_the_joined_bytes(tmp_path):
+    store = ObjectStore(tmp_path / "objects")
+    parts = [b"header", memoryview(np.arange(1000, dtype=np.float64)).cast("B")]
+    joined = b"".join(bytes(p) for p in parts)
+    sha, size = store.put_parts(parts, sync=False)
+    assert (sha, size) == (sha256_bytes(joined), len(joined))
+    assert store.get(sha) == joined
+    assert store.put_parts(parts) == (sha, size)  # idempotent
+
+
+# --------------------------------------------------------------------------- no replacing an object
+
+
+def test_a_second_writer_of_an_object_does_not_replace_the_first(tmp_path):
+    store = ObjectStore(tmp_path / "objects")
+    data = b"the same bytes, written twice"
+    sha = store.put(data, sync=False)
+    path = store.path(sha)
+    inode = path.stat().st_ino
+    # the other writer passed its existence check before the first one renamed: it finds the name taken
+    assert write_atomic(path, data, sync=False, replace=False) is False
+    assert path.stat().st_ino == inode and path.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # its temporary file is gone
+
+
+def test_publish_links_once_and_leaves_the_loser_its_file(tmp_path):
+    target = tmp_path / "obj"
+    first, second = tmp_path / "t1", tmp_path / "t2"
+    first.write_bytes(b"x")
+    second.write_bytes(b"x")
+    assert publish(first, target) is True and not first.exists()
+    inode = target.stat().st_ino
+    assert publish(second, target) is False and second.exists()
+    assert target.stat().st_ino == inode
+
+
+def test_publish_without_hard_links_falls_back_to_a_rename(tmp_path, monkeypatch):
+    def no_links(src, dst, *a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "obj"
+    tmp = tmp_path / "t1"
+    tmp.write_bytes(b"x")
+    assert publish(tmp, target) is True and target.read_bytes() == b"x" and not tmp.exists()
+    other = tmp_path / "t2"
+    other.write_bytes(b"y")
+    assert publish(other, target) is False and target.read_bytes() == b"x"
+
+
+def test_a_spool_that_loses_the_race_reads_from_its_own_copy(tmp_path, monkeypatch):
+    from matlake.platform import objects
+
+    store = ObjectStore(tmp_path / "objects")
+    sp = store.spool()
+    sp.write(b"streamed bytes")
+    sha = sp.close()
+    target = store.path(sha)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"streamed bytes")  # another process published it after our existence check
+    real_exists = objects.Path.exists
+    monkeypatch.setattr(objects.Path, "exists", lambda self: False if self == target else real_exists(self))
+    assert sp.keep(sync=False) is False
+    assert sp.path == sp.tmp and sp.tmp.read_bytes() == b"streamed bytes"
+    sp.discard()
+    assert not sp.tmp.exists() and target.read_bytes() == b"streamed bytes"
