@@ -285,6 +285,7 @@ def install_probes(probe: Probe) -> None:
     probe.patch(ingestion, "_process_got", "process_source")  # bytes the parent read, parsed there
     # the next file is read, hashed and kept in a thread while this one is parsed (its buckets: THREAD)
     probe.patch(ingestion, "_read_and_keep", READ_AHEAD)
+    probe.patch(ingestion, "_read_and_keep", "process_source")  # a small file, read where it is parsed
     probe.patch(ingestion, "_decide", READ_AHEAD)
     probe.patch(ingestion, "_wait_for_read", "waiting for the read-ahead thread")
     probe.replace(ingestion, "hashlib", types.SimpleNamespace(sha256=probe.wrap("sha256 of raw bytes", hashlib.sha256)))
