@@ -1249,7 +1249,8 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
     """Outcomes in the order of ``items``: decided here where possible (:func:`_decide`), the rest parsed.
 
     With one worker each file is decided and, if needed, parsed in turn in this
-    process (bytes read to decide are parsed as they are, not read again).  With
+    process (bytes read to decide are parsed as they are, not read again), the next
+    large files decided and read by a thread meanwhile (:func:`_read_ahead`).  With
     ``workers`` = n > 1, every file is decided first and the files left are cut into
     tasks (:func:`pool_tasks`) that n processes parse: this one and a pool of at most
     n - 1, started only when there are two tasks or more (see :func:`_parse_tasks`);

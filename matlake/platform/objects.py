@@ -1,7 +1,8 @@
 """Content-addressed object store: ``objects/ab/cdef...`` named by sha256.
 
-Objects are written to a temporary file and renamed into place, so a reader
-never sees a partial object and a crash leaves at worst a temporary or an
+Objects are written to a temporary file and then given their name (a hard link,
+see :func:`publish`, which never replaces an existing object), so a reader never
+sees a partial object and a crash leaves at worst a temporary or an
 unregistered file that ``matlake gc`` removes.  An object is never modified.
 An object is durable once its file and its folder are fsynced:
 :meth:`ObjectStore.put` does both per object by default; ingest passes
