@@ -212,13 +212,6 @@ def array_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
     return header.getvalue(), memoryview(body.reshape(-1).view(np.uint8))
 
 
-def write_array(fh: Any, array: np.ndarray) -> None:
-    """Write ``array`` in the :func:`encode_array` format to a binary file."""
-    header, body = array_parts(array)
-    fh.write(header)
-    fh.write(body)
-
-
 def decode_array(data: bytes) -> np.ndarray:
     """The array of an :func:`encode_array` object (``.npy``; or ``.npz`` with key ``data``, written
     by earlier versions)."""

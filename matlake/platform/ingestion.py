@@ -590,11 +590,7 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     registers durable in one barrier (see :func:`_commit_batch`); a worker on
     another machine uses :func:`process_source_durable`.
     """
-    if known is None:
-        known = _worker_known
-        if known is None:
-            raise RuntimeError("process_source needs the ledger index: pass known=, or run it in a pool "
-                               "started by worker_pool(workers, known)")
+    known = _worker_index() if known is None else known
     started = cat.utcnow()
     store = ObjectStore(Path(objects_root))
     got = _read_source(item, store, known, started)
@@ -605,10 +601,15 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
 
 def process_sources(items: Sequence[SourceItem], objects_root: str) -> OutcomeBatch:
     """:func:`process_source` for each of a run of files, in a pool worker: one task, one reply."""
-    known = _worker_known
-    if known is None:
-        raise RuntimeError("process_sources runs in a pool started by worker_pool(workers, known)")
-    return OutcomeBatch(list(_process_in_turn(items, ObjectStore(Path(objects_root)), known)))
+    return OutcomeBatch(list(_process_in_turn(items, ObjectStore(Path(objects_root)), _worker_index())))
+
+
+def _worker_index() -> LedgerIndex:
+    """The ledger index a pool worker received once at start (see :func:`worker_pool`)."""
+    if _worker_known is None:
+        raise RuntimeError("process_source needs the ledger index: pass known=, or run it in a pool "
+                           "started by worker_pool(workers, known)")
+    return _worker_known
 
 
 def _read_and_keep(item: SourceItem, store: ObjectStore, known: LedgerIndex) -> _Read | SourceOutcome:
@@ -698,12 +699,15 @@ def _wait_for_read(pending: Future) -> Any:
 
 
 def _process_in_turn(items: Sequence[SourceItem], store: ObjectStore, known: LedgerIndex,
-                     seconds: collections.deque[float] | None = None) -> Iterator[SourceOutcome]:
+                     seconds: collections.deque[float] | None = None,
+                     read: Callable[[SourceItem], "_Read | SourceOutcome"] | None = None) -> Iterator[SourceOutcome]:
     """:func:`process_source` for each item in order, each read while the one before is parsed
-    (:func:`_read_ahead`).  ``seconds``, when given, gets the seconds each took here, from the
-    previous outcome to this one (a wait for its read included)."""
+    (:func:`_read_ahead`): by ``read`` (default :func:`_read_and_keep`), which may also decide an
+    item (an outcome) instead of reading it.  ``seconds``, when given, gets the seconds each took
+    here, from the previous outcome to this one (a wait for its read included)."""
+    read = read or (lambda it: _read_and_keep(it, store, known))
     t = time.perf_counter()
-    for it, got in _read_ahead(items, lambda it: _read_and_keep(it, store, known), worth=_worth_reading_ahead):
+    for it, got in _read_ahead(items, read, worth=_worth_reading_ahead):
         out = got if isinstance(got, SourceOutcome) else _process_got(it, got, store, known, cat.utcnow())
         if seconds is not None:
             now = time.perf_counter()
@@ -1268,8 +1272,7 @@ def _map_local(items: list[SourceItem], objects_root: str, known: LedgerIndex, w
                 got.keep(store)
             return got
 
-        for it, got in _read_ahead(items, decide_or_read, worth=_worth_reading_ahead):
-            yield got if isinstance(got, SourceOutcome) else _process_got(it, got, store, known, cat.utcnow())
+        yield from _process_in_turn(items, store, known, read=decide_or_read)
         return
     pre, need = _triage_all(items, ctx)
     tasks = pool_tasks(need, ctx.file_sizes, workers)

@@ -76,7 +76,8 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: "bytes | memoryview | Sequence[bytes | memoryview]", *, sync: bool = True, replace: bool = True) -> bool:
+def write_atomic(path: Path, data: "bytes | memoryview | Sequence[bytes | memoryview]", *, sync: bool = True,
+                 replace: bool = True) -> bool:
     """Write ``data`` (bytes, or a sequence of buffers written one after another) to ``path``
     atomically: temp file + rename; durably (file fsync before the rename, folder fsync
     after) unless ``sync=False``.  True when ``path`` was written.
