@@ -208,7 +208,7 @@ class Probe:
     def __init__(self) -> None:
         self.t: dict[str, float] = defaultdict(float)
         self.n: dict[str, int] = defaultdict(int)
-        self._depth: dict[str, int] = defaultdict(int)
+        self._depth: dict[tuple[str, int], int] = defaultdict(int)
         self._undo: list[tuple[Callable[[], None]]] = []
         self.missing: list[str] = []
 
@@ -218,16 +218,17 @@ class Probe:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             name = bucket if threading.current_thread() is threading.main_thread() else bucket + THREAD
-            if probe._depth[name]:
+            depth = (name, threading.get_ident())  # two threads in one bucket at once both count
+            if probe._depth[depth]:
                 return fn(*args, **kwargs)
-            probe._depth[name] += 1
+            probe._depth[depth] += 1
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 probe.t[name] += time.perf_counter() - t0
                 probe.n[name] += 1
-                probe._depth[name] -= 1
+                probe._depth[depth] -= 1
 
         return timed
 
@@ -331,6 +332,10 @@ def install_probes(probe: Probe) -> None:
     probe.patch(base, "encode_array", GRIDS)
     probe.patch(objects.ObjectStore, "put_written", GRIDS)  # code before .npy grid objects
     probe.patch(objects.ObjectStore, "put_parts", GRIDS)
+    # grids are written, and large objects fsynced early, by background threads (their buckets: THREAD)
+    probe.patch(objects._Background, "write", WRITTEN_BEHIND)
+    probe.patch(objects._Background, "fsync", EARLY_FSYNC)
+    probe.patch(ingestion, "settle_background", SETTLE)  # before the commit: waits for those threads
     probe.patch(vasp, "band_edges", "band_edges")
     probe.patch(TableSchema, "conform", "schema conform (Arrow)")
     # ChangeSet.add_rows conforms the parser's (already conformed) tables a second time
@@ -340,7 +345,7 @@ def install_probes(probe: Probe) -> None:
         conform_orig = conform_timed.__wrapped__
 
         def conform_split(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if probe._depth["ChangeSet.add_rows (conforms again)"]:
+            if probe._depth[("ChangeSet.add_rows (conforms again)", threading.get_ident())]:
                 return conform_orig(self, *args, **kwargs)  # counted in the add_rows bucket
             return conform_timed(self, *args, **kwargs)
 
@@ -351,7 +356,10 @@ def install_probes(probe: Probe) -> None:
 
 
 READ_AHEAD = "read ahead, beside the parse: stat, read, sha256, raw object put"
-GRIDS = "grid objects: .npy header, sha256, write"
+GRIDS = "grid objects: .npy header, sha256, write"  # the write: in a thread since write-behind
+WRITTEN_BEHIND = "grid objects written behind"
+EARLY_FSYNC = "early fsync of large objects"
+SETTLE = "waiting for writes behind and early fsyncs"
 
 BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("ledger keys (catalog read)", 1),
@@ -375,6 +383,7 @@ BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("schema conform (Arrow)", 2),
     ("(rest of process_source: file read, outcome)", 2),
     ("waiting for the read-ahead thread", 1),
+    (SETTLE, 1),
     ("object folder fsyncs (once per batch)", 1),
     ("Lake.commit", 1),
     ("durability barrier (objects + Parquet, once per commit)", 2),
@@ -387,6 +396,8 @@ BREAKDOWN_ROWS: list[tuple[str, int]] = [
     ("triage in the parent (stat, 8 KiB head, detect)" + THREAD, 1),
     ("sha256 of raw bytes" + THREAD, 1),
     ("object store put (raw bytes)" + THREAD, 1),
+    (WRITTEN_BEHIND + THREAD, 0),
+    (EARLY_FSYNC + THREAD, 0),
 ]
 
 # computed rows: parent bucket minus its measured children
@@ -415,7 +426,7 @@ def bucket_time(run: dict[str, Any], bucket: str) -> float:
         return run["wall_s"] - sum(t.get(b, 0.0) for b in (
             "ledger keys (catalog read)", "path cache (catalog read + write)",
             "triage in the parent (stat, 8 KiB head, detect)", "process_source", "object folder fsyncs (once per batch)",
-            "Lake.commit", "ChangeSet.add_rows (conforms again)", "waiting for the read-ahead thread"))
+            "Lake.commit", "ChangeSet.add_rows (conforms again)", "waiting for the read-ahead thread", SETTLE))
     return t.get(bucket, 0.0)
 
 

@@ -250,3 +250,131 @@ def test_a_spool_that_loses_the_race_reads_from_its_own_copy(tmp_path, monkeypat
     assert sp.path == sp.tmp and sp.tmp.read_bytes() == b"streamed bytes"
     sp.discard()
     assert not sp.tmp.exists() and target.read_bytes() == b"streamed bytes"
+
+
+# --------------------------------------------------------------------------- writes behind, early fsyncs
+
+
+def _fail_in_thread(monkeypatch, owner, name, prefix, exc):
+    """``owner.name`` raises ``exc`` when called from a thread whose name starts with ``prefix``."""
+    real = getattr(owner, name)
+
+    def maybe_fail(*args, **kwargs):
+        if threading.current_thread().name.startswith(prefix):
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, maybe_fail)
+
+
+def test_arrays_written_behind_exist_once_settled_and_are_written_by_the_writer_thread(tmp_path, monkeypatch):
+    from matlake.platform import objects
+
+    writers = []
+    real = objects.write_atomic
+
+    def recorded(*args, **kwargs):
+        writers.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objects, "write_atomic", recorded)
+    store = ObjectStore(tmp_path / "objects")
+    grid = np.asfortranarray(np.random.default_rng(1).random((20, 30, 40)))
+    sha, size = store.put_parts(array_parts(grid), behind=True)
+    objects.settle_background()
+    assert store.get(sha) == encode_array(grid) and size == len(encode_array(grid))
+    assert writers and all(w.startswith("matlake-write-behind") for w in writers)
+    assert objects.make_durable([store.path(sha)]) == 3  # the file, its folder, the store's root
+
+
+def test_a_failed_write_behind_fails_the_barrier_of_its_object_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    from matlake.platform import objects
+
+    store = ObjectStore(tmp_path / "objects")
+    _fail_in_thread(monkeypatch, objects, "write_atomic", "matlake-write-behind",
+                    OSError(errno.ENOSPC, "No space left on device"))
+    sha, _ = store.put_parts([b"header", b"body"], behind=True)
+    other = store.put(b"another object", sync=False)
+    assert objects.make_durable([store.path(other)]) == 3  # a barrier of other files goes on
+    with pytest.raises(OSError, match=f"writing {store.path(sha)} to disk failed .*No space left on device"):
+        objects.make_durable([store.path(sha)])
+    assert not store.exists(sha)  # nothing half-written under the object's name
+    objects.make_durable([store.path(sha)])  # raised once: forgotten (and a missing file is skipped)
+
+
+def test_a_failed_early_fsync_is_raised_by_the_barrier_though_its_own_fsync_succeeds(tmp_path, monkeypatch):
+    """Linux reports a write-back error once per open file: the barrier's later fsync of the same
+    file can succeed, so the early fsync's error must be kept and raised."""
+    import errno
+
+    from matlake.platform import objects
+
+    store = ObjectStore(tmp_path / "objects")
+    _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+    big = store.put(b"x" * objects.EARLY_SYNC_BYTES, sync=False)
+    small = store.put(b"small", sync=False)  # no early fsync: the barrier's own
+    assert objects.make_durable([store.path(small)]) == 3
+    with pytest.raises(OSError, match=f"writing {store.path(big)} to disk failed .*Input/output error") as caught:
+        objects.make_durable([store.path(big), store.path(small)])
+    assert caught.value.errno == errno.EIO
+
+
+def test_write_behind_waits_once_its_limit_of_bytes_waits(tmp_path, monkeypatch):
+    from matlake.platform import objects
+
+    monkeypatch.setattr(objects, "WRITE_BEHIND_BYTES", 100)
+    gate = threading.Event()
+    real = objects.write_atomic
+
+    def gated(*args, **kwargs):
+        gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objects, "write_atomic", gated)
+    store = ObjectStore(tmp_path / "objects")
+    done = []
+
+    def put_two():
+        done.append(store.put_parts([b"a" * 80], behind=True))  # waits for nothing: 80 <= 100 bytes
+        done.append(store.put_parts([b"b" * 80], behind=True))  # 160 > 100: waits for the first write
+
+    putter = threading.Thread(target=put_two)
+    putter.start()
+    putter.join(0.5)
+    assert putter.is_alive() and len(done) == 1  # held back while the first write cannot finish
+    gate.set()
+    putter.join()
+    objects.settle_background()
+    assert [store.get(sha) for sha, _ in done] == [b"a" * 80, b"b" * 80]
+
+
+def test_an_ingest_whose_early_fsync_fails_commits_nothing_and_a_retry_commits_all(sqlite_lake, monkeypatch):
+    import errno
+
+    from matlake.platform import objects
+
+    src = sample("dft", "Si_static_CHGCAR.gz")  # 2.6 MB: fsynced early
+    with monkeypatch.context() as m:
+        _fail_in_thread(m, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+        with pytest.raises(OSError, match="Input/output error"):
+            sqlite_lake.ingest([src], progress=False)
+    assert sqlite_lake.sql("select count(*) from ledger").fetchone()[0] == 0
+    r = sqlite_lake.ingest([src], progress=False)
+    assert (r.new, r.failed, r.errors) == (1, 0, 0), r.summary()
+    sha = sqlite_lake.sql("select array_sha256 from volumetric").fetchone()[0]
+    assert sqlite_lake.objects.verify(sha) and sqlite_lake.objects.verify(r.outcomes[0].sha256)
+
+
+def test_a_pool_task_raises_a_failed_early_fsync_of_its_own(tmp_path, monkeypatch):
+    """The parent's barrier cannot see a worker's early fsyncs: the worker's task raises."""
+    import errno
+
+    from matlake.platform import objects
+
+    monkeypatch.setattr(ingestion, "_worker_known", {})
+    _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+    item = ingestion.SourceItem(str(sample("dft", "Si_static_CHGCAR.gz")))
+    with pytest.raises(OSError, match="Input/output error"):
+        ingestion.process_sources([item], str(tmp_path / "objects"))

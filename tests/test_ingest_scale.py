@@ -469,17 +469,23 @@ def test_objects_written_unsynced_are_fsynced_by_the_barrier_only(tmp_path, monk
     fsyncs["fsync"] = 0
     store.put(b"delta")
     assert fsyncs["fsync"] == 2
-    # A large unsynced object starts its write-back at once (a head start for the barrier, no fsync).
+    # A large unsynced object starts its write-back at once and is handed to a background fsync
+    # (a head start for the barrier; nothing fsynced by the writer itself).
     started: list[int] = []
+    early: list[Path] = []
     monkeypatch.setattr(objects, "start_writeback", lambda fd: started.append(fd))
+    monkeypatch.setattr(objects, "sync_early", lambda path: early.append(Path(path)))
     fsyncs["fsync"] = 0
-    big = store.put(b"x" * objects.WRITEBACK_BYTES, sync=False)
+    big = store.put(b"x" * objects.EARLY_SYNC_BYTES, sync=False)
     with store.spool() as sp:
-        sp.write(b"y" * objects.WRITEBACK_BYTES)
+        sp.write(b"y" * objects.EARLY_SYNC_BYTES)
         sp.keep(sync=False)
-    store.put_written(lambda fh: fh.write(b"z" * objects.WRITEBACK_BYTES), sync=False)
+        spooled = sp.sha
+    written, _ = store.put_written(lambda fh: fh.write(b"z" * objects.EARLY_SYNC_BYTES), sync=False)
     store.put(b"small", sync=False)
+    store.put(b"x" * objects.EARLY_SYNC_BYTES, sync=False)  # there already: not written, not synced
     assert len(started) == 3 and fsyncs["fsync"] == 0
+    assert early == [store.path(s) for s in (big, spooled, written)]
     assert store.verify(big)
 
 

@@ -150,7 +150,11 @@ class ParseContext:
         return sha
 
     def put_array(self, array: np.ndarray) -> str:
-        """Keep a numpy array exactly (dtype, shape, bytes) as an object; returns its sha256."""
+        """Keep a numpy array exactly (dtype, shape, bytes) as an object; returns its sha256.
+
+        The array is kept as it is now: the platform may write it after this returns,
+        so the parser must not change it afterwards.
+        """
         if self.array_sink is not None:
             sha, size = self.array_sink(array)
             self.sunk[sha] = size

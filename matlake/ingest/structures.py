@@ -6,6 +6,7 @@ into a ``structures`` row; the vasp and mp parsers reuse it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -35,7 +36,7 @@ def _json_default(obj: Any) -> Any:
 MIN_VOLUME = 1e-6  # Angstrom^3; a cell below this is degenerate (coplanar or zero lattice vectors)
 
 
-def check_structure(structure: Structure, locator: str) -> None:
+def check_structure(structure: Structure, locator: str, composition: Any = None) -> None:
     """Raise ParseError unless ``structure`` has sites, a finite lattice and coordinates, and a volume.
 
     pymatgen builds a Structure from a zero or NaN lattice without complaint;
@@ -57,9 +58,20 @@ def check_structure(structure: Structure, locator: str) -> None:
         raise ParseError(f"{locator} sites", "finite coordinates", "NaN or infinite values")
     from pymatgen.core import Element
 
-    dummies = sorted({str(e) for e in structure.composition.element_composition if not isinstance(e, Element)})
+    composition = structure.composition if composition is None else composition
+    dummies = sorted({str(e) for e in composition.element_composition if not isinstance(e, Element)})
     if dummies:  # pymatgen turns an unknown symbol such as 'Xx' into a dummy species without a mass
         raise ParseError(f"{locator} species", "chemical elements", ", ".join(dummies))
+
+
+@functools.lru_cache(maxsize=None)
+def _atomic_mass(species: Any) -> float:
+    return float(species.atomic_mass)  # amu; pymatgen builds a unit object on every access
+
+
+def _weight(composition: Any) -> float:
+    """``float(composition.weight)`` in amu: the same sum in the same order, without unit objects."""
+    return sum(amount * _atomic_mass(species) for species, amount in composition.items())
 
 
 def structure_row(
@@ -77,8 +89,8 @@ def structure_row(
     spglib cannot assign one (e.g. a disordered cell it rejects) the three
     symmetry columns are null rather than failing the record.
     """
-    check_structure(structure, locator)
-    comp = structure.composition
+    comp = structure.composition  # built anew by each call: once here
+    check_structure(structure, locator, comp)
     el_comp = comp.element_composition  # strips oxidation states from species
     elements = sorted(el.symbol for el in el_comp.elements)
     lat = structure.lattice
@@ -115,7 +127,7 @@ def structure_row(
         "lattice": [float(x) for x in lat.matrix.ravel()],
         "volume": float(lat.volume),
         # amu/Angstrom^3 → g/cm^3; Structure.density goes through slower unit objects
-        "density": float(comp.weight) * _AMU_PER_A3_IN_G_PER_CM3 / float(lat.volume),
+        "density": _weight(comp) * _AMU_PER_A3_IN_G_PER_CM3 / float(lat.volume),
         "spacegroup_symbol": sg_symbol,
         "spacegroup_number": sg_number,
         "crystal_system": crystal_system,

@@ -53,7 +53,7 @@ from sqlalchemy import select
 from matlake.ingest import ParseContext, ParseError, check_kind, detect, supported_formats
 from matlake.ingest.base import array_parts, describe_start, printable
 from matlake.platform import catalog as cat
-from matlake.platform.objects import ObjectStore, Spool, durability_mode
+from matlake.platform.objects import ObjectStore, Spool, durability_mode, settle_background
 
 if TYPE_CHECKING:
     from matlake.platform.lake import Lake
@@ -596,12 +596,18 @@ def process_source(item: SourceItem, objects_root: str, known: LedgerIndex | Non
     got = _read_source(item, store, known, started)
     if isinstance(got, SourceOutcome):
         return got
-    return _process_got(item, got, store, known, started)
+    out = _process_got(item, got, store, known, started)
+    settle_background()  # the arrays written behind exist when this returns
+    return out
 
 
 def process_sources(items: Sequence[SourceItem], objects_root: str) -> OutcomeBatch:
     """:func:`process_source` for each of a run of files, in a pool worker: one task, one reply."""
-    return OutcomeBatch(list(_process_in_turn(items, ObjectStore(Path(objects_root)), _worker_index())))
+    batch = OutcomeBatch(list(_process_in_turn(items, ObjectStore(Path(objects_root)), _worker_index())))
+    # The parent's barrier cannot wait for this process's writes behind and early fsyncs: done here
+    # (a failed one is raised).
+    settle_background()
+    return batch
 
 
 def _worker_index() -> LedgerIndex:
@@ -815,7 +821,8 @@ def _process_read(item: SourceItem, got: _Read, store: ObjectStore, known: Ledge
         return end("failed", f"{exc.with_file(item.path)} {versioned}")
     def sink(array: Any) -> tuple[str, int]:
         # Arrays go to the store as they are encoded, never held as a second, encoded copy.
-        return store.put_parts(array_parts(array), sync=False)
+        # Hashed here, written by a background thread (the barrier waits for it): see put_parts.
+        return store.put_parts(array_parts(array), behind=True)
 
     def chunked_sink(array: Any, chunks: Any, codec: str) -> tuple[str, int, str]:
         return _put_chunked(store, array, chunks, codec, sync=False)
@@ -1497,8 +1504,10 @@ def _commit_batch(lake: "Lake", batch: list[SourceOutcome], known: LedgerIndex, 
     cs = ChangeSet("ingest", message)
     # The workers wrote the objects without fsync: the commit makes every object this batch
     # refers to durable, in the same barrier as its Parquet files, before the catalog refers to them.
-    cs.make_durable_at_commit(lake.objects.path(s) for s in sorted(
-        {o.sha256 for o in batch if o.sha256} | {osha for o in batch for osha, _n in o.objects}))
+    objects = [lake.objects.path(s) for s in sorted(
+        {o.sha256 for o in batch if o.sha256} | {osha for o in batch for osha, _n in o.objects})]
+    cs.make_durable_at_commit(objects)
+    settle_background(objects)  # arrays written behind by this process are there (read below for their type)
     if paths:
         entries = dict(paths)
         cs.in_transaction.append(lambda conn: _upsert_paths(conn, entries))
