@@ -267,6 +267,22 @@ def _fail_in_thread(monkeypatch, owner, name, prefix, exc):
     monkeypatch.setattr(owner, name, maybe_fail)
 
 
+def _let_early_fsyncs_run(monkeypatch):
+    """Settling drops early fsyncs not started yet: here each runs first, so that a fault injected
+    into it is certain to happen (on a loaded machine its thread may not have started in time)."""
+    from matlake.platform import objects
+
+    real = objects.settle_background
+
+    def settle(paths=None):
+        for started in list(objects._background().syncs):
+            started.result()
+        return real(paths)
+
+    monkeypatch.setattr(objects, "settle_background", settle)
+    monkeypatch.setattr(ingestion, "settle_background", settle)
+
+
 def test_arrays_written_behind_exist_once_settled_and_are_written_by_the_writer_thread(tmp_path, monkeypatch):
     from matlake.platform import objects
 
@@ -314,6 +330,8 @@ def test_a_failed_early_fsync_is_raised_by_the_barrier_though_its_own_fsync_succ
     store = ObjectStore(tmp_path / "objects")
     _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
     big = store.put(b"x" * objects.EARLY_SYNC_BYTES, sync=False)
+    for started in list(objects._background().syncs):
+        started.result()  # let it run (the barrier drops an early fsync not started yet)
     small = store.put(b"small", sync=False)  # no early fsync: the barrier's own
     assert objects.make_durable([store.path(small)]) == 3
     with pytest.raises(OSError, match=f"writing {store.path(big)} to disk failed .*Input/output error") as caught:
@@ -358,6 +376,7 @@ def test_an_ingest_whose_early_fsync_fails_commits_nothing_and_a_retry_commits_a
     src = sample("dft", "Si_static_CHGCAR.gz")  # 2.6 MB: fsynced early
     with monkeypatch.context() as m:
         _fail_in_thread(m, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+        _let_early_fsyncs_run(m)
         with pytest.raises(OSError, match="Input/output error"):
             sqlite_lake.ingest([src], progress=False)
     assert sqlite_lake.sql("select count(*) from ledger").fetchone()[0] == 0
@@ -375,6 +394,7 @@ def test_a_pool_task_raises_a_failed_early_fsync_of_its_own(tmp_path, monkeypatc
 
     monkeypatch.setattr(ingestion, "_worker_known", {})
     _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+    _let_early_fsyncs_run(monkeypatch)
     item = ingestion.SourceItem(str(sample("dft", "Si_static_CHGCAR.gz")))
     with pytest.raises(OSError, match="Input/output error"):
         ingestion.process_sources([item], str(tmp_path / "objects"))
