@@ -267,6 +267,38 @@ def _fail_in_thread(monkeypatch, owner, name, prefix, exc):
     monkeypatch.setattr(owner, name, maybe_fail)
 
 
+def _fail_early_fsyncs(monkeypatch, exc):
+    """An early fsync (in whichever thread its group runs) raises ``exc``; the barrier's do not."""
+    from matlake.platform import objects
+
+    local = threading.local()
+    real_early, real_fsync = objects._Background.fsync, objects.fsync_path
+
+    def early(self, path):
+        local.early = True
+        try:
+            return real_early(self, path)
+        finally:
+            local.early = False
+
+    def maybe_fail(path):
+        if getattr(local, "early", False):
+            raise exc
+        return real_fsync(path)
+
+    monkeypatch.setattr(objects._Background, "fsync", early)
+    monkeypatch.setattr(objects, "fsync_path", maybe_fail)
+
+
+def _wait_for_early_fsyncs():
+    from matlake.platform import objects
+
+    bg = objects._background()
+    with bg.lock:
+        while bg.to_sync or bg.syncing:
+            bg.changed.wait()
+
+
 def _let_early_fsyncs_run(monkeypatch):
     """Settling drops early fsyncs not started yet: here each runs first, so that a fault injected
     into it is certain to happen (on a loaded machine its thread may not have started in time)."""
@@ -275,8 +307,7 @@ def _let_early_fsyncs_run(monkeypatch):
     real = objects.settle_background
 
     def settle(paths=None):
-        for started in list(objects._background().syncs):
-            started.result()
+        _wait_for_early_fsyncs()
         return real(paths)
 
     monkeypatch.setattr(objects, "settle_background", settle)
@@ -328,10 +359,9 @@ def test_a_failed_early_fsync_is_raised_by_the_barrier_though_its_own_fsync_succ
     from matlake.platform import objects
 
     store = ObjectStore(tmp_path / "objects")
-    _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+    _fail_early_fsyncs(monkeypatch, OSError(errno.EIO, "Input/output error"))
     big = store.put(b"x" * objects.EARLY_SYNC_BYTES, sync=False)
-    for started in list(objects._background().syncs):
-        started.result()  # let it run (the barrier drops an early fsync not started yet)
+    _wait_for_early_fsyncs()  # let it run (the barrier drops an early fsync not started yet)
     small = store.put(b"small", sync=False)  # no early fsync: the barrier's own
     assert objects.make_durable([store.path(small)]) == 3
     with pytest.raises(OSError, match=f"writing {store.path(big)} to disk failed .*Input/output error") as caught:
@@ -375,7 +405,7 @@ def test_an_ingest_whose_early_fsync_fails_commits_nothing_and_a_retry_commits_a
 
     src = sample("dft", "Si_static_CHGCAR.gz")  # 2.6 MB: fsynced early
     with monkeypatch.context() as m:
-        _fail_in_thread(m, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+        _fail_early_fsyncs(m, OSError(errno.EIO, "Input/output error"))
         _let_early_fsyncs_run(m)
         with pytest.raises(OSError, match="Input/output error"):
             sqlite_lake.ingest([src], progress=False)
@@ -393,8 +423,36 @@ def test_a_pool_task_raises_a_failed_early_fsync_of_its_own(tmp_path, monkeypatc
     from matlake.platform import objects
 
     monkeypatch.setattr(ingestion, "_worker_known", {})
-    _fail_in_thread(monkeypatch, objects, "fsync_path", "matlake-early-sync", OSError(errno.EIO, "Input/output error"))
+    _fail_early_fsyncs(monkeypatch, OSError(errno.EIO, "Input/output error"))
     _let_early_fsyncs_run(monkeypatch)
     item = ingestion.SourceItem(str(sample("dft", "Si_static_CHGCAR.gz")))
     with pytest.raises(OSError, match="Input/output error"):
         ingestion.process_sources([item], str(tmp_path / "objects"))
+
+
+def test_early_fsyncs_queued_meanwhile_go_as_one_group(tmp_path, monkeypatch):
+    """While one early fsync runs, the files queued behind it are fsynced together (they share a
+    journal commit and a cache flush) once it is done."""
+    from matlake.platform import objects
+
+    gate, first_started = threading.Event(), threading.Event()
+    groups: list[int] = []
+    real_group = objects._Background.fsync
+
+    def fsync(self, path):
+        if not first_started.is_set():
+            first_started.set()
+            gate.wait()  # the first file's fsync is slow: the others queue up meanwhile
+        with self.lock:
+            groups.append(self.syncing)
+        return real_group(self, path)
+
+    monkeypatch.setattr(objects._Background, "fsync", fsync)
+    store = ObjectStore(tmp_path / "objects")
+    first = store.put(b"0" * objects.EARLY_SYNC_BYTES, sync=False)
+    first_started.wait()
+    rest = [store.put(bytes([49 + i]) * objects.EARLY_SYNC_BYTES, sync=False) for i in range(5)]
+    gate.set()
+    _wait_for_early_fsyncs()
+    assert groups == [1] + [5] * 5  # the first alone, then the five queued behind it as one group
+    objects.make_durable([store.path(s) for s in [first, *rest]])

@@ -140,7 +140,6 @@ def publish(tmp: Path, target: Path) -> bool:
 
 
 EARLY_SYNC_BYTES = 1 << 20  # unsynced files this large start on their way to disk at once (sync_early)
-EARLY_SYNC_THREADS = 2  # fsyncs of large unsynced files in flight at once, beside the work that wrote them
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of dirty pages, do not wait
 
 
@@ -175,9 +174,9 @@ WRITE_BEHIND_BYTES = 64 << 20  # bytes waiting for the writer thread at most (se
 class _Background:
     """This process's object writes and fsyncs in background threads: in flight, and failed.
 
-    One writer thread (:meth:`ObjectStore.put_parts` with ``behind=True``) and
-    :data:`EARLY_SYNC_THREADS` fsync threads (:func:`sync_early`).  Their failures are
-    kept by path until :func:`settle_background` raises them.
+    One writer thread (:meth:`ObjectStore.put_parts` with ``behind=True``) and one thread
+    that fsyncs the files :func:`sync_early` queues, in groups.  Their failures are kept by
+    path until :func:`settle_background` raises them.
     """
 
     def __init__(self) -> None:
@@ -185,10 +184,12 @@ class _Background:
 
         self.pid = os.getpid()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matlake-write-behind")
-        self.syncer = ThreadPoolExecutor(max_workers=EARLY_SYNC_THREADS, thread_name_prefix="matlake-early-sync")
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.writes: list[tuple[Any, int]] = []  # (future, bytes) in the order submitted
-        self.syncs: list[Any] = []  # futures
+        self.to_sync: list[Path] = []  # files waiting for the next group of early fsyncs
+        self.syncing = 0  # files of the group being fsynced now
+        self.syncer: threading.Thread | None = None
         self.failed: dict[Path, OSError] = {}
 
     def fsync(self, path: Path) -> None:
@@ -199,6 +200,50 @@ class _Background:
         except OSError as exc:
             with self.lock:
                 self.failed[path] = exc
+
+    def queue_sync(self, path: Path) -> None:
+        with self.lock:
+            self.to_sync.append(path)
+            if self.syncer is None or not self.syncer.is_alive():
+                # A daemon: at exit nothing waits for a head start (the barriers have run).
+                self.syncer = threading.Thread(target=self._sync_groups, name="matlake-early-sync", daemon=True)
+                self.syncer.start()
+            self.changed.notify_all()
+
+    def _sync_groups(self) -> None:
+        """Fsync what has queued up, all of it at once, until the process ends.
+
+        A group, not one file at a time: each fsync of a file with new data costs a journal
+        commit and a flush of the disk's write cache; files fsynced together share them (see
+        :func:`make_durable`).  While one group is flushed, the next one gathers.
+        """
+        while True:
+            with self.lock:
+                while not self.to_sync:
+                    self.changed.wait()
+                group, self.to_sync = self.to_sync, []
+                self.syncing = len(group)
+            try:
+                if len(group) == 1:
+                    self.fsync(group[0])
+                else:
+                    lanes = min(SYNC_THREADS, len(group))
+                    list(_sync_pool().map(lambda paths: [self.fsync(p) for p in paths],
+                                          [group[i::lanes] for i in range(lanes)]))
+            except RuntimeError:  # the interpreter is shutting down its thread pools
+                return
+            finally:
+                with self.lock:
+                    self.syncing = 0
+                    self.changed.notify_all()
+
+    def settle_syncs(self) -> None:
+        """Drop the files not yet in a group (the barrier fsyncs them itself, all at once) and
+        wait for the group being fsynced."""
+        with self.lock:
+            self.to_sync.clear()
+            while self.syncing:
+                self.changed.wait()
 
     def write(self, path: Path, parts: list) -> None:
         try:
@@ -256,12 +301,7 @@ def sync_early(path: Path) -> None:
     and raised by :func:`settle_background` (the barrier calls it): a write-back error
     is reported once per open file, so the barrier's later fsync alone could miss it.
     """
-    bg = _background()
-    future = bg.syncer.submit(bg.fsync, _absolute(path))
-    with bg.lock:
-        if len(bg.syncs) >= 256:
-            bg.syncs = [f for f in bg.syncs if not f.done()]
-        bg.syncs.append(future)
+    _background().queue_sync(_absolute(path))
 
 
 def write_behind(path: Path, parts: "Sequence[bytes | memoryview]") -> None:
@@ -286,11 +326,7 @@ def settle_background(paths: "Iterable[Path] | None" = None) -> None:
     if bg is None or bg.pid != os.getpid():
         return
     bg.wait_writes()
-    with bg.lock:
-        syncs, bg.syncs = bg.syncs, []
-    for future in syncs:
-        if not future.cancel():
-            future.result()  # fsync() keeps its OSError: nothing else is raised here
+    bg.settle_syncs()
     with bg.lock:
         if not bg.failed:
             return
