@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -103,6 +104,98 @@ def test_vasprun_rows_equal_pymatgen_parse(name, tmp_path):
     assert struct["nsites"] == len(vr.final_structure)
     assert struct["density"] == pytest.approx(float(vr.final_structure.density), rel=1e-12)
     assert struct["source_locator"] == "final_structure"
+
+
+def _full_and_trimmed(data: bytes, tmp_path) -> tuple:
+    """pymatgen's parse of ``data`` as it is and of ``data`` without the blocks it leaves unread."""
+    from pymatgen.io.vasp import Vasprun
+
+    trimmed, last_dos = vasp.without_unread_blocks(data)
+    full_path, trimmed_path = tmp_path / "full.xml", tmp_path / "trimmed.xml"
+    full_path.write_bytes(data)
+    trimmed_path.write_bytes(trimmed)
+    opts = {"parse_dos": False, "parse_projected_eigen": False, "parse_potcar_file": False}
+    return Vasprun(str(full_path), **opts), Vasprun(str(trimmed_path), **opts), trimmed, last_dos
+
+
+def _assert_same_vasprun(a, b) -> None:
+    assert a.final_structure == b.final_structure and a.initial_structure == b.initial_structure
+    assert len(a.ionic_steps) == len(b.ionic_steps)
+    for step_a, step_b in zip(a.ionic_steps, b.ionic_steps):
+        assert step_a.keys() == step_b.keys()
+        for key, value in step_a.items():
+            if key in ("structure", "electronic_steps"):
+                assert value == step_b[key]
+            else:
+                np.testing.assert_array_equal(np.asarray(value), np.asarray(step_b[key]), err_msg=key)
+    assert a.eigenvalues.keys() == b.eigenvalues.keys()
+    for spin, values in a.eigenvalues.items():
+        np.testing.assert_array_equal(values, b.eigenvalues[spin])
+    assert a.incar == b.incar and a.parameters == b.parameters and a.generator == b.generator
+    np.testing.assert_array_equal(a.actual_kpoints, b.actual_kpoints)
+    assert a.actual_kpoints_weights == b.actual_kpoints_weights
+    assert a.potcar_symbols == b.potcar_symbols and a.efermi is b.efermi is None
+
+
+@pytest.mark.parametrize("name", VASPRUNS)
+def test_vasprun_without_unread_blocks_parses_to_the_same_run(name, tmp_path):
+    """The DOS and projections pymatgen skips are cut before it parses: same run, same rows."""
+    data = read("dft", name)
+    full, trimmed, cut, last_dos = _full_and_trimmed(data, tmp_path)
+    assert len(cut) < len(data) / 3  # these static runs are mostly DOS and projections
+    assert b"<dos>" not in cut and b"<projected>" in cut and cut.count(b"<eigenvalues>") == 2
+    assert data[last_dos:last_dos + 5] == b"<dos>" and data.rfind(b"<dos>") == last_dos
+    _assert_same_vasprun(full, trimmed)
+    ctx = ParseContext(source_sha256="0" * 64, filename=name, parser="vasprun")
+    assert vasp._vasprun_rows(full, data, ctx) == vasp._vasprun_rows(trimmed, data, ctx, last_dos)
+
+
+def test_vasprun_cut_leaves_other_tags_and_takes_the_fermi_level_of_the_last_dos(tmp_path):
+    data = read("dft", "Si_static_vasprun.xml.gz")
+    start, end = data.index(b"<dos>"), data.index(b"</dos>") + len(b"</dos>")
+    opt = data[start:end].replace(b"<dos>", b'<dos comment="kpoints_opt">', 1)
+    efermi = re.search(rb'<i name="efermi">\s*([-0-9.]+)', opt).group(1)
+    opt = opt.replace(efermi, b"7.25000000", 1)
+    # a kpoints_opt DOS after the DOS, and tags that only start like the cut ones
+    data = data[:end] + b"\n" + opt + b'\n<dosage name="x"/><projected_like/>' + data[end:]
+    full, trimmed, cut, last_dos = _full_and_trimmed(data, tmp_path)
+    assert b"<dos" not in cut.replace(b"<dosage", b"") and b"<projected_like/>" in cut
+    _assert_same_vasprun(full, trimmed)
+    result, _ctx = run("vasprun", data, "vasprun.xml")
+    assert result.tables["calculations"][0]["efermi"] == 7.25  # the last <dos>, as pymatgen's would be
+
+
+def _line_of(err: ParseError) -> int:
+    return int(re.search(r"line (\d+)", err.found).group(1))
+
+
+def test_vasprun_error_after_the_cut_blocks_names_the_line_of_the_file():
+    data = read("dft", "GaN_vN_bulk_vasprun.xml.gz")
+    final = data.index(b'<structure name="finalpos"')
+    line = data.count(b"\n", 0, final) + 1
+    broken = data[:final] + b"<structure name='finalpos' <<broken\n" + data[final:]
+    with pytest.raises(ParseError) as info:
+        run("vasprun", broken, "vasprun.xml")
+    assert "malformed XML" in info.value.found and _line_of(info.value) == line
+
+
+def test_vasprun_truncated_inside_the_projections_names_the_end_of_the_file():
+    data = read("dft", "GaN_vN_bulk_vasprun.xml.gz")
+    projected = data.index(b"<projected>")
+    cut = data[: projected + (len(data) - projected) // 2]
+    with pytest.raises(ParseError) as info:
+        run("vasprun", cut, "vasprun.xml")
+    assert "truncated" in info.value.found and _line_of(info.value) >= cut.count(b"\n")
+
+
+def test_vasprun_warnings_name_the_file_not_a_temporary_copy():
+    data = read("dft", "GaN_vN_q+1_vasprun.xml.gz")
+    # NSW = the number of ionic steps made: pymatgen warns that the relaxation did not converge
+    data = data.replace(b'<i type="int" name="NSW">    99</i>', b'<i type="int" name="NSW">     5</i>')
+    result, _ctx = run("vasprun", data, "GaN_relax_vasprun.xml")
+    unconverged = [w for w in result.warnings if "unconverged" in w]
+    assert unconverged and all("GaN_relax_vasprun.xml is an unconverged" in w for w in unconverged)
+    assert not any("matlake-" in w or "/tmp" in w or "/dev/shm" in w for w in result.warnings)
 
 
 def test_vasprun_reproduces_si_and_ypo4_reference_values():

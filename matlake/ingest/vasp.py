@@ -1,10 +1,12 @@
 """VASP outputs: vasprun.xml → ``calculations`` + ``structures``; CHGCAR-like grids → ``volumetric``.
 
-pymatgen does the parsing.  Its readers want a path, so the bytes are written
-once to a temporary file (in /dev/shm when available, i.e. memory).  The extra
-work on top of pymatgen is kept small because ``bench/`` compares this parser
-against the bare ``Vasprun(path, parse_dos=False, parse_projected_eigen=False,
-parse_potcar_file=False)`` call.
+pymatgen does the parsing.  Its readers want a path: the platform's copy of an
+uncompressed file, or else the bytes written once to a temporary file (in /dev/shm
+when available, i.e. memory).  The extra work on top of pymatgen is kept small
+because ``bench/`` compares this parser against the bare ``Vasprun(path,
+parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)`` call; the
+same call is made here, on the vasprun without the blocks those options leave
+unread (see :func:`without_unread_blocks`).
 """
 
 from __future__ import annotations
@@ -71,17 +73,76 @@ def detect_vasprun(head: bytes, filename: str) -> bool:
 _EFERMI = re.compile(rb'<i name="efermi">\s*([-+0-9.eEdD]+)\s*</i>')
 
 
-def _efermi(data: bytes) -> float | None:
-    """Fermi level (eV) of the last <dos> block; pymatgen reads it only with parse_dos=True.
-
-    A reverse byte search costs microseconds, whereas parse_dos=True would
-    parse the whole DOS.
-    """
-    pos = data.rfind(b'<i name="efermi">')
+def _efermi(data: bytes, last_dos: int = 0) -> float | None:
+    """Fermi level (eV) of the last <dos> block (it starts at byte ``last_dos``, when known);
+    pymatgen reads it only with parse_dos=True, which would parse the whole DOS."""
+    pos = data.find(b'<i name="efermi">', last_dos) if last_dos else data.rfind(b'<i name="efermi">')
     if pos < 0:
         return None
     m = _EFERMI.match(data, pos)
     return float(m.group(1).replace(b"D", b"E").replace(b"d", b"e")) if m else None
+
+
+_UNREAD_TAGS = (b"dos", b"projected")
+_SCAN_WINDOW = 1 << 16  # bytes searched for either tag at a time: neither search runs far past the other's find
+
+
+def _next_unread(data: bytes, pos: int) -> tuple[int, bytes]:
+    """Index and tag of the first ``<dos>`` or ``<projected>`` start tag (attributes allowed)
+    at or after ``pos``; (-1, b"") when there is none."""
+    n = len(data)
+    while pos < n:
+        stop = min(n, pos + _SCAN_WINDOW)
+        best, best_tag = -1, b""
+        for tag in _UNREAD_TAGS:
+            opening = b"<" + tag
+            i = data.find(opening, pos, stop + len(opening))
+            while 0 <= i < stop and data[i + len(opening):i + len(opening) + 1] not in (b">", b" ", b"\t", b"\n", b"\r"):
+                i = data.find(opening, i + 1, stop + len(opening))  # <dosfoo>, <projected_kpoints_opt>
+            if 0 <= i < stop and (best < 0 or i < best):
+                best, best_tag = i, tag
+        if best >= 0:
+            return best, best_tag
+        pos = stop
+    return -1, b""
+
+
+def without_unread_blocks(data: bytes) -> tuple[bytes, int]:
+    """``data`` without the vasprun.xml blocks that the parse's options leave unread, and
+    the byte offset of the last ``<dos>`` block in ``data`` (0: none).
+
+    With ``parse_dos=False, parse_projected_eigen=False`` pymatgen reads neither the
+    ``<dos>`` blocks nor the projections of ``<projected>``, but its XML reader still
+    builds every element of them: 60-95% of a static run's vasprun and of its parse
+    time.  Removed here: each ``<dos>`` element, and the content of each ``<projected>``
+    element after its ``<eigenvalues>`` (pymatgen reads those: they are the last
+    eigenvalues it sees).  A block that is not closed (a truncated file) and all after
+    it are left as they are.  Each byte of a removed block is searched once (for its
+    closing tag).  What is removed is not checked, and line numbers move: a parse of
+    the result that fails is done again on ``data`` (see :func:`parse_vasprun`).
+    """
+    kept: list[bytes] = []
+    pos = last_dos = 0
+    while True:
+        start, tag = _next_unread(data, pos)
+        if start < 0:
+            break
+        closing = b"</" + tag + b">"
+        close = data.find(closing, start)
+        if close < 0:
+            break
+        if tag == b"dos":
+            cut, end, last_dos = start, close + len(closing), start
+        else:
+            eig = data.find(b"</eigenvalues>", start, close)
+            cut = eig + len(b"</eigenvalues>") if eig >= 0 else data.index(b">", start) + 1
+            end = close
+        kept.append(data[pos:cut])
+        pos = end
+    if not kept:
+        return data, last_dos
+    kept.append(data[pos:])
+    return b"".join(kept), last_dos
 
 
 def _functional_from_potcars(symbols: list[str]) -> str | None:
@@ -161,21 +222,35 @@ def parse_vasprun(data: bytes, ctx: ParseContext) -> ParseResult:
 
     if not detect_vasprun(data[:8192], ctx.filename):
         raise ParseError("vasprun.xml root", "an XML document with <modeling> and <generator>", describe_start(data))
-    with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml", ctx) as path:
-        warnings.simplefilter("always")
-        try:
-            vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
-        except LIBRARY_INPUT_ERRORS as exc:
-            raise _translate_vasprun_error(exc, data, path, ctx.filename) from exc
-    row, struct_row = _vasprun_rows(vr, data, ctx)
+    read, last_dos = without_unread_blocks(data)
+    vr = caught = None
+    if read is not data:
+        with warnings.catch_warnings(record=True) as caught, _as_file(read, ".xml") as path:
+            warnings.simplefilter("always")
+            try:
+                vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+            except LIBRARY_INPUT_ERRORS:
+                vr = None  # parsed again as it is, below: the error then names the file's own lines
+    del read
+    if vr is None:
+        last_dos = 0
+        with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml", ctx) as path:
+            warnings.simplefilter("always")
+            try:
+                vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+            except LIBRARY_INPUT_ERRORS as exc:
+                raise _translate_vasprun_error(exc, data, path, ctx.filename) from exc
+    row, struct_row = _vasprun_rows(vr, data, ctx, last_dos)
     result = ParseResult()
     result.add_rows("structures", [struct_row])
     result.add_rows("calculations", [row])
-    result.warnings.extend(sorted({f"{w.category.__name__}: {w.message}" for w in caught}))
+    # pymatgen's warnings may name the file it read: a temporary copy's name means nothing
+    result.warnings.extend(sorted({f"{w.category.__name__}: {str(w.message).replace(path, ctx.filename)}"
+                                   for w in caught}))
     return result
 
 
-def _vasprun_rows(vr: Any, data: bytes, ctx: ParseContext) -> tuple[dict, dict]:
+def _vasprun_rows(vr: Any, data: bytes, ctx: ParseContext, last_dos: int = 0) -> tuple[dict, dict]:
     if not vr.ionic_steps:
         raise ParseError("vasprun.xml <calculation>", "at least one ionic step", "none")
     structure = vr.final_structure
@@ -227,7 +302,7 @@ def _vasprun_rows(vr: Any, data: bytes, ctx: ParseContext) -> tuple[dict, dict]:
         "band_gap": float(gap),
         "cbm": float(cbm),
         "vbm": float(vbm),
-        "efermi": _efermi(data),
+        "efermi": _efermi(data, last_dos),
         "is_metal": bool(gap <= 0.0),
         "is_direct": bool(is_direct),
         "total_magnetization": _total_magnetization(vr) if ispin == 2 else None,
