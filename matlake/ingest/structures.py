@@ -94,6 +94,8 @@ def structure_row(
     el_comp = comp.element_composition  # strips oxidation states from species
     elements = sorted(el.symbol for el in el_comp.elements)
     lat = structure.lattice
+    (a, b, c), (alpha, beta, gamma) = lat.abc, lat.angles  # each of lat.a ... lat.gamma computes all six
+    volume = float(lat.volume)
     sg_symbol = sg_number = crystal_system = None
     try:
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -118,16 +120,16 @@ def structure_row(
         "elements": elements,
         "nelements": len(elements),
         "nsites": len(structure),
-        "a": float(lat.a),
-        "b": float(lat.b),
-        "c": float(lat.c),
-        "alpha": float(lat.alpha),
-        "beta": float(lat.beta),
-        "gamma": float(lat.gamma),
+        "a": float(a),
+        "b": float(b),
+        "c": float(c),
+        "alpha": float(alpha),
+        "beta": float(beta),
+        "gamma": float(gamma),
         "lattice": [float(x) for x in lat.matrix.ravel()],
-        "volume": float(lat.volume),
+        "volume": volume,
         # amu/Angstrom^3 → g/cm^3; Structure.density goes through slower unit objects
-        "density": _weight(comp) * _AMU_PER_A3_IN_G_PER_CM3 / float(lat.volume),
+        "density": _weight(comp) * _AMU_PER_A3_IN_G_PER_CM3 / volume,
         "spacegroup_symbol": sg_symbol,
         "spacegroup_number": sg_number,
         "crystal_system": crystal_system,

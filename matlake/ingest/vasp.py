@@ -404,10 +404,11 @@ def parse_volumetric(data: bytes, ctx: ParseContext) -> ParseResult:
         # a non-magnetic spin-polarized LOCPOT has two identical blocks: encode once
         second_sha = main_sha if np.array_equal(second, main) else ctx.put_array(second)
     ngrid = main.size
-    mean = float(main.mean())
+    # np.mean is this sum divided by the count: one pass over the grid, the same float
+    mean = float(main.sum()) / ngrid
     volume = float(structure.volume)
     if kind in _CHARGE_KINDS:
-        unit, integral = "e (rho*V_cell, VASP convention)", float(main.sum()) / ngrid
+        unit, integral = "e (rho*V_cell, VASP convention)", mean
     elif kind == "LOCPOT":
         unit, integral = "eV", mean * volume
     else:
