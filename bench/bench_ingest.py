@@ -171,6 +171,35 @@ def _vasprun_cut(path: str) -> Any:
         return Vasprun(tmp, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
 
 
+def cut_rows(data_dir: Path, repeat: int) -> list[list[Any]]:
+    """Per sample vasprun: its size before and after the cut, and pymatgen's call on the
+    file (uncompressed, in /dev/shm or the temp folder) against the cut and the same call on
+    the cut bytes (best of ``repeat``, the two taking turns)."""
+    from pymatgen.io.vasp import Vasprun
+
+    from matlake.ingest import vasp
+
+    rows = []
+    for src in sorted(p for p in data_dir.iterdir() if kind_of(p.name) == "vasprun"):
+        raw = src.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        with vasp._as_file(data, ".xml") as path, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full, cut = [], []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+                full.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                kept, _last_dos = vasp.without_unread_blocks(data)
+                with vasp._as_file(kept, ".xml") as kept_path:
+                    Vasprun(kept_path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+                cut.append(time.perf_counter() - t0)
+        rows.append([src.name.removesuffix(".gz"), round(len(data) / 1e6, 3), round(len(kept) / 1e6, 3),
+                     min(full), min(cut), min(full) / min(cut)])
+    return rows
+
+
 def run_bare(files: list[Path], cut: bool = False) -> dict[str, float]:
     """Seconds per kind of the bare pymatgen calls on ``files`` (each file timed alone);
     ``cut``: vasprun files as the lake's parser gives them to pymatgen (see (c))."""
@@ -682,6 +711,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instr_kind = {k: min((instrumented_run(results["plain"]["by_kind"][k], args.workdir)["ingest"]
                               for _ in range(3)), key=lambda r: r["wall_s"]) for k in KIND_ORDER}
         prof_text = cprofile_run(sets["gz"], args.workdir) if args.cprofile else ""
+        cuts = cut_rows(args.data, max(args.repeat, 5))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -702,6 +732,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "noop_reingest": r["noop"].as_dict(),
         } for v, r in results.items()},
         "breakdown": instr, "breakdown_plain_per_kind": instr_kind,
+        "vasprun_cut": [dict(zip(("file", "mb", "cut_mb", "full_s", "cut_s", "speedup"), r)) for r in cuts],
     }
     mem = memory_run(args.chgcar_mb, args.repeat, args.workdir) if args.chgcar_mb else None
     if mem:
@@ -728,6 +759,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"gunzipped, cut and written to a temporary file before the same call): {c.best:.3f} s best, "
               f"{c.median:.3f} s median; 'all' ingest / (c): best {r['ingest_total'].best / c.best:.3f}, "
               f"median {r['ingest_total'].median / c.median:.3f}")
+
+    print("\n### The vasprun cut\nEach sample vasprun (uncompressed): pymatgen's call on the file, and the cut "
+          "(`without_unread_blocks`, timed) then the same call on what is left; best of "
+          f"{max(args.repeat, 5)}, taking turns\n")
+    print(table(["file", "MB", "MB after the cut", "pymatgen on the file (s)", "cut + pymatgen (s)", "speed-up"], cuts))
 
     print("\n### Where the time goes\nInstrumented runs (each function wrapped with a timer; fastest of 3): "
           "all gz files, all plain files, then each plain kind alone into its own lake. Indented rows are part of the row "
