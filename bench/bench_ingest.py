@@ -161,14 +161,11 @@ def make_samples(src: Path, copies: int, dest: Path) -> dict[str, list[Path]]:
 def _vasprun_cut(path: str) -> Any:
     """(c): the bare vasprun call on the bytes the lake's parser gives pymatgen (read, gunzipped,
     the blocks it skips cut, written to a temporary file), the cut and the copy timed with it."""
-    from pymatgen.io.vasp import Vasprun
-
     from matlake.ingest import vasp
 
     raw = Path(path).read_bytes()
     data, _last_dos = vasp.without_unread_blocks(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    with vasp._as_file(data, ".xml") as tmp:
-        return Vasprun(tmp, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+    return vasp.pymatgen_vasprun(data, data, Path(path).name)[0]
 
 
 def cut_rows(data_dir: Path, repeat: int) -> list[list[Any]]:
@@ -188,12 +185,11 @@ def cut_rows(data_dir: Path, repeat: int) -> list[list[Any]]:
             full, cut = [], []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+                Vasprun(path, **vasp.VASPRUN_OPTIONS)
                 full.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 kept, _last_dos = vasp.without_unread_blocks(data)
-                with vasp._as_file(kept, ".xml") as kept_path:
-                    Vasprun(kept_path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
+                vasp.pymatgen_vasprun(kept, data, src.name)
                 cut.append(time.perf_counter() - t0)
         rows.append([src.name.removesuffix(".gz"), round(len(data) / 1e6, 3), round(len(kept) / 1e6, 3),
                      min(full), min(cut), min(full) / min(cut)])

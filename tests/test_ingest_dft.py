@@ -114,7 +114,7 @@ def _full_and_trimmed(data: bytes, tmp_path) -> tuple:
     full_path, trimmed_path = tmp_path / "full.xml", tmp_path / "trimmed.xml"
     full_path.write_bytes(data)
     trimmed_path.write_bytes(trimmed)
-    opts = {"parse_dos": False, "parse_projected_eigen": False, "parse_potcar_file": False}
+    opts = vasp.VASPRUN_OPTIONS
     return Vasprun(str(full_path), **opts), Vasprun(str(trimmed_path), **opts), trimmed, last_dos
 
 

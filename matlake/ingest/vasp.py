@@ -83,6 +83,8 @@ def _efermi(data: bytes, last_dos: int = 0) -> float | None:
     return float(m.group(1).replace(b"D", b"E").replace(b"d", b"e")) if m else None
 
 
+# What the vasprun parser asks of pymatgen; ``without_unread_blocks`` cuts what these leave unread.
+VASPRUN_OPTIONS = {"parse_dos": False, "parse_projected_eigen": False, "parse_potcar_file": False}
 _UNREAD_TAGS = (b"dos", b"projected")
 _SCAN_WINDOW = 1 << 16  # bytes searched for either tag at a time: neither search runs far past the other's find
 
@@ -218,28 +220,19 @@ def parse_vasprun(data: bytes, ctx: ParseContext) -> ParseResult:
     Energies in eV (``energy`` is pymatgen's ``final_energy``), ENCUT in eV,
     band edges and Fermi level in eV, magnetization in mu_B.
     """
-    from pymatgen.io.vasp import Vasprun
-
     if not detect_vasprun(data[:8192], ctx.filename):
         raise ParseError("vasprun.xml root", "an XML document with <modeling> and <generator>", describe_start(data))
     read, last_dos = without_unread_blocks(data)
-    vr = caught = None
+    vr = None
     if read is not data:
-        with warnings.catch_warnings(record=True) as caught, _as_file(read, ".xml") as path:
-            warnings.simplefilter("always")
-            try:
-                vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
-            except LIBRARY_INPUT_ERRORS:
-                vr = None  # parsed again as it is, below: the error then names the file's own lines
+        try:
+            vr, caught, path = pymatgen_vasprun(read, data, ctx.filename)
+        except ParseError:
+            pass  # parsed again as it is, below: the error then names the file's own lines
     del read
     if vr is None:
         last_dos = 0
-        with warnings.catch_warnings(record=True) as caught, _as_file(data, ".xml", ctx) as path:
-            warnings.simplefilter("always")
-            try:
-                vr = Vasprun(path, parse_dos=False, parse_projected_eigen=False, parse_potcar_file=False)
-            except LIBRARY_INPUT_ERRORS as exc:
-                raise _translate_vasprun_error(exc, data, path, ctx.filename) from exc
+        vr, caught, path = pymatgen_vasprun(data, data, ctx.filename, ctx)
     row, struct_row = _vasprun_rows(vr, data, ctx, last_dos)
     result = ParseResult()
     result.add_rows("structures", [struct_row])
@@ -248,6 +241,21 @@ def parse_vasprun(data: bytes, ctx: ParseContext) -> ParseResult:
     result.warnings.extend(sorted({f"{w.category.__name__}: {str(w.message).replace(path, ctx.filename)}"
                                    for w in caught}))
     return result
+
+
+def pymatgen_vasprun(content: bytes, data: bytes, filename: str,
+                     ctx: ParseContext | None = None) -> tuple[Any, list[warnings.WarningMessage], str]:
+    """pymatgen's ``Vasprun`` (with :data:`VASPRUN_OPTIONS`) of ``content``: the file's ``data``
+    or its cut; also the warnings it gave and the path it read (``ctx.content_path`` when
+    given, else a temporary file).  A :class:`ParseError` naming ``filename`` when it cannot."""
+    from pymatgen.io.vasp import Vasprun
+
+    with warnings.catch_warnings(record=True) as caught, _as_file(content, ".xml", ctx) as path:
+        warnings.simplefilter("always")
+        try:
+            return Vasprun(path, **VASPRUN_OPTIONS), caught, path
+        except LIBRARY_INPUT_ERRORS as exc:
+            raise _translate_vasprun_error(exc, data, path, filename) from exc
 
 
 def _vasprun_rows(vr: Any, data: bytes, ctx: ParseContext, last_dos: int = 0) -> tuple[dict, dict]:
